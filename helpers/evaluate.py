@@ -19,7 +19,7 @@ COLUMNS = ["task", "protocol", "metric", "value", "chance", "n", "prompts", "val
 
 def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None = None, seed: int = 0,
                    protocol: str = "paper", *, data_dir: str | os.PathLike | None = None, hint: bool = True,
-                   prompt_form: str = "plain", batch_tokens: int = 4096, progress: bool = True) -> pd.DataFrame:
+                   prompt_form: str = "plain", batch_tokens: int = 2048, progress: bool = True) -> pd.DataFrame:
     """Zero-shot greedy evaluation on ``tasks`` (SPEC §3), ``n`` seeded examples each (None: the
     full test sets). One row per task:
 

@@ -59,7 +59,7 @@ def generate(
     max_new_tokens: int,
     continuations: Sequence[Sequence[str]] | None = None,
     *,
-    batch_tokens: int = 4096,
+    batch_tokens: int = 2048,
     max_batch_size: int = 64,
     progress: bool = True,
     desc: str = "generate",

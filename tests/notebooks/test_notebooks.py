@@ -1,0 +1,41 @@
+"""Every notebook runs headlessly under the smoke profile (papermill), as `make reproduce
+PROFILE=smoke` runs it, and writes its tables and figures."""
+import pandas as pd
+import pytest
+
+from helpers import reproduce
+
+pytestmark = [pytest.mark.slow, pytest.mark.model]
+
+
+@pytest.mark.parametrize("notebook", list(reproduce.load_profile("smoke")["notebooks"]))
+def test_notebook_runs_under_smoke_profile(notebook, tmp_path):
+    import papermill
+
+    profile = reproduce.load_profile("smoke")
+    params = reproduce.notebook_parameters("smoke", profile, notebook, tmp_path)
+    papermill.execute_notebook(reproduce.NOTEBOOKS / f"{notebook}.ipynb", tmp_path / f"{notebook}.ipynb",
+                               parameters=params, cwd=str(reproduce.NOTEBOOKS), progress_bar=False,
+                               kernel_name="python3")
+    pngs = list(tmp_path.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+    tables = list((tmp_path / "tables").glob("*.csv"))
+    assert tables and all(len(pd.read_csv(t)) > 0 for t in tables)
+
+
+def test_every_notebook_is_in_every_profile():
+    names = sorted(p.stem for p in reproduce.NOTEBOOKS.glob("*.ipynb"))
+    for profile in ("smoke", "cpu", "paper"):
+        assert sorted(reproduce.load_profile(profile)["notebooks"]) == names
+
+
+def test_notebooks_are_thin():
+    import json
+
+    for nb in reproduce.NOTEBOOKS.glob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), nb
+        for c in cells:
+            if c["cell_type"] == "code":
+                assert len("".join(c["source"]).strip().splitlines()) <= 15, nb
+                assert not c.get("outputs"), f"{nb} is committed with outputs"
