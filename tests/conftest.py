@@ -45,3 +45,21 @@ def tiny_model(request, smol_tokenizer):
     """A 2-layer model with random weights (GPT-2: Conv1D layout; Llama: Linear), sharing
     the SmolLM2 tokenizer's vocabulary."""
     return _tiny(request.param, len(smol_tokenizer)), smol_tokenizer
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``data`` need the paper's data: skipped (with how to get it) where it is
+    missing, unless EDITHURT_REQUIRE_DATA=1 (CI), where a missing folder is a failure."""
+    import os
+
+    if item.get_closest_marker("data") is None:
+        return
+    from helpers.errors import DataNotFoundError
+    from helpers.paths import data_dir
+
+    try:
+        data_dir()
+    except DataNotFoundError as e:
+        if os.environ.get("EDITHURT_REQUIRE_DATA") == "1":
+            pytest.fail(str(e))
+        pytest.skip(f"needs the paper's data: {e}")

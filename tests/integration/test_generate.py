@@ -85,6 +85,7 @@ def test_bad_arguments_are_refused(tiny_model):
 
 
 @pytest.mark.model
+@pytest.mark.data
 def test_smollm2_batched_equals_one_at_a_time_on_task_prompts(smollm2):
     from helpers import get_task, load_task
 

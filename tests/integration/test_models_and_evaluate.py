@@ -29,6 +29,7 @@ def test_local_folder_loads(smollm2, tmp_path):
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.data
 @pytest.mark.parametrize("protocol", ["paper", "released"])
 def test_evaluate_all_tasks_on_a_few_examples(smollm2, protocol):
     model, tok = smollm2
@@ -44,6 +45,7 @@ def test_evaluate_all_tasks_on_a_few_examples(smollm2, protocol):
 
 
 @pytest.mark.model
+@pytest.mark.data
 def test_gold_nll_sees_what_the_metric_cannot(smollm2):
     """Damage the model: the headline NLI accuracy is 0 before and after (the model never says
     true/false), but the gold answer's NLL rises."""

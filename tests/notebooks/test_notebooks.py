@@ -5,7 +5,7 @@ import pytest
 
 from helpers import reproduce
 
-pytestmark = [pytest.mark.slow, pytest.mark.model]
+pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.data]
 
 
 @pytest.mark.parametrize("notebook", list(reproduce.load_profile("smoke")["notebooks"]))

@@ -9,6 +9,8 @@ import helpers
 from helpers import paths
 from helpers.errors import DataFormatError, DataNotFoundError, UnknownNameError
 
+pytestmark = pytest.mark.data
+
 COUNTS = {"reasoning": 1319, "nli": 2489, "open_qa": 3610, "closed_qa": 3267, "dialogue": 886,
           "summarization": 818, "ner": 3250, "sentiment": 872}
 
