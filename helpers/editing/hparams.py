@@ -1,0 +1,81 @@
+"""Hyperparameters as dataclasses, read from EasyEdit-format YAML files as they are.
+
+``load_hparams(method, model_name, hparams)`` accepts None (the file shipped for that model in
+``helpers/editing/hparams/<METHOD>/<model>.yaml``), a YAML path, a dict of overrides on the
+shipped file, or an hparams object. Unknown keys are an error naming the closest valid key;
+EasyEdit's bookkeeping keys that do not change the algorithm (device, fp16, stats_dir, ...)
+are accepted and ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import EdithurtError
+
+HPARAMS_DIR = Path(__file__).resolve().parent / "hparams"
+# EasyEdit keys that say where or how to run, not what the algorithm does.
+IGNORED_KEYS = {"alg_name", "model_name", "device", "model_parallel", "fp16", "stats_dir",
+                "max_length", "batch_size", "archive", "results_dir", "bf16"}
+
+
+class HparamsError(EdithurtError, ValueError):
+    """An hparams file or dict that cannot be used; the message names the key."""
+
+
+def shipped_file(method: str, model_name: str) -> Path:
+    return HPARAMS_DIR / method.upper() / f"{Path(str(model_name)).name}.yaml"
+
+
+def from_mapping(cls, values: dict, source: str = "hparams"):
+    """``cls(**values)`` after checking every key is known and every required key is given."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields and key not in IGNORED_KEYS:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise HparamsError(f"{source}: unknown {cls.__name__} key {key!r}{hint}")
+    missing = [n for n, f in fields.items() if n not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise HparamsError(f"{source}: missing {cls.__name__} key(s) {missing}")
+    return cls(**{k: v for k, v in values.items() if k in fields})
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    with open(path, encoding="utf8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise HparamsError(f"{path}: expected a mapping of hparams keys, got {type(data).__name__}")
+    return data
+
+
+def load_hparams(cls, method: str, model_name: str, hparams: Any = None):
+    """Resolve ``hparams`` (None, path, dict of overrides, or ``cls`` instance) to a ``cls``."""
+    if isinstance(hparams, cls):
+        return hparams
+    if isinstance(hparams, (str, os.PathLike)):
+        return from_mapping(cls, read_yaml(hparams), str(hparams))
+    shipped = shipped_file(method, model_name)
+    if not shipped.exists():
+        if isinstance(hparams, dict) and not (set(f.name for f in dataclasses.fields(cls)) - set(hparams) - _defaults(cls)):
+            return from_mapping(cls, hparams)
+        have = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
+        raise HparamsError(f"no {method.upper()} hparams shipped for model {model_name!r} (shipped: {have}); "
+                           "pass hparams= a YAML path or a complete dict")
+    base = read_yaml(shipped)
+    if hparams is None:
+        return from_mapping(cls, base, str(shipped))
+    if isinstance(hparams, dict):
+        return from_mapping(cls, {**base, **hparams}, f"{shipped} + overrides")
+    raise HparamsError(f"hparams must be None, a YAML path, a dict or a {cls.__name__}, got {type(hparams).__name__}")
+
+
+def _defaults(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
