@@ -25,6 +25,7 @@ class Scored:
     tokens: list[int]
     logprobs: list[float]
     greedy: list[bool]
+    argmax: list[int]
 
     @property
     def logprob(self) -> float:
@@ -63,12 +64,16 @@ def generate(
     max_batch_size: int = 64,
     progress: bool = True,
     desc: str = "generate",
+    sample_top_k: int | None = None,
+    seed: int = 0,
 ) -> list[Generation]:
     """Greedy-decode ``max_new_tokens`` after each prompt; score ``continuations[i]`` (a list
     of strings, each tokenised on its own, leading space included) after prompt ``i``.
 
     ``batch_tokens`` bounds batch size × longest prompt of the batch. Output is in the order
     of ``prompts`` and does not depend on how they were batched (up to float rounding).
+    ``sample_top_k`` samples each new token from the ``k`` most likely ones instead of taking
+    the argmax (seeded by ``seed``; used to draw ROME's context templates).
     """
     if continuations is not None and len(continuations) != len(prompts):
         raise ValueError(f"{len(continuations)} continuation lists for {len(prompts)} prompts")
@@ -81,9 +86,11 @@ def generate(
     conts = [[_encode_continuation(tok, c) for c in cs] for cs in continuations] if continuations else [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
     out: list[Generation | None] = [None] * len(prompts)
+    sampler = _Sampler(sample_top_k, seed, device) if sample_top_k else None
     with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
         for batch in _batches(order, enc, batch_tokens, max_batch_size):
-            results = _run_batch(model, tok, [enc[i] for i in batch], [conts[i] for i in batch], max_new_tokens, device)
+            results = _run_batch(model, tok, [enc[i] for i in batch], [conts[i] for i in batch], max_new_tokens,
+                                 device, sampler)
             for i, r in zip(batch, results):
                 out[i] = r
             bar.update(len(batch))
@@ -126,7 +133,18 @@ def _stop_ids(model, tok) -> set[int]:
     return ids
 
 
-def _run_batch(model, tok, seqs, conts, max_new_tokens, device) -> list[Generation]:
+class _Sampler:
+    def __init__(self, k: int, seed: int, device):
+        self.k = k
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        top, idx = logits.topk(self.k, dim=-1)
+        pick = torch.multinomial(torch.softmax(top, dim=-1), 1, generator=self.gen)
+        return idx.gather(-1, pick).squeeze(-1)
+
+
+def _run_batch(model, tok, seqs, conts, max_new_tokens, device, sampler=None) -> list[Generation]:
     from transformers import DynamicCache
 
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -143,7 +161,7 @@ def _run_batch(model, tok, seqs, conts, max_new_tokens, device) -> list[Generati
     done = torch.zeros(len(seqs), dtype=torch.bool, device=device)
     step_mask = mask
     for step in range(max_new_tokens):
-        nxt = logits.argmax(-1)
+        nxt = sampler(logits) if sampler else logits.argmax(-1)
         for r in range(len(seqs)):
             if not done[r]:
                 if int(nxt[r]) in stop:
@@ -171,7 +189,7 @@ def _score_continuations(model, cache, mask, lengths, first_logprobs, conts, pad
     rows = torch.tensor([r for r, _ in pairs], device=device)
     width = max(len(c) for _, c in pairs)
     logprobs = torch.empty((len(pairs), width), device=device)
-    greedy = torch.empty((len(pairs), width), dtype=torch.bool, device=device)
+    argmax = torch.empty((len(pairs), width), dtype=torch.long, device=device)
     targets = torch.full((len(pairs), width), pad_id, dtype=torch.long, device=device)
     cmask = torch.zeros((len(pairs), width), dtype=torch.long, device=device)
     for p, (_, c) in enumerate(pairs):
@@ -179,7 +197,7 @@ def _score_continuations(model, cache, mask, lengths, first_logprobs, conts, pad
         cmask[p, : len(c)] = 1
     first = first_logprobs[rows]
     logprobs[:, 0] = first.gather(-1, targets[:, :1]).squeeze(-1)
-    greedy[:, 0] = first.argmax(-1) == targets[:, 0]
+    argmax[:, 0] = first.argmax(-1)
     if width > 1:
         # Drop what decoding appended, then give each continuation its own copy of the prompt.
         extra = cache.get_seq_length() - mask.shape[1]
@@ -192,9 +210,10 @@ def _score_continuations(model, cache, mask, lengths, first_logprobs, conts, pad
         lp = torch.log_softmax(model(input_ids=inputs, attention_mask=full_mask, position_ids=pos,
                                      cache=cache, use_cache=True).logits.float(), dim=-1)
         logprobs[:, 1:] = lp.gather(-1, targets[:, 1:, None]).squeeze(-1)
-        greedy[:, 1:] = lp.argmax(-1) == targets[:, 1:]
+        argmax[:, 1:] = lp.argmax(-1)
+    greedy = argmax == targets
     out = [[] for _ in conts]
     for p, (r, c) in enumerate(pairs):
         n = len(c)
-        out[r].append(Scored(c, logprobs[p, :n].tolist(), greedy[p, :n].tolist()))
+        out[r].append(Scored(c, logprobs[p, :n].tolist(), greedy[p, :n].tolist(), argmax[p, :n].tolist()))
     return out

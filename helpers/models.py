@@ -51,6 +51,7 @@ def load_model(name: str = EMBEDDED, device: str | torch.device | None = None,
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     model.generation_config.pad_token_id = tok.pad_token_id
+    model.edithurt_name = name  # picks the hparams files shipped for this model
     return model.to(device).eval(), tok
 
 

@@ -1,0 +1,110 @@
+"""Knowledge editing: ``edit(model, tok, requests, method)`` changes the weights in place and
+returns the updates it added, so that they can be studied, regularised and undone.
+
+Sequential editing is calling :func:`edit` again on the edited model; batch editing is several
+requests in one call (MEMIT, MEND; ROME and KN edit one fact at a time).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data import EditRequest
+from ..errors import EdithurtError, unknown
+from .hparams import HparamsError, load_hparams
+from .layers import LayerError, check_layers, from_param_layout, get_module, to_param_layout
+
+
+class EditError(EdithurtError, ValueError):
+    """An edit request or setting that cannot be carried out."""
+
+
+@dataclass
+class EditResult:
+    """What an edit did. ``deltas``: the update added to each parameter, in the parameter's own
+    layout (Conv1D: ``[in, out]``; Linear: ``[out, in]``), after any regulariser.
+    ``restore()`` puts the edited parameters back bit-exactly (only those are saved)."""
+
+    method: str
+    deltas: dict[str, torch.Tensor]
+    hparams: object
+    _model: object = field(repr=False, default=None)
+    _originals: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    def restore(self) -> None:
+        params = dict(self._model.named_parameters())
+        with torch.no_grad():
+            for name, w in self._originals.items():
+                params[name].copy_(w)
+
+
+Regularizer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _methods():
+    from . import rome
+
+    return {"ROME": (rome.ROMEHyperParams, rome.apply, False)}
+
+
+METHODS = ("ROME", "MEMIT", "KN", "MEND")
+
+
+def hparams_name(model) -> str:
+    from ..models import ALIASES
+
+    name = getattr(model, "edithurt_name", None) or str(getattr(model.config, "_name_or_path", ""))
+    reverse = {v: k for k, v in ALIASES.items()}
+    return reverse.get(name, name.rstrip("/").split("/")[-1])
+
+
+def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str, hparams=None,
+         regularizer: Regularizer | None = None) -> EditResult:
+    """Edit ``model`` in place with ``method`` (ROME, MEMIT, KN, MEND). ``hparams``: None (the
+    file shipped for this model), a YAML path, a dict of overrides, or an hparams object.
+    ``regularizer(delta, weight) -> delta`` shapes every update before it is added (both in
+    the parameter's layout)."""
+    registry = _methods()
+    key = str(method).upper()
+    if key not in registry:
+        raise unknown("method", method, list(registry) or METHODS)
+    cls, apply, batch_ok = registry[key]
+    reqs = [requests] if isinstance(requests, EditRequest) else list(requests)
+    if not reqs:
+        raise EditError("no edit requests given")
+    if len(reqs) > 1 and not batch_ok:
+        raise EditError(f"{key} edits one fact at a time; got a batch of {len(reqs)}. Call edit() once per "
+                        "request (sequential editing), or use MEMIT or MEND for batch editing.")
+    for r in reqs:
+        if not isinstance(r, EditRequest):
+            raise EditError(f"requests must be EditRequest objects, got {type(r).__name__}")
+        if not r.target_new or not r.target_new.strip():
+            raise EditError(f"empty target_new for the prompt {r.prompt!r}")
+        if not r.subject or r.subject not in r.prompt:
+            raise EditError(f"the subject {r.subject!r} does not occur in the prompt {r.prompt!r}")
+    hp = load_hparams(cls, key, hparams_name(model), hparams)
+    check_layers(model, hp.layers)
+    updates = apply(model, tok, reqs, hp)  # {param name: ΔW as [out, in]}
+    params = dict(model.named_parameters())
+    result = EditResult(key, {}, hp, model)
+    with torch.no_grad():
+        for name, upd in updates.items():
+            module = get_module(model, name.rsplit(".", 1)[0])
+            w = params[name]
+            delta = to_param_layout(upd, module).to(w.dtype)
+            if regularizer is not None:
+                delta = regularizer(delta, w.detach())
+                if delta.shape != w.shape:
+                    raise EditError(f"the regulariser returned shape {tuple(delta.shape)} for {name} "
+                                    f"of shape {tuple(w.shape)}")
+            if not torch.isfinite(delta).all():
+                raise EditError(f"{key} produced a non-finite update for {name}: the weights were not changed")
+            result._originals.setdefault(name, w.detach().clone())
+            w.add_(delta)
+            result.deltas[name] = delta
+    return result
+
+
+__all__ = ["edit", "EditResult", "EditError", "HparamsError", "LayerError", "METHODS", "from_param_layout"]
