@@ -44,9 +44,10 @@ Regularizer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _methods():
-    from . import rome
+    from . import memit, rome
 
-    return {"ROME": (rome.ROMEHyperParams, rome.apply, False)}
+    return {"ROME": (rome.ROMEHyperParams, rome.apply, False),
+            "MEMIT": (memit.MEMITHyperParams, memit.apply, True)}
 
 
 METHODS = ("ROME", "MEMIT", "KN", "MEND")

@@ -54,9 +54,14 @@ def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, i
     return k / k.norm()
 
 
-def compute_v(model, tok, request, hp: ROMEHyperParams, layer: int, templates) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(v, k_prompt)``: the value the matrix should output at the subject's last token, and
-    the key it sees there in the bare prompt."""
+def optimize_target(model, tok, request, hp, module, templates) -> torch.Tensor:
+    """The output ``module`` should give at the subject's last token so that the model predicts
+    ``request.target_new`` after the prompt in every context template: its current output
+    plus a vector ``δ`` found by Adam (ROME's ``compute_v``, MEMIT's ``compute_z``).
+
+    Loss: the target's NLL averaged over templates, plus ``kl_factor`` × KL of the next-token
+    distribution at the subject of "<subject> is a" from its unedited value, plus
+    ``v_weight_decay`` × ‖δ‖/‖init‖²; ‖δ‖ is clamped to ``clamp_norm_factor`` × ‖init‖."""
     device = next(model.parameters()).device
     target = tok(" " + request.target_new.strip(), add_special_tokens=False).input_ids
     rewriting = [t.format(request.prompt) + tok.decode(target[:-1]) for t in templates]
@@ -70,33 +75,35 @@ def compute_v(model, tok, request, hp: ROMEHyperParams, layer: int, templates) -
         # logits at position p predict token p+1: the target's tokens are scored at the last
         # len(target) positions of the prompt + target[:-1]
         labels[i, lengths[i] - len(target): lengths[i]] = torch.tensor(target, device=device)
-    module = get_module(model, hp.rewrite_module_tmp.format(layer))
-    hidden = module.weight.shape[0] if type(module).__name__ != "Conv1D" else module.weight.shape[1]
-    delta = torch.zeros(hidden, device=device, requires_grad=True)
-    state = {"init": None}
+    state = {"init": None, "delta": None}
     rows = torch.arange(len(texts), device=device)
     look = torch.tensor(lookup, device=device)
 
     def add_delta(out):
+        hidden = out[0] if isinstance(out, tuple) else out
         if state["init"] is None:
-            state["init"] = out[0, lookup[0]].detach().clone()
-        out = out.clone()
-        out[rows, look] = out[rows, look] + delta.to(out.dtype)
-        return out
+            state["init"] = hidden[0, lookup[0]].detach().clone()
+            state["delta"] = torch.zeros_like(state["init"], dtype=torch.float32, requires_grad=True)
+        hidden = hidden.clone()
+        hidden[rows, look] = hidden[rows, look] + state["delta"].to(hidden.dtype)
+        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
     head = model.get_output_embeddings()
     tgt_rows, tgt_pos = (labels[: len(rewriting)] != -100).nonzero(as_tuple=True)
     tgt_ids = labels[tgt_rows, tgt_pos]
-    opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    opt = None
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     kl_init = None
     try:
         for _ in range(hp.v_num_grad_steps):
-            opt.zero_grad()
             with hooked(module, on_output=add_delta):
                 hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            if opt is None:
+                opt = torch.optim.Adam([state["delta"]], lr=hp.v_lr)
+            opt.zero_grad()
+            delta = state["delta"]
             # the vocabulary projection only where a loss is read: the target positions and
             # the KL prompts' subject token
             kl_logp = torch.log_softmax(head(hidden[rows[len(rewriting):], look[len(rewriting):]]).float(), dim=-1)
@@ -106,29 +113,47 @@ def compute_v(model, tok, request, hp: ROMEHyperParams, layer: int, templates) -
             tok_lp = logp.gather(1, tgt_ids[:, None]).squeeze(1)
             nll = -(tok_lp.sum() / len(target)) / len(rewriting)
             kl = hp.kl_factor * torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
-            # ROME's own weight-decay term: ||δ|| / ||v_init||² (not squared in δ)
-            decay = hp.v_weight_decay * (delta.norm() / state["init"].norm() ** 2)
+            # ROME's own weight-decay term: ||δ|| / ||init||² (not squared in δ)
+            decay = hp.v_weight_decay * (delta.norm() / state["init"].float().norm() ** 2)
             loss = nll + kl + decay
             if loss.item() < hp.early_stop_loss:
                 break
             loss.backward()
             opt.step()
-            max_norm = hp.clamp_norm_factor * state["init"].norm()
+            max_norm = hp.clamp_norm_factor * state["init"].float().norm()
             with torch.no_grad():
                 if delta.norm() > max_norm:
                     delta.mul_(max_norm / delta.norm())
     finally:
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)
-    v = (state["init"] + delta).detach()
-    # the key and current output at the subject's last token of the bare prompt
-    idx = subject_last_index(tok, request.prompt, request.subject)
+    return (state["init"].float() + state["delta"]).detach()
+
+
+def read_at_subject(model, tok, module, texts, subjects) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, outputs)`` of ``module`` at each text's subject-last token: ``[n, in]``, ``[n, out]``."""
+    device = next(model.parameters()).device
+    idx = torch.tensor([subject_last_index(tok, t, s) for t, s in zip(texts, subjects)], device=device)
+    rows = torch.arange(len(texts), device=device)
     seen = {}
-    with torch.no_grad(), hooked(module, on_input=lambda x: seen.__setitem__("k", x[0, idx].detach().float()),
-                                 on_output=lambda y: seen.__setitem__("o", y[0, idx].detach().float())):
-        p_ids, p_mask = pad_right(tok, [request.prompt], device)
-        model(input_ids=p_ids, attention_mask=p_mask)
-    return v, seen["k"], seen["o"]
+
+    def grab_out(y):
+        seen["o"] = (y[0] if isinstance(y, tuple) else y)[rows, idx].detach().float()
+
+    ids, mask = pad_right(tok, texts, device)
+    with torch.no_grad(), hooked(module, on_input=lambda x: seen.__setitem__("k", x[rows, idx].detach().float()),
+                                 on_output=grab_out):
+        model(input_ids=ids, attention_mask=mask)
+    return seen["k"], seen["o"]
+
+
+def compute_v(model, tok, request, hp: ROMEHyperParams, layer: int, templates):
+    """``(v, k_prompt, out_prompt)``: the value the matrix should output at the subject's last
+    token, and the key it sees and the output it gives there in the bare prompt."""
+    module = get_module(model, hp.rewrite_module_tmp.format(layer))
+    v = optimize_target(model, tok, request, hp, module, templates)
+    k, out = read_at_subject(model, tok, module, [request.prompt], [request.subject])
+    return v, k[0], out[0]
 
 
 def rome_update(model, tok, request, hp: ROMEHyperParams, templates, inv_cov=None) -> dict[str, torch.Tensor]:

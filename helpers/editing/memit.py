@@ -1,0 +1,94 @@
+"""MEMIT (Meng et al., 2023): many facts at once, spread over several MLP output matrices.
+
+For each request, the residual stream after the last edited layer should hold ``z`` (found
+like ROME's value, :func:`rome.optimize_target`, on the layer's output). Layer by layer, the
+remaining gap ``z - h`` is divided among the layers still to edit and written by a
+least-squares update that also keeps the keys of ordinary text (second moment ``C``) where
+they are: ``ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹`` with keys ``K`` and residuals ``R``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .layers import from_param_layout, get_module, module_input_at, subject_last_index
+from .rome import optimize_target, read_at_subject, templates_for
+
+
+@dataclass
+class MEMITHyperParams:
+    layers: list[int]
+    rewrite_module_tmp: str
+    layer_module_tmp: str
+    mlp_module_tmp: str
+    v_num_grad_steps: int = 20
+    v_lr: float = 0.5
+    v_loss_layer: int = -1
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 0.75
+    kl_factor: float = 0.0625
+    mom2_adjustment: bool = True
+    mom2_update_weight: float = 15000.0
+    mom2_dataset: str = "self"
+    mom2_n_samples: int = 100000
+    mom2_dtype: str = "float32"
+    fact_token: str = "subject_last"
+    context_template_length_params: list = field(default_factory=lambda: [[5, 10], [10, 10]])
+    context_templates: list[str] | None = None
+    template_seed: int = 0
+    attn_module_tmp: str | None = None
+    ln_f_module: str | None = None
+    lm_head_module: str | None = None
+    early_stop_loss: float = 5e-2
+
+
+def keys_at(model, tok, requests, hp, layer, templates) -> torch.Tensor:
+    """Each request's key at ``layer``, averaged over the context templates: ``[n, in]``."""
+    texts, idx = [], []
+    for r in requests:
+        for t in templates:
+            text = t.format(r.prompt)
+            texts.append(text)
+            idx.append(subject_last_index(tok, text, r.subject))
+    k = module_input_at(model, tok, hp.rewrite_module_tmp.format(layer), texts, idx)
+    return k.view(len(requests), len(templates), -1).mean(1)
+
+
+def apply(model, tok, requests, hp: MEMITHyperParams) -> dict[str, torch.Tensor]:
+    from . import hparams_name
+    from .stats import key_second_moments
+
+    templates = templates_for(model, tok, hp)
+    mom2s = key_second_moments(model, tok, [hp.rewrite_module_tmp.format(l) for l in hp.layers],
+                               hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, hparams_name(model))
+    z_layer = hp.layers[-1]
+    z_module = get_module(model, hp.layer_module_tmp.format(z_layer))
+    zs = torch.stack([optimize_target(model, tok, r, hp, z_module, templates) for r in requests])  # [n, hidden]
+    prompts, subjects = [r.prompt for r in requests], [r.subject for r in requests]
+    updates: dict[str, torch.Tensor] = {}
+    params = dict(model.named_parameters())
+    originals = {}
+    try:
+        for i, layer in enumerate(hp.layers):
+            ks = keys_at(model, tok, requests, hp, layer, templates).double()  # [n, in]
+            _, cur = read_at_subject(model, tok, z_module, prompts, subjects)  # [n, hidden]
+            resid = (zs - cur).double() / (len(hp.layers) - i)
+            name = hp.rewrite_module_tmp.format(layer)
+            mom2 = mom2s[name].double().to(ks.device)
+            # ΔW [out, in] = R Kᵀ (λC + K Kᵀ)⁻¹, solved rather than inverted
+            a = hp.mom2_update_weight * mom2 + ks.T @ ks
+            upd = torch.linalg.solve(a, ks.T @ resid).T.float()
+            key = f"{name}.weight"
+            module = get_module(model, name)
+            w = params[key]
+            # later layers see the earlier layers' updates, as in MEMIT
+            originals.setdefault(key, w.detach().clone())
+            with torch.no_grad():
+                from_param_layout(w, module).add_(upd.to(w.dtype))
+            updates[key] = updates.get(key, 0) + upd
+    finally:
+        with torch.no_grad():
+            for key, w in originals.items():
+                params[key].copy_(w)
+    return updates
