@@ -44,10 +44,11 @@ Regularizer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _methods():
-    from . import memit, rome
+    from . import kn, memit, rome
 
     return {"ROME": (rome.ROMEHyperParams, rome.apply, False),
-            "MEMIT": (memit.MEMITHyperParams, memit.apply, True)}
+            "MEMIT": (memit.MEMITHyperParams, memit.apply, True),
+            "KN": (kn.KNHyperParams, kn.apply, False)}
 
 
 METHODS = ("ROME", "MEMIT", "KN", "MEND")
@@ -86,7 +87,8 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
         if not r.subject or r.subject not in r.prompt:
             raise EditError(f"the subject {r.subject!r} does not occur in the prompt {r.prompt!r}")
     hp = load_hparams(cls, key, hparams_name(model), hparams)
-    check_layers(model, hp.layers)
+    if getattr(hp, "layers", None):
+        check_layers(model, hp.layers)
     updates = apply(model, tok, reqs, hp)  # {param name: ΔW as [out, in]}
     params = dict(model.named_parameters())
     result = EditResult(key, {}, hp, model)
