@@ -44,11 +44,12 @@ Regularizer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _methods():
-    from . import kn, memit, rome
+    from . import kn, memit, mend, rome
 
     return {"ROME": (rome.ROMEHyperParams, rome.apply, False),
             "MEMIT": (memit.MEMITHyperParams, memit.apply, True),
-            "KN": (kn.KNHyperParams, kn.apply, False)}
+            "KN": (kn.KNHyperParams, kn.apply, False),
+            "MEND": (mend.MENDHyperParams, mend.apply, True)}
 
 
 METHODS = ("ROME", "MEMIT", "KN", "MEND")

@@ -21,7 +21,12 @@ from ..errors import EdithurtError
 HPARAMS_DIR = Path(__file__).resolve().parent / "hparams"
 # EasyEdit keys that say where or how to run, not what the algorithm does.
 IGNORED_KEYS = {"alg_name", "model_name", "device", "model_parallel", "fp16", "stats_dir",
-                "max_length", "batch_size", "archive", "results_dir", "bf16"}
+                "max_length", "batch_size", "archive", "results_dir", "bf16", "alg", "model_class",
+                "tokenizer_class", "tokenizer_name", "debug", "train_base", "no_grad_layers",
+                "val_batch_size", "accumulate_bs", "val_steps", "log_interval", "val_interval",
+                "early_stop_patience", "early_stop_key", "eval_only", "half", "save", "verbose",
+                "silent", "max_epochs", "max_iters", "grad_clip", "opt", "final_eval", "model_save_pt",
+                "hidden_dim", "n_epochs", "model_name_or_path"}
 
 
 class HparamsError(EdithurtError, ValueError):
