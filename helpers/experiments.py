@@ -42,3 +42,56 @@ def unedited_baseline(model: str = "smollm2-135m", tasks: Sequence[str] = TASKS,
                     store.put(settings, row)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def edit_sample(records, n: int, seed: int, method: str, hparams=None):
+    """``n`` ZsRE records drawn at random (seeded); for MEND only from its held-out split."""
+    import random
+
+    pool = list(records)
+    if method.upper() == "MEND":
+        from .editing.hparams import load_hparams
+        from .editing.mend import MENDHyperParams, split_zsre
+
+        hp = hparams if isinstance(hparams, MENDHyperParams) else None
+        fraction, split_seed = (hp.train_fraction, hp.seed) if hp else (MENDHyperParams.train_fraction, MENDHyperParams.seed)
+        pool = split_zsre(pool, fraction, split_seed)[1]
+    return random.Random(seed).sample(pool, min(n, len(pool)))
+
+
+def editing_performance(model: str = "smollm2-135m", method: str = "ROME", n: int = 20, seed: int = 0, *,
+                        hparams=None, store: str | os.PathLike | ResultStore | None = None,
+                        progress: bool = True) -> pd.DataFrame:
+    """Single edits of ``n`` random ZsRE records, each undone before the next: one row per
+    record with reliability, generalization, locality, portability and the seconds it took."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .data import load_zsre
+    from .editing import edit
+    from .metrics import editing_metrics
+
+    store = store if isinstance(store, ResultStore) or store is None else ResultStore(store)
+    sample = edit_sample(load_zsre(), n, seed, method, hparams)
+    loaded, rows = None, []
+    for req in tqdm(sample, desc=f"{method} single edits", disable=not progress):
+        settings = {"experiment": "editing_performance", "model": model, "method": method.upper(),
+                    "case_id": req.case_id, "hparams": hparams if isinstance(hparams, (dict, str, type(None))) else repr(hparams)}
+        row = store.get(settings) if store is not None else None
+        if row is None:
+            loaded = loaded or load_model(model)
+            m, tok = loaded
+            ref = editing_metrics(m, tok, [req])
+            start = time.perf_counter()
+            res = edit(m, tok, req, method, hparams)
+            seconds = time.perf_counter() - start
+            met = editing_metrics(m, tok, [req], reference=ref).iloc[0]
+            res.restore()
+            row = {"case_id": req.case_id, "reliability": met.reliability, "generalization": met.generalization,
+                   "locality": met.locality, "portability": met.portability, "seconds": seconds,
+                   "delta_norm": float(sum(d.float().norm() ** 2 for d in res.deltas.values()) ** 0.5)}
+            if store is not None:
+                store.put(settings, row)
+        rows.append(row)
+    return pd.DataFrame(rows)

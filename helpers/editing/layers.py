@@ -82,12 +82,12 @@ def pad_right(tok, texts: Sequence[str], device) -> tuple[torch.Tensor, torch.Te
     return ids.to(device), mask.to(device)
 
 
-def subject_last_index(tok, text: str, subject: str) -> int:
-    """Index of the last token of the (last) occurrence of ``subject`` in ``text``, in the
-    tokenisation of the whole ``text`` (character offsets, so merges across the subject's
-    boundary are handled)."""
-    start = text.rfind(subject)
-    if start < 0:
+def subject_last_index(tok, text: str, subject: str, start: int | None = None) -> int:
+    """Index of the last token of ``subject`` in the tokenisation of the whole ``text``
+    (character offsets, so merges across the subject's boundary are handled). ``start``: the
+    subject's character offset in ``text`` (default: its first occurrence)."""
+    start = text.find(subject) if start is None else start
+    if start < 0 or text[start:start + len(subject)] != subject:
         raise ValueError(f"subject {subject!r} does not occur in {text!r}")
     end = start + len(subject)
     enc = tok(text, add_special_tokens=True, return_offsets_mapping=True)
@@ -98,6 +98,12 @@ def subject_last_index(tok, text: str, subject: str) -> int:
     if last is None:
         raise ValueError(f"no token of {text!r} covers the subject {subject!r}")
     return last
+
+
+def in_template(template: str, prompt: str, subject: str) -> tuple[str, int]:
+    """``template.format(prompt)`` and the character offset of the subject in it (its first
+    occurrence in the prompt, never a chance occurrence in the template's own text)."""
+    return template.format(prompt), template.index("{}") + prompt.index(subject)
 
 
 def module_input_at(model, tok, module_name: str, texts: Sequence[str], indices: Sequence[int]) -> torch.Tensor:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .layers import from_param_layout, get_module, module_input_at, subject_last_index
+from .layers import from_param_layout, get_module, in_template, module_input_at, subject_last_index
 from .rome import optimize_target, read_at_subject, templates_for
 
 
@@ -48,9 +48,9 @@ def keys_at(model, tok, requests, hp, layer, templates) -> torch.Tensor:
     texts, idx = [], []
     for r in requests:
         for t in templates:
-            text = t.format(r.prompt)
+            text, start = in_template(t, r.prompt, r.subject)
             texts.append(text)
-            idx.append(subject_last_index(tok, text, r.subject))
+            idx.append(subject_last_index(tok, text, r.subject, start))
     k = module_input_at(model, tok, hp.rewrite_module_tmp.format(layer), texts, idx)
     return k.view(len(requests), len(templates), -1).mean(1)
 

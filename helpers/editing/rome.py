@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .layers import get_module, hooked, module_input_at, pad_right, subject_last_index
+from .layers import get_module, hooked, in_template, module_input_at, pad_right, subject_last_index
 
 
 @dataclass
@@ -46,8 +46,9 @@ class ROMEHyperParams:
 
 def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, inv_cov=None) -> torch.Tensor:
     """The left vector ``u`` (size ``in``): the averaged key, covariance-adjusted if asked, unit norm."""
-    texts = [t.format(request.prompt) for t in templates]
-    idx = [subject_last_index(tok, t, request.subject) for t in texts]
+    placed = [in_template(t, request.prompt, request.subject) for t in templates]
+    texts = [text for text, _ in placed]
+    idx = [subject_last_index(tok, text, request.subject, start) for text, start in placed]
     k = module_input_at(model, tok, hp.rewrite_module_tmp.format(layer), texts, idx).mean(0)
     if inv_cov is not None:
         k = inv_cov @ k
@@ -64,10 +65,12 @@ def optimize_target(model, tok, request, hp, module, templates) -> torch.Tensor:
     ``v_weight_decay`` × ‖δ‖/‖init‖²; ‖δ‖ is clamped to ``clamp_norm_factor`` × ‖init‖."""
     device = next(model.parameters()).device
     target = tok(" " + request.target_new.strip(), add_special_tokens=False).input_ids
-    rewriting = [t.format(request.prompt) + tok.decode(target[:-1]) for t in templates]
+    placed = [in_template(t, request.prompt, request.subject) for t in templates]
+    rewriting = [text + tok.decode(target[:-1]) for text, _ in placed]
     kl_prompts = [f"{request.subject} is a"]
     texts = rewriting + kl_prompts
-    lookup = [subject_last_index(tok, t, request.subject) for t in texts]
+    lookup = [subject_last_index(tok, t, request.subject, start)
+              for t, start in zip(texts, [s for _, s in placed] + [0])]
     ids, mask = pad_right(tok, texts, device)
     lengths = mask.sum(1).tolist()
     labels = torch.full_like(ids, -100)
