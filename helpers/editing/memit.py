@@ -8,39 +8,21 @@ they are: ``ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹`` with keys ``K`` and residuals ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .layers import from_param_layout, get_module, in_template, module_input_at, subject_last_index
-from .rome import optimize_target, read_at_subject, templates_for
+from .rome import ROMEHyperParams, optimize_target, read_at_subject, templates_for
 
 
 @dataclass
-class MEMITHyperParams:
-    layers: list[int]
-    rewrite_module_tmp: str
-    layer_module_tmp: str
-    mlp_module_tmp: str
-    v_num_grad_steps: int = 20
-    v_lr: float = 0.5
-    v_loss_layer: int = -1
-    v_weight_decay: float = 0.5
+class MEMITHyperParams(ROMEHyperParams):
+    """ROME's keys (MEMIT's files use the same ones); ``layers`` lists every edited layer, the
+    last one being where the targets ``z`` are read."""
+
     clamp_norm_factor: float = 0.75
-    kl_factor: float = 0.0625
     mom2_adjustment: bool = True
-    mom2_update_weight: float = 15000.0
-    mom2_dataset: str = "self"
-    mom2_n_samples: int = 100000
-    mom2_dtype: str = "float32"
-    fact_token: str = "subject_last"
-    context_template_length_params: list = field(default_factory=lambda: [[5, 10], [10, 10]])
-    context_templates: list[str] | None = None
-    template_seed: int = 0
-    attn_module_tmp: str | None = None
-    ln_f_module: str | None = None
-    lm_head_module: str | None = None
-    early_stop_loss: float = 5e-2
 
 
 def keys_at(model, tok, requests, hp, layer, templates) -> torch.Tensor:

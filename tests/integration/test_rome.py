@@ -146,3 +146,22 @@ def test_rome_on_smollm2_makes_the_target_the_greedy_continuation(smollm2):
         assert met.reliability == 1.0 and met.locality == 1.0
     finally:
         res.restore()
+
+
+def test_mom2_adjustment_whitens_the_key(tiny_model, tmp_path, monkeypatch):
+    """With mom2_adjustment, u is C⁻¹k normalised, C the cached key second moment."""
+    monkeypatch.setenv("EDITHURT_CACHE", str(tmp_path))
+    from helpers.editing import stats
+
+    monkeypatch.setattr(stats, "_MEMORY", {})
+    model, tok = tiny_model
+    hp = rome.ROMEHyperParams(**tiny_hparams(model, mom2_adjustment=True, mom2_n_samples=6))
+    inv = stats.inverse_key_covariance(model, tok, hp.rewrite_module_tmp.format(1), hp)
+    plain = rome.compute_u(model, tok, REQ, hp, 1, TEMPLATES)
+    adjusted = rome.compute_u(model, tok, REQ, hp, 1, TEMPLATES, inv)
+    expected = inv @ plain
+    assert torch.allclose(adjusted, expected / expected.norm(), atol=1e-5)
+    res = edit(model, tok, REQ, "ROME", tiny_hparams(model, mom2_adjustment=True, mom2_n_samples=6))
+    (delta,) = res.deltas.values()
+    assert torch.linalg.matrix_rank(delta.double(), rtol=1e-6) == 1
+    res.restore()
