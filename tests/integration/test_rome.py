@@ -165,3 +165,19 @@ def test_mom2_adjustment_whitens_the_key(tiny_model, tmp_path, monkeypatch):
     (delta,) = res.deltas.values()
     assert torch.linalg.matrix_rank(delta.double(), rtol=1e-6) == 1
     res.restore()
+
+
+def test_hparams_from_a_yaml_path_an_object_and_bad_files(tmp_path):
+    from helpers.editing.hparams import load_hparams
+
+    shipped = (load_hparams.__globals__["HPARAMS_DIR"] / "ROME" / "gpt2-xl.yaml").read_text()
+    path = tmp_path / "mine.yaml"
+    path.write_text(shipped.replace("layers: [17]", "layers: [12]"))
+    hp = load_hparams(rome.ROMEHyperParams, "ROME", "anything", str(path))
+    assert hp.layers == [12] and hp.v_loss_layer == 47
+    assert load_hparams(rome.ROMEHyperParams, "ROME", "anything", hp) is hp
+    path.write_text(shipped + "\nclamp_norm: 3\n")
+    with pytest.raises(HparamsError, match=r"mine.yaml: unknown ROMEHyperParams key 'clamp_norm'; did you mean 'clamp_norm_factor'"):
+        load_hparams(rome.ROMEHyperParams, "ROME", "anything", str(path))
+    with pytest.raises(HparamsError, match="no ROME hparams shipped for model 'tiny-thing'"):
+        load_hparams(rome.ROMEHyperParams, "ROME", "tiny-thing", {"layers": [1]})
