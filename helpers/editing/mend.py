@@ -288,11 +288,19 @@ def apply(model, tok, requests, hp: MENDHyperParams) -> dict[str, torch.Tensor]:
         return {n: hp.lr_scale * u for n, u in net.updates(factors).items()}
 
 
+_RECORDS: dict = {}
+
+
 def _all_records():
+    """The ZsRE records, read once per data folder (every MEND edit checks them)."""
     from ..data import load_zsre
     from ..errors import DataNotFoundError
+    from ..paths import data_dir
 
     try:
-        return load_zsre()
+        folder = data_dir()
     except DataNotFoundError:  # no data: nothing to check against
         return []
+    if folder not in _RECORDS:
+        _RECORDS[folder] = load_zsre(folder)
+    return _RECORDS[folder]

@@ -75,3 +75,15 @@ def test_split_is_disjoint_and_seeded():
     tr, ho = mend.split_zsre(recs, 0.6, seed=1)
     assert len(tr) == 60 and len(ho) == 40 and not {r.case_id for r in tr} & {r.case_id for r in ho}
     assert [r.case_id for r in mend.split_zsre(recs, 0.6, seed=1)[0]] == [r.case_id for r in tr]
+
+
+@pytest.mark.model
+@pytest.mark.data
+def test_editing_a_training_record_is_refused(smollm2):
+    import helpers
+    from helpers.editing import EditError
+
+    model, tok = smollm2
+    train, _ = mend.split_zsre(helpers.load_zsre(), 0.6, 42)  # the shipped file's split
+    with pytest.raises(EditError, match="training split"):
+        helpers.edit(model, tok, train[0], "MEND")
