@@ -24,16 +24,16 @@ def smollm2():
     return load_model("smollm2-135m", device="cpu")
 
 
-def _tiny(kind: str, vocab: int):
+def _tiny(kind: str, vocab: int, layers: int = 2):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     if kind == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab, n_positions=512, n_embd=64, n_layer=2, n_head=4,
+        cfg = GPT2Config(vocab_size=vocab, n_positions=512, n_embd=64, n_layer=layers, n_head=4,
                          bos_token_id=1, eos_token_id=2, pad_token_id=2)
         model = GPT2LMHeadModel(cfg)
     else:
-        cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                           bos_token_id=1, eos_token_id=2, pad_token_id=2)
         model = LlamaForCausalLM(cfg)
@@ -45,6 +45,12 @@ def tiny_model(request, smol_tokenizer):
     """A 2-layer model with random weights (GPT-2: Conv1D layout; Llama: Linear), sharing
     the SmolLM2 tokenizer's vocabulary."""
     return _tiny(request.param, len(smol_tokenizer)), smol_tokenizer
+
+
+@pytest.fixture(scope="session", params=["gpt2", "llama"])
+def tiny_deep_model(request, smol_tokenizer):
+    """Like ``tiny_model`` with 4 layers, so that there are layers below and above an edit."""
+    return _tiny(request.param, len(smol_tokenizer), layers=4), smol_tokenizer
 
 
 def pytest_runtest_setup(item):

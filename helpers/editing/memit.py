@@ -46,7 +46,7 @@ def apply(model, tok, requests, hp: MEMITHyperParams) -> dict[str, torch.Tensor]
                                hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, hparams_name(model))
     z_layer = hp.layers[-1]
     z_module = get_module(model, hp.layer_module_tmp.format(z_layer))
-    zs = torch.stack([optimize_target(model, tok, r, hp, z_module, templates) for r in requests])  # [n, hidden]
+    zs = torch.stack([optimize_target(model, tok, r, hp, z_module, templates, z_layer) for r in requests])  # [n, hidden]
     prompts, subjects = [r.prompt for r in requests], [r.subject for r in requests]
     updates: dict[str, torch.Tensor] = {}
     params = dict(model.named_parameters())

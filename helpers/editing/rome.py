@@ -55,82 +55,164 @@ def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, i
     return k / k.norm()
 
 
-def optimize_target(model, tok, request, hp, module, templates) -> torch.Tensor:
+def optimize_target(model, tok, request, hp, module, templates, layer: int | None = None,
+                    reuse_prefix: bool = True) -> torch.Tensor:
     """The output ``module`` should give at the subject's last token so that the model predicts
     ``request.target_new`` after the prompt in every context template: its current output
     plus a vector ``δ`` found by Adam (ROME's ``compute_v``, MEMIT's ``compute_z``).
 
     Loss: the target's NLL averaged over templates, plus ``kl_factor`` × KL of the next-token
     distribution at the subject of "<subject> is a" from its unedited value, plus
-    ``v_weight_decay`` × ‖δ‖/‖init‖²; ‖δ‖ is clamped to ``clamp_norm_factor`` × ‖init‖."""
+    ``v_weight_decay`` × ‖δ‖/‖init‖²; ‖δ‖ is clamped to ``clamp_norm_factor`` × ‖init‖.
+
+    ``module`` lies in block ``layer``. With ``reuse_prefix`` (the default) the tokens before
+    each text's subject-last token, and every layer below ``layer``, are computed once: they
+    cannot depend on ``δ`` (attention is causal and ``δ`` enters at that token), so each step
+    runs only the rest of each text through the layers above ``layer``. ``reuse_prefix=False``
+    runs the whole model on the whole texts every step, as ROME's code does (same result up to
+    float rounding; kept as the reference the fast path is tested against)."""
     device = next(model.parameters()).device
     target = tok(" " + request.target_new.strip(), add_special_tokens=False).input_ids
     placed = [in_template(t, request.prompt, request.subject) for t in templates]
     rewriting = [text + tok.decode(target[:-1]) for text, _ in placed]
-    kl_prompts = [f"{request.subject} is a"]
-    texts = rewriting + kl_prompts
+    texts = rewriting + [f"{request.subject} is a"]
     lookup = [subject_last_index(tok, t, request.subject, start)
               for t, start in zip(texts, [s for _, s in placed] + [0])]
-    ids, mask = pad_right(tok, texts, device)
-    lengths = mask.sum(1).tolist()
-    labels = torch.full_like(ids, -100)
-    for i in range(len(rewriting)):
-        # logits at position p predict token p+1: the target's tokens are scored at the last
-        # len(target) positions of the prompt + target[:-1]
-        labels[i, lengths[i] - len(target): lengths[i]] = torch.tensor(target, device=device)
-    state = {"init": None, "delta": None}
+    enc = [tok(t, add_special_tokens=True).input_ids for t in texts]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if reuse_prefix and layer is not None:
+        rows_fwd = _SuffixRows(model, module, enc, lookup, layer, pad, device)
+    else:
+        rows_fwd = _FullRows(model, module, enc, lookup, pad, device)
+    n_rw = len(rewriting)
+    # logits at position p predict token p+1: the target's tokens are scored at the last
+    # len(target) positions of prompt + target[:-1]
+    tgt_rows = torch.tensor([i for i in range(n_rw) for _ in target], device=device)
+    tgt_pos = torch.tensor([rows_fwd.ends[i] - len(target) + j for i in range(n_rw) for j in range(len(target))],
+                           device=device)
+    tgt_ids = torch.tensor(target * n_rw, device=device)
     rows = torch.arange(len(texts), device=device)
-    look = torch.tensor(lookup, device=device)
-
-    def add_delta(out):
-        hidden = out[0] if isinstance(out, tuple) else out
-        if state["init"] is None:
-            state["init"] = hidden[0, lookup[0]].detach().clone()
-            state["delta"] = torch.zeros_like(state["init"], dtype=torch.float32, requires_grad=True)
-        hidden = hidden.clone()
-        hidden[rows, look] = hidden[rows, look] + state["delta"].to(hidden.dtype)
-        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
-
+    look = rows_fwd.edit_col
     head = model.get_output_embeddings()
-    tgt_rows, tgt_pos = (labels[: len(rewriting)] != -100).nonzero(as_tuple=True)
-    tgt_ids = labels[tgt_rows, tgt_pos]
-    opt = None
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     kl_init = None
+    init = rows_fwd.init
+    delta = torch.zeros_like(init, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=hp.v_lr)
     try:
         for _ in range(hp.v_num_grad_steps):
-            with hooked(module, on_output=add_delta):
-                hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-            if opt is None:
-                opt = torch.optim.Adam([state["delta"]], lr=hp.v_lr)
-            opt.zero_grad()
-            delta = state["delta"]
+            hidden = rows_fwd.final_hidden(delta)
             # the vocabulary projection only where a loss is read: the target positions and
             # the KL prompts' subject token
-            kl_logp = torch.log_softmax(head(hidden[rows[len(rewriting):], look[len(rewriting):]]).float(), dim=-1)
+            kl_logp = torch.log_softmax(head(hidden[rows[n_rw:], look[n_rw:]]).float(), dim=-1)
             if kl_init is None:
                 kl_init = kl_logp.detach().clone()
             logp = torch.log_softmax(head(hidden[tgt_rows, tgt_pos]).float(), dim=-1)
             tok_lp = logp.gather(1, tgt_ids[:, None]).squeeze(1)
-            nll = -(tok_lp.sum() / len(target)) / len(rewriting)
+            nll = -(tok_lp.sum() / len(target)) / n_rw
             kl = hp.kl_factor * torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
             # ROME's own weight-decay term: ||δ|| / ||init||² (not squared in δ)
-            decay = hp.v_weight_decay * (delta.norm() / state["init"].float().norm() ** 2)
+            decay = hp.v_weight_decay * (delta.norm() / init.float().norm() ** 2)
             loss = nll + kl + decay
             if loss.item() < hp.early_stop_loss:
                 break
+            opt.zero_grad()
             loss.backward()
             opt.step()
-            max_norm = hp.clamp_norm_factor * state["init"].float().norm()
+            max_norm = hp.clamp_norm_factor * init.float().norm()
             with torch.no_grad():
                 if delta.norm() > max_norm:
                     delta.mul_(max_norm / delta.norm())
     finally:
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)
-    return (state["init"].float() + state["delta"]).detach()
+    return (init.float() + delta).detach()
+
+
+class _FullRows:
+    """Every step: the whole model on the whole texts (right-padded), ``δ`` added by a hook on
+    ``module``."""
+
+    def __init__(self, model, module, enc, lookup, pad, device):
+        self.model, self.module = model, module
+        self.ids, self.mask = _right_padded(enc, pad, device)
+        self.edit_col = torch.tensor(lookup, device=device)
+        self.rows = torch.arange(len(enc), device=device)
+        self.ends = [len(e) for e in enc]
+        seen = {}
+        with torch.no_grad(), hooked(module, on_output=lambda y: seen.__setitem__("y", y[0] if isinstance(y, tuple) else y)):
+            model.base_model(input_ids=self.ids, attention_mask=self.mask)
+        self.init = seen["y"][0, lookup[0]].detach().clone()
+
+    def final_hidden(self, delta):
+        def add(out):
+            hidden = (out[0] if isinstance(out, tuple) else out).clone()
+            hidden[self.rows, self.edit_col] += delta.to(hidden.dtype)
+            return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+
+        with hooked(self.module, on_output=add):
+            return self.model.base_model(input_ids=self.ids, attention_mask=self.mask).last_hidden_state
+
+
+class _SuffixRows:
+    """Every step: only the tokens from each text's subject-last token on (column 0 here)
+    through the layers above ``layer``, attending to the keys and values of the tokens before
+    it (computed once, left-padded). ``module`` (in block ``layer``) adds its output to the
+    residual stream, so adding ``δ`` to it equals adding ``δ`` to the block's output, which is
+    computed once too."""
+
+    def __init__(self, model, module, enc, lookup, layer, pad, device):
+        from ..stack import DecoderStack, KeyValues
+
+        self.stack = stack = DecoderStack(model)
+        self.layer = layer
+        prefixes = [e[:i] for e, i in zip(enc, lookup)]
+        suffixes = [e[i:] for e, i in zip(enc, lookup)]
+        width = max(len(p) for p in prefixes)
+        pre_ids = torch.full((len(enc), width), pad, dtype=torch.long, device=device)
+        pre_mask = torch.zeros((len(enc), width), dtype=torch.long, device=device)
+        pre_pos = torch.zeros((len(enc), width), dtype=torch.long, device=device)
+        for r, p in enumerate(prefixes):
+            if p:
+                pre_ids[r, width - len(p):] = torch.tensor(p, device=device)
+                pre_mask[r, width - len(p):] = 1
+                pre_pos[r, width - len(p):] = torch.arange(len(p), device=device)
+        suf_ids, suf_mask = _right_padded(suffixes, pad, device)
+        self.positions = torch.tensor(lookup, device=device)[:, None] + torch.arange(suf_ids.shape[1], device=device)
+        self.key_mask = torch.cat([pre_mask, suf_mask], dim=1)
+        self.edit_col = torch.zeros(len(enc), dtype=torch.long, device=device)
+        self.ends = [len(s) for s in suffixes]
+        seen = {}
+        with torch.no_grad(), hooked(module, on_output=lambda y: seen.__setitem__("y", y[0] if isinstance(y, tuple) else y)):
+            kv = KeyValues(record=True)
+            if width:
+                stack.run(stack.embed(pre_ids, pre_pos), pre_pos, pre_mask, 0, None, kv)
+            self.prefix = {l: kv.seen[l] for l in range(layer + 1, stack.num_layers)} if width else {}
+            below = KeyValues(prefix=dict(kv.seen) if width else {})
+            self.after = stack.run(stack.embed(suf_ids, self.positions), self.positions, self.key_mask,
+                                   0, layer + 1, below)
+        self.init = seen["y"][0, 0].detach().clone()
+
+    def final_hidden(self, delta):
+        from ..stack import KeyValues
+
+        hidden = self.after.clone()
+        hidden[:, 0] += delta.to(hidden.dtype)
+        hidden = self.stack.run(hidden, self.positions, self.key_mask, self.layer + 1, None,
+                                KeyValues(prefix=self.prefix))
+        return self.stack.norm(hidden)
+
+
+def _right_padded(seqs, pad, device):
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=device)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = torch.tensor(s, device=device)
+        mask[r, : len(s)] = 1
+    return ids, mask
 
 
 def read_at_subject(model, tok, module, texts, subjects) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +236,7 @@ def compute_v(model, tok, request, hp: ROMEHyperParams, layer: int, templates):
     """``(v, k_prompt, out_prompt)``: the value the matrix should output at the subject's last
     token, and the key it sees and the output it gives there in the bare prompt."""
     module = get_module(model, hp.rewrite_module_tmp.format(layer))
-    v = optimize_target(model, tok, request, hp, module, templates)
+    v = optimize_target(model, tok, request, hp, module, templates, layer)
     k, out = read_at_subject(model, tok, module, [request.prompt], [request.subject])
     return v, k[0], out[0]
 
