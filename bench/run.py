@@ -1,79 +1,290 @@
-"""``make bench``: throughput of the decoding engine on the embedded model.
+"""``make bench``: speed and memory of the package on this machine, in one run.
 
-Measures, in one run and on the same prompts, evaluation throughput (prompt tokens per second)
-for several batch token budgets and for one-prompt-at-a-time decoding (batch size 1, what the
-released scripts do, minus their reload and their padding to 1024 tokens). Writes
-``bench/results/engine-<date>.json`` and a Markdown table beside it.
+Writes ``bench/results.json`` (flat keys, below) and ``bench/results.md``. Every number comes
+from the same process on the same machine, so ratios between them are meaningful:
+
+``eval.released_loop``   the released scripts' way: one prompt at a time, left-padded to 1024
+                         tokens, ``model.generate`` with the task's new-token count
+``eval.engine``          ``evaluate_tasks`` on the mix (generation and scoring included)
+``eval.raw_forward``     one unpadded forward per prompt, logits of the last position only
+``eval.flop_limit``      the mix's prompt FLOPs over the matrix-multiply peak measured here
+``eval.mfu``             the engine's model FLOPs (prompts, generated and scored tokens) per
+                         second over that peak
+``edit.<M>.seconds_per_edit``  ROME, MEMIT, KN, MEND on ZsRE requests (caches warm)
+``stats.tokens_per_s``   key second moments (MEMIT's statistics), corpus sampling included
+``memory.*``             peak resident memory of this run; of a 20-edit sequential ROME run
+                         (a child process) against the float32 model's size
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import os
 import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from helpers import get_task, load_model, load_task
-from helpers.generate import generate
+from helpers import TASKS, evaluate_tasks, get_task, load_model, load_task
 from helpers.results import to_markdown
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
 
 
-def workload(tasks, n, seed=0):
+# ---------------------------------------------------------------------------- the workload
+def task_mix(per_task: int, seed: int = 0):
+    """``[(task, prompt text, max_new_tokens)]``: ``per_task`` seeded examples of each of the 8
+    tasks under the paper protocol (NER: 4 prompts per sentence)."""
     out = []
-    for name in tasks:
+    for name in TASKS:
         task = get_task(name)
-        prompts = [p for e in load_task(name, n=n, seed=seed) for p in task.prompts(e, "paper")]
-        conts = [([p.gold_text] if p.gold_text else []) + list(task.labels or ()) for p in prompts]
-        out.append((name, task.max_new_tokens, [p.text for p in prompts], conts))
+        for ex in load_task(name, n=per_task, seed=seed):
+            out += [(name, p.text, task.max_new_tokens) for p in task.prompts(ex, "paper")]
     return out
 
 
-def run(model, tok, work, batch_tokens, max_batch_size):
-    rows = []
-    for name, new, prompts, conts in work:
-        start = time.perf_counter()
-        gens = generate(model, tok, prompts, new, conts, batch_tokens=batch_tokens,
-                        max_batch_size=max_batch_size, progress=False)
-        sec = time.perf_counter() - start
-        tokens = sum(g.prompt_tokens for g in gens)
-        rows.append({"task": name, "batch_tokens": batch_tokens, "max_batch_size": max_batch_size,
-                     "prompts": len(prompts), "prompt_tokens": tokens, "new_tokens": sum(len(g.tokens) for g in gens),
-                     "seconds": round(sec, 2), "prompt_tokens_per_s": round(tokens / sec, 1)})
-    return rows
+def matmul_peak(seconds: float = 2.0) -> float:
+    """Best float32 GFLOP/s of a 2048×2048 matrix product over ``seconds``."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9)
+    return best
 
 
+class Flops:
+    """Model FLOPs by counting: ``2 × weights`` per token through the layers, attention's
+    ``QKᵀ`` and ``AV`` (``4 × width × context`` per token and layer), and ``2 × hidden × vocab``
+    for each position whose logits are computed."""
+
+    def __init__(self, model):
+        from helpers.stack import DecoderStack
+
+        stack = DecoderStack(model)
+        self.layer_weights = sum(p.numel() for p in stack.layers.parameters() if p.dim() == 2)
+        self.layers = stack.num_layers
+        cfg = model.config
+        self.width = getattr(cfg, "hidden_size", None) or cfg.n_embd
+        self.head = 2 * self.width * stack.head.weight.shape[0]
+
+    def token(self, context: int) -> float:
+        return 2 * self.layer_weights + 4 * self.layers * self.width * context
+
+    def prompt(self, n: int, logits: int = 1) -> float:
+        return 2 * self.layer_weights * n + 2 * self.layers * self.width * n * n + logits * self.head
+
+
+# ---------------------------------------------------------------------------- evaluation
+def released_loop(model, tok, mix) -> dict:
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    tokens, start = 0, time.perf_counter()
+    with torch.inference_mode():
+        for _, text, new in mix:
+            ids = tok(text).input_ids[-1024:]
+            tokens += len(ids)
+            batch = torch.full((1, 1024), pad, dtype=torch.long)
+            mask = torch.zeros((1, 1024), dtype=torch.long)
+            batch[0, -len(ids):], mask[0, -len(ids):] = torch.tensor(ids), 1
+            model.generate(input_ids=batch, attention_mask=mask, max_new_tokens=new, do_sample=False,
+                           pad_token_id=pad)
+    sec = time.perf_counter() - start
+    return {"prompts": len(mix), "prompt_tokens": tokens, "seconds": sec, "prompts_per_s": len(mix) / sec,
+            "prompt_tokens_per_s": tokens / sec}
+
+
+def raw_forward(model, tok, mix) -> dict:
+    tokens, start = 0, time.perf_counter()
+    with torch.inference_mode():
+        for _, text, _ in mix:
+            ids = torch.tensor([tok(text).input_ids])
+            tokens += ids.shape[1]
+            model(input_ids=ids, logits_to_keep=1)
+    sec = time.perf_counter() - start
+    return {"prompts": len(mix), "prompt_tokens": tokens, "seconds": sec, "prompts_per_s": len(mix) / sec,
+            "prompt_tokens_per_s": tokens / sec}
+
+
+def engine(model, tok, per_task, flops: Flops, batch_tokens: int) -> tuple[dict, object]:
+    start = time.perf_counter()
+    df = evaluate_tasks(model, tok, n=per_task, seed=0, batch_tokens=batch_tokens, progress=False)
+    sec = time.perf_counter() - start
+    lengths = [len(tok(t).input_ids) for _, t, _ in task_mix(per_task)]
+    model_flops = sum(flops.prompt(n) for n in lengths)
+    mean_ctx = sum(lengths) / len(lengths)
+    model_flops += (df.new_tokens.sum() + df.scored_tokens.sum()) * (flops.token(mean_ctx) + flops.head)
+    return {"prompts": int(df.prompts.sum()), "prompt_tokens": int(df.prompt_tokens.sum()),
+            "new_tokens": int(df.new_tokens.sum()), "scored_tokens": int(df.scored_tokens.sum()), "seconds": sec,
+            "prompts_per_s": df.prompts.sum() / sec, "prompt_tokens_per_s": df.prompt_tokens.sum() / sec,
+            "model_gflop": model_flops / 1e9}, df
+
+
+def full_testset_tokens(tok) -> dict:
+    """Prompt tokens of the 8 full test sets (paper protocol), counted with the tokenizer."""
+    out = {}
+    for name in TASKS:
+        task = get_task(name)
+        texts = [p.text for ex in load_task(name) for p in task.prompts(ex, "paper")]
+        out[name] = {"prompts": len(texts), "prompt_tokens": sum(len(i) for i in tok(texts).input_ids),
+                     "max_new_tokens": task.max_new_tokens}
+    return out
+
+
+# ---------------------------------------------------------------------------- editing
+def seconds_per_edit(model, tok, method, requests, hparams=None) -> float:
+    from helpers.editing import edit
+
+    edit(model, tok, requests[0], method, hparams).restore()  # warm: templates, statistics, MEND's net
+    start = time.perf_counter()
+    for r in requests[1:]:
+        edit(model, tok, r, method, hparams).restore()
+    return (time.perf_counter() - start) / (len(requests) - 1)
+
+
+def stats_rate(model, tok, n_samples: int) -> float:
+    from helpers.editing.stats import key_second_moments
+
+    old = os.environ.get("EDITHURT_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["EDITHURT_CACHE"] = tmp
+        try:
+            start = time.perf_counter()
+            key_second_moments(model, tok, ["model.layers.4.mlp.down_proj"], "self", n_samples, model_name="bench")
+            sec = time.perf_counter() - start
+            record = json.loads(next(Path(tmp, "stats").glob("*.json")).read_text())
+        finally:
+            if old is None:
+                os.environ.pop("EDITHURT_CACHE", None)
+            else:
+                os.environ["EDITHURT_CACHE"] = old
+    return record["tokens"] / sec
+
+
+def sequential_memory(edits: int) -> dict:
+    """Peak RSS of a child process that loads the model and makes ``edits`` sequential ROME
+    edits (weights changed in place, nothing copied but the edited matrix's originals)."""
+    code = (
+        "import resource, json, torch\n"
+        "from helpers import load_model\nfrom helpers.data import load_zsre\nfrom helpers.editing import edit\n"
+        "m, t = load_model()\nbase = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "size = sum(p.numel() * 4 for p in m.parameters()) / 2**20\n"
+        "from helpers.editing.mend import split_zsre\n"
+        f"for r in split_zsre(load_zsre())[1][:{edits}]:\n    edit(m, t, r, 'ROME')\n"
+        "print(json.dumps({'after_load_mb': base / 1024, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF)"
+        ".ru_maxrss / 1024, 'model_fp32_mb': size}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- main
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=48)
-    ap.add_argument("--tasks", nargs="*", default=["nli", "summarization", "ner"])
-    ap.add_argument("--budgets", nargs="*", type=int, default=[2048, 4096, 8192, 16384])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-task", type=int, default=6, help="examples per task in the mix (default 6)")
+    ap.add_argument("--released-per-task", type=int, default=2, help="of which timed the released way")
+    ap.add_argument("--edits", type=int, default=4, help="edits timed per method (after one warm-up)")
+    ap.add_argument("--memory-edits", type=int, default=20, help="sequential edits for the memory check (0: skip)")
+    ap.add_argument("--batch-tokens", type=int, default=2048)
+    ap.add_argument("--only", choices=["all", "eval", "edit"], default="all")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args(argv)
-    model, tok = load_model()
-    work = workload(args.tasks, args.n)
-    run(model, tok, [(w[0], w[1], w[2][:4], w[3][:4]) for w in work], 4096, 64)  # warm-up
-    rows = run(model, tok, work, 1_000_000, 1)  # one prompt at a time
-    for b in args.budgets:
-        rows += run(model, tok, work, b, 64)
-    import pandas as pd
 
-    df = pd.DataFrame(rows)
-    total = df.groupby(["batch_tokens", "max_batch_size"], as_index=False)[["prompt_tokens", "seconds"]].sum()
-    total["prompt_tokens_per_s"] = (total.prompt_tokens / total.seconds).round(1)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
-    RESULTS.mkdir(exist_ok=True)
-    meta = {"date": stamp, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "processor": platform.processor(), "n": args.n}
-    (RESULTS / f"engine-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (RESULTS / f"engine-{stamp}.md").write_text(
-        f"# Decoding engine throughput ({stamp})\n\n{json.dumps(meta)}\n\n## Per task\n\n{to_markdown(df, '.1f')}\n\n"
-        f"## All tasks\n\n{to_markdown(total, '.1f')}\n")
-    print(to_markdown(total, ".1f"))
-    print(f"written to {RESULTS / f'engine-{stamp}.md'}")
+    model, tok = load_model()
+    res: dict = {"meta": {"date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
+                          "threads": torch.get_num_threads(), "machine": platform.machine(),
+                          "processor": _cpu_name(), "per_task": args.per_task}}
+    per_task, full = None, {}
+    if args.only in ("all", "eval"):
+        per_task, full = bench_eval(model, tok, res, args)
+    if args.only in ("all", "edit"):
+        bench_edit(model, tok, res, args)
+    out = Path(args.out)
+    out.write_text(json.dumps(res, indent=1, default=float))
+    out.with_suffix(".md").write_text(_markdown(res, per_task, full))
+    print(out.with_suffix(".md").read_text())
+
+
+def bench_eval(model, tok, res, args):
+    flops = Flops(model)
+    mix = task_mix(args.per_task)
+    evaluate_tasks(model, tok, ["nli"], n=4, progress=False)  # warm-up
+    res["eval.matmul_peak_gflops"] = matmul_peak()
+    res["eval.raw_forward"] = raw_forward(model, tok, mix)
+    res["eval.engine"], per_task = engine(model, tok, args.per_task, flops, args.batch_tokens)
+    sub = task_mix(args.released_per_task)
+    res["eval.released_loop"] = released_loop(model, tok, sub)
+    mix_flops = sum(flops.prompt(len(tok(t).input_ids)) for _, t, _ in mix)
+    limit_s = mix_flops / (res["eval.matmul_peak_gflops"] * 1e9)
+    res["eval.flop_limit"] = {"seconds": limit_s, "prompt_tokens_per_s": res["eval.raw_forward"]["prompt_tokens"] / limit_s}
+    eng, raw, rel = res["eval.engine"], res["eval.raw_forward"], res["eval.released_loop"]
+    res["eval.speedup_vs_released_loop"] = eng["prompt_tokens_per_s"] / rel["prompt_tokens_per_s"]
+    res["eval.fraction_of_raw_forward"] = eng["prompt_tokens_per_s"] / raw["prompt_tokens_per_s"]
+    res["eval.raw_forward_mfu"] = mix_flops / raw["seconds"] / (res["eval.matmul_peak_gflops"] * 1e9)
+    res["eval.mfu"] = eng["model_gflop"] / eng["seconds"] / res["eval.matmul_peak_gflops"]
+    full = full_testset_tokens(tok)
+    full_tokens = sum(v["prompt_tokens"] for v in full.values())
+    res["eval.full_testsets_prompt_tokens"] = full_tokens
+    res["eval.full_testsets_minutes"] = full_tokens / eng["prompt_tokens_per_s"] / 60
+    return per_task, full
+
+
+def bench_edit(model, tok, res, args):
+    from helpers.data import load_zsre
+    from helpers.editing.mend import split_zsre
+
+    reqs = split_zsre(load_zsre())[1][: args.edits + 1]  # held out from MEND's training
+    res["edit.ROME.seconds_per_edit"] = seconds_per_edit(model, tok, "ROME", reqs)
+    res["edit.ROME.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
+        model, tok, "ROME", reqs[:3], {"reuse_prefix": False})
+    res["edit.MEMIT.seconds_per_edit"] = seconds_per_edit(model, tok, "MEMIT", reqs)
+    res["edit.MEMIT.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
+        model, tok, "MEMIT", reqs[:3], {"reuse_prefix": False})
+    res["edit.KN.seconds_per_edit"] = seconds_per_edit(model, tok, "KN", reqs[:3])
+    res["edit.MEND.seconds_per_edit"] = seconds_per_edit(model, tok, "MEND", reqs)
+    res["stats.tokens_per_s"] = stats_rate(model, tok, 64)
+    res["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.memory_edits:
+        mem = sequential_memory(args.memory_edits)
+        res["memory.sequential_edits"] = {"edits": args.memory_edits, **mem}
+        res["memory.sequential_peak_over_model_fp32"] = mem["peak_mb"] / mem["model_fp32_mb"]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _markdown(res, per_task, full) -> str:
+    lines = [f"# make bench — {res['meta']['date']}", "", "`" + json.dumps(res["meta"]) + "`", "",
+             "| key | value |", "|---|---|"]
+    for k, v in res.items():
+        if k == "meta":
+            continue
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items())
+        elif isinstance(v, float):
+            v = f"{v:.4g}"
+        lines.append(f"| `{k}` | {v} |")
+    if per_task is None:
+        return "\n".join(lines) + "\n"
+    cols = ["task", "prompts", "prompt_tokens", "new_tokens", "scored_tokens", "seconds", "tokens_per_second"]
+    lines += ["", "## Engine on the mix, per task", "", to_markdown(per_task[cols], ".1f"), "",
+              "## Full test sets (paper protocol)", "", "| task | prompts | prompt tokens | max new tokens |",
+              "|---|---|---|---|"]
+    lines += [f"| {k} | {v['prompts']} | {v['prompt_tokens']} | {v['max_new_tokens']} |" for k, v in full.items()]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
 """The one decoding engine: batched greedy generation and teacher-forced scoring.
 
 Every task and metric goes through :func:`generate`. Prompts are sorted by length and cut
-into batches by a token budget (never padded to a fixed length), left-padded, run once
-through the model (prefill, logits of the last position only), then decoded greedily with the
-KV cache until every sequence of the batch has ended or ``max_new_tokens`` is reached.
+into decode batches of up to ``max_batch_size``. Within a batch, prompts are read (prefill,
+logits of the last position only) in groups of nearly equal length, each group left-padded to
+its own longest prompt and bounded by a token budget: on a CPU a single prompt of a hundred
+tokens already keeps the matrix units busy, so padding is pure loss and a group only pays when
+its prompts are alike. The groups' key/value caches are then joined (left-padded) and the
+whole batch is decoded greedily together — decoding one token is bound by reading the weights,
+so it pays to decode as many sequences at once as possible — until every sequence has ended
+or ``max_new_tokens`` is reached. Tokens that every prompt starts with (a task's instruction)
+are read once and their keys and values shared.
 Continuations to score (a gold answer, label strings, an edit target) reuse the prompt's
 cache: after decoding, the cache is cut back to the prompt and repeated once per
 continuation, so a prompt is read once whatever is asked of it.
@@ -62,6 +68,8 @@ def generate(
     *,
     batch_tokens: int = 2048,
     max_batch_size: int = 64,
+    pad_tolerance: float = 0.1,
+    share_prefix: bool = True,
     progress: bool = True,
     desc: str = "generate",
     sample_top_k: int | None = None,
@@ -70,8 +78,10 @@ def generate(
     """Greedy-decode ``max_new_tokens`` after each prompt; score ``continuations[i]`` (a list
     of strings, each tokenised on its own, leading space included) after prompt ``i``.
 
-    ``batch_tokens`` bounds batch size × longest prompt of the batch. Output is in the order
-    of ``prompts`` and does not depend on how they were batched (up to float rounding).
+    ``batch_tokens`` bounds a prefill group's size × its longest prompt; ``pad_tolerance``: a
+    prompt joins a group only if padding it to the group's longest adds at most this share of
+    its length. Output is in the order of ``prompts`` and does not depend on how they were
+    batched (up to float rounding). ``share_prefix``: read a common start of all prompts once.
     ``sample_top_k`` samples each new token from the ``k`` most likely ones instead of taking
     the argmax (seeded by ``seed``; used to draw ROME's context templates).
     """
@@ -88,9 +98,13 @@ def generate(
     out: list[Generation | None] = [None] * len(prompts)
     sampler = _Sampler(sample_top_k, seed, device) if sample_top_k else None
     with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
-        for batch in _batches(order, enc, batch_tokens, max_batch_size):
+        prefix = _read_shared_prefix(model, enc, device) if share_prefix else None
+        if prefix is not None:
+            enc = [e[prefix.length:] for e in enc]
+        for batch in _batches(order, max_batch_size):
+            groups = _prefill_groups([len(enc[i]) for i in batch], batch_tokens, pad_tolerance)
             results = _run_batch(model, tok, [enc[i] for i in batch], [conts[i] for i in batch], max_new_tokens,
-                                 device, sampler)
+                                 device, sampler, groups, prefix)
             for i, r in zip(batch, results):
                 out[i] = r
             bar.update(len(batch))
@@ -104,16 +118,20 @@ def _encode_continuation(tok, text: str) -> list[int]:
     return ids
 
 
-def _batches(order, enc, batch_tokens, max_batch_size):
-    batch: list[int] = []
-    for i in order:  # longest first: the first prompt of a batch sets its width
-        width = len(enc[batch[0]]) if batch else len(enc[i])
-        if batch and ((len(batch) + 1) * width > batch_tokens or len(batch) >= max_batch_size):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
+def _batches(order, max_batch_size):
+    for start in range(0, len(order), max_batch_size):
+        yield order[start:start + max_batch_size]
+
+
+def _prefill_groups(lengths, batch_tokens, pad_tolerance) -> list[slice]:
+    """Consecutive slices of ``lengths`` (longest first) to read together."""
+    groups, start = [], 0
+    for i in range(1, len(lengths) + 1):
+        if i == len(lengths) or (i - start + 1) * lengths[start] > batch_tokens or \
+                lengths[start] - lengths[i] > pad_tolerance * lengths[i]:
+            groups.append(slice(start, i))
+            start = i
+    return groups
 
 
 def _pad_left(seqs, pad_id, device):
@@ -144,16 +162,76 @@ class _Sampler:
         return idx.gather(-1, pick).squeeze(-1)
 
 
-def _run_batch(model, tok, seqs, conts, max_new_tokens, device, sampler=None) -> list[Generation]:
+MIN_SHARED_PREFIX = 8  # tokens: below this, sharing saves less than it costs
+
+
+@dataclass
+class _Prefix:
+    length: int
+    cache: object  # DynamicCache of the prefix, batch 1
+
+
+def _read_shared_prefix(model, enc, device) -> _Prefix | None:
+    """The tokens every prompt starts with (each keeping at least one of its own), read once."""
     from transformers import DynamicCache
 
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids, mask = _pad_left(seqs, pad_id, device)
-    lengths = mask.sum(-1)
+    n = min(len(e) for e in enc) - 1
+    first = enc[0]
+    for e in enc[1:]:
+        n = next((i for i in range(n) if e[i] != first[i]), n)
+    if n < MIN_SHARED_PREFIX:
+        return None
     cache = DynamicCache(config=model.config)
-    position = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+    model(input_ids=torch.tensor([first[:n]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+    return _Prefix(n, cache)
+
+
+def _prefill(model, seqs, groups, pad_id, device, prefix: _Prefix | None = None):
+    """Read each group of prompts (after the shared ``prefix``, if any); return the last
+    positions' logits ``[B, V]``, the joined cache and the batch's attention mask ``[B, W]``
+    (prefix, then left padding, then each prompt's own tokens)."""
+    from transformers import DynamicCache
+
+    _, mask = _pad_left(seqs, pad_id, device)
+    shared = prefix.length if prefix else 0
+    if shared:
+        mask = torch.cat([mask.new_ones((len(seqs), shared)), mask], dim=1)
+    width = mask.shape[1]
+    parts, logits = [], []
+    for g in groups:
+        ids, gmask = _pad_left(seqs[g], pad_id, device)
+        cache = DynamicCache(config=model.config)
+        position = (gmask.cumsum(-1) - 1).clamp(min=0) + shared
+        if shared:
+            for layer, kv in enumerate(prefix.cache.layers):
+                cache.update(kv.keys.expand(len(ids), -1, -1, -1), kv.values.expand(len(ids), -1, -1, -1), layer)
+            gmask = torch.cat([gmask.new_ones((len(ids), shared)), gmask], dim=1)
+        logits.append(model(input_ids=ids, attention_mask=gmask, position_ids=position, cache=cache,
+                            use_cache=True, logits_to_keep=1).logits[:, -1, :].float())
+        parts.append(cache)
+    if len(parts) == 1:
+        return logits[0], parts[0], mask
+    joined = DynamicCache(config=model.config)
+    for layer in range(len(parts[0].layers)):
+        keys, values = [], []
+        for cache in parts:
+            k, v = cache.layers[layer].keys, cache.layers[layer].values
+            gap = width - k.shape[-2]
+            if gap:  # padding goes after the shared prefix, before the prompt's own tokens
+                zeros = k.new_zeros((*k.shape[:2], gap, k.shape[-1]))
+                k = torch.cat([k[..., :shared, :], zeros, k[..., shared:, :]], dim=-2)
+                v = torch.cat([v[..., :shared, :], zeros, v[..., shared:, :]], dim=-2)
+            keys.append(k)
+            values.append(v)
+        joined.update(torch.cat(keys), torch.cat(values), layer)
+    return torch.cat(logits), joined, mask
+
+
+def _run_batch(model, tok, seqs, conts, max_new_tokens, device, sampler=None, groups=None,
+               prefix: _Prefix | None = None) -> list[Generation]:
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    logits, cache, mask = _prefill(model, seqs, groups or [slice(0, len(seqs))], pad_id, device, prefix)
+    lengths = mask.sum(-1)
     first_logprobs = torch.log_softmax(logits, dim=-1)  # [B, V]: scores each continuation's first token
 
     stop = _stop_ids(model, tok)
@@ -177,7 +255,7 @@ def _run_batch(model, tok, seqs, conts, max_new_tokens, device, sampler=None) ->
 
     scored = _score_continuations(model, cache, mask, lengths, first_logprobs, conts, pad_id, device)
     return [
-        Generation(len(s), n, tok.decode(n, skip_special_tokens=True), sc)
+        Generation(len(s) + (prefix.length if prefix else 0), n, tok.decode(n, skip_special_tokens=True), sc)
         for s, n, sc in zip(seqs, new, scored)
     ]
 

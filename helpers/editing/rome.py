@@ -42,6 +42,9 @@ class ROMEHyperParams:
     mom2_n_samples: int = 100000
     mom2_dtype: str = "float32"
     early_stop_loss: float = 5e-2
+    # speed only, not part of the algorithm: compute the tokens before the subject and the
+    # layers below the edit once (see optimize_target); False runs the whole model every step
+    reuse_prefix: bool = True
 
 
 def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, inv_cov=None) -> torch.Tensor:
@@ -56,7 +59,7 @@ def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, i
 
 
 def optimize_target(model, tok, request, hp, module, templates, layer: int | None = None,
-                    reuse_prefix: bool = True) -> torch.Tensor:
+                    reuse_prefix: bool | None = None) -> torch.Tensor:
     """The output ``module`` should give at the subject's last token so that the model predicts
     ``request.target_new`` after the prompt in every context template: its current output
     plus a vector ``δ`` found by Adam (ROME's ``compute_v``, MEMIT's ``compute_z``).
@@ -66,11 +69,11 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
     ``v_weight_decay`` × ‖δ‖/‖init‖²; ‖δ‖ is clamped to ``clamp_norm_factor`` × ‖init‖.
 
     ``module`` lies in block ``layer``. With ``reuse_prefix`` (the default) the tokens before
-    each text's subject-last token, and every layer below ``layer``, are computed once: they
+    each text's subject-last token, and every layer up to ``layer``, are computed once: they
     cannot depend on ``δ`` (attention is causal and ``δ`` enters at that token), so each step
     runs only the rest of each text through the layers above ``layer``. ``reuse_prefix=False``
     runs the whole model on the whole texts every step, as ROME's code does (same result up to
-    float rounding; kept as the reference the fast path is tested against)."""
+    float rounding; kept as the reference the fast path is tested against). None: ``hp.reuse_prefix``."""
     device = next(model.parameters()).device
     target = tok(" " + request.target_new.strip(), add_special_tokens=False).input_ids
     placed = [in_template(t, request.prompt, request.subject) for t in templates]
@@ -80,6 +83,8 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
               for t, start in zip(texts, [s for _, s in placed] + [0])]
     enc = [tok(t, add_special_tokens=True).input_ids for t in texts]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if reuse_prefix is None:
+        reuse_prefix = getattr(hp, "reuse_prefix", True)
     if reuse_prefix and layer is not None:
         rows_fwd = _SuffixRows(model, module, enc, lookup, layer, pad, device)
     else:

@@ -103,3 +103,40 @@ def test_smollm2_knows_paris(smollm2):
     g = generate(model, tok, ["The capital of France is"], 3, [[" Paris", " Berlin"]], progress=False)[0]
     assert g.text.startswith(" Paris")
     assert g.scored[0].greedy == [True] and g.scored[0].logprob > g.scored[1].logprob
+
+
+INSTRUCTION = "For each snippet of text, label the sentiment of the text as positive or negative. Text:"
+SHARED = [INSTRUCTION + t for t in [" great film", " a dull, tedious, overlong mess of a movie that never ends",
+                                    " fine", " I laughed, I cried, and then I laughed again at the end"]]
+SHARED_CONTS = [[" positive review", " negative, really"]] * len(SHARED)
+
+
+def _tokens_read(model, fn):
+    seen = []
+    orig = model.forward
+
+    def counting(*a, **k):
+        seen.append(k["input_ids"].numel())
+        return orig(*a, **k)
+
+    model.forward = counting
+    try:
+        return fn(), sum(seen)
+    finally:
+        del model.forward
+
+
+@pytest.mark.parametrize("batch_tokens", [10_000, 40])  # one prefill group; several, joined
+def test_a_shared_instruction_is_read_once_and_changes_nothing(tiny_model, batch_tokens):
+    model, tok = tiny_model
+    shared, read_shared = _tokens_read(model, lambda: generate(
+        model, tok, SHARED, 5, SHARED_CONTS, batch_tokens=batch_tokens, progress=False))
+    plain, read_plain = _tokens_read(model, lambda: generate(
+        model, tok, SHARED, 5, SHARED_CONTS, share_prefix=False, progress=False))
+    n_instr = len(tok(INSTRUCTION).input_ids)
+    assert read_shared <= read_plain - (len(SHARED) - 1) * (n_instr - 1)
+    for p, a, b in zip(SHARED, shared, plain):
+        assert a.tokens == b.tokens == _hf_greedy(model, tok, p, 5)
+        assert a.prompt_tokens == b.prompt_tokens == len(tok(p).input_ids)
+        for x, y in zip(a.scored, b.scored):
+            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
