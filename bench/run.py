@@ -10,6 +10,8 @@ from the same process on the same machine, so ratios between them are meaningful
 ``eval.flop_limit``      the mix's prompt FLOPs over the matrix-multiply peak measured here
 ``eval.mfu``             the engine's model FLOPs (prompts, generated and scored tokens) per
                          second over that peak
+``eval.engine_cached_below_layer_<L>``  the engine at a later point of a sweep whose edits lie
+                         at or above layer L: the layers below L are not run for the prompts
 ``edit.<M>.seconds_per_edit``  ROME, MEMIT, KN, MEND on ZsRE requests (caches warm)
 ``stats.tokens_per_s``   key second moments (MEMIT's statistics), corpus sampling included
 ``memory.*``             peak resident memory of this run; of a 20-edit sequential ROME run
@@ -127,6 +129,21 @@ def engine(model, tok, per_task, flops: Flops, batch_tokens: int) -> tuple[dict,
             "model_gflop": model_flops / 1e9}, df
 
 
+def engine_cached(model, tok, per_task, layer, raw) -> dict:
+    """The engine at a later sweep point: the lower layers' work, cached at the first point
+    (the unedited model, here), is not redone."""
+    from helpers.lower_layers import LowerLayerCache
+
+    cache = LowerLayerCache(model, layer)
+    evaluate_tasks(model, tok, n=per_task, seed=0, lower_layers=cache, progress=False)
+    start = time.perf_counter()
+    df = evaluate_tasks(model, tok, n=per_task, seed=0, lower_layers=cache, progress=False)
+    sec = time.perf_counter() - start
+    rate = df.prompt_tokens.sum() / sec
+    return {"seconds": sec, "prompt_tokens_per_s": rate, "fraction_of_raw_forward": rate / raw["prompt_tokens_per_s"],
+            "cache_mb": cache.bytes / 2**20}
+
+
 def full_testset_tokens(tok) -> dict:
     """Prompt tokens of the 8 full test sets (paper protocol), counted with the tokenizer."""
     out = {}
@@ -192,6 +209,8 @@ def main(argv=None):
     ap.add_argument("--edits", type=int, default=4, help="edits timed per method (after one warm-up)")
     ap.add_argument("--memory-edits", type=int, default=20, help="sequential edits for the memory check (0: skip)")
     ap.add_argument("--batch-tokens", type=int, default=2048)
+    ap.add_argument("--cached-layers", type=int, nargs="*", default=[6, 27],
+                    help="sweep points with the layers below these cached (ROME edits layer 6, MEND 27-29)")
     ap.add_argument("--only", choices=["all", "eval", "edit"], default="all")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args(argv)
@@ -228,6 +247,8 @@ def bench_eval(model, tok, res, args):
     res["eval.fraction_of_raw_forward"] = eng["prompt_tokens_per_s"] / raw["prompt_tokens_per_s"]
     res["eval.raw_forward_mfu"] = mix_flops / raw["seconds"] / (res["eval.matmul_peak_gflops"] * 1e9)
     res["eval.mfu"] = eng["model_gflop"] / eng["seconds"] / res["eval.matmul_peak_gflops"]
+    for layer in args.cached_layers:
+        res[f"eval.engine_cached_below_layer_{layer}"] = engine_cached(model, tok, args.per_task, layer, raw)
     full = full_testset_tokens(tok)
     full_tokens = sum(v["prompt_tokens"] for v in full.values())
     res["eval.full_testsets_prompt_tokens"] = full_tokens

@@ -70,6 +70,7 @@ def generate(
     max_batch_size: int = 64,
     pad_tolerance: float = 0.1,
     share_prefix: bool = True,
+    lower_layers=None,
     progress: bool = True,
     desc: str = "generate",
     sample_top_k: int | None = None,
@@ -82,6 +83,8 @@ def generate(
     prompt joins a group only if padding it to the group's longest adds at most this share of
     its length. Output is in the order of ``prompts`` and does not depend on how they were
     batched (up to float rounding). ``share_prefix``: read a common start of all prompts once.
+    ``lower_layers``: a :class:`helpers.lower_layers.LowerLayerCache` — prompts it holds are
+    read from its layer up, the others in full (and then kept in it).
     ``sample_top_k`` samples each new token from the ``k`` most likely ones instead of taking
     the argmax (seeded by ``seed``; used to draw ROME's context templates).
     """
@@ -98,13 +101,15 @@ def generate(
     out: list[Generation | None] = [None] * len(prompts)
     sampler = _Sampler(sample_top_k, seed, device) if sample_top_k else None
     with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
-        prefix = _read_shared_prefix(model, enc, device) if share_prefix else None
+        if lower_layers is not None:
+            lower_layers.check()
+        prefix = _read_shared_prefix(model, enc, device) if share_prefix and lower_layers is None else None
         if prefix is not None:
             enc = [e[prefix.length:] for e in enc]
         for batch in _batches(order, max_batch_size):
             groups = _prefill_groups([len(enc[i]) for i in batch], batch_tokens, pad_tolerance)
             results = _run_batch(model, tok, [enc[i] for i in batch], [conts[i] for i in batch], max_new_tokens,
-                                 device, sampler, groups, prefix)
+                                 device, sampler, groups, prefix, lower_layers)
             for i, r in zip(batch, results):
                 out[i] = r
             bar.update(len(batch))
@@ -186,7 +191,7 @@ def _read_shared_prefix(model, enc, device) -> _Prefix | None:
     return _Prefix(n, cache)
 
 
-def _prefill(model, seqs, groups, pad_id, device, prefix: _Prefix | None = None):
+def _prefill(model, seqs, groups, pad_id, device, prefix: _Prefix | None = None, lower=None):
     """Read each group of prompts (after the shared ``prefix``, if any); return the last
     positions' logits ``[B, V]``, the joined cache and the batch's attention mask ``[B, W]``
     (prefix, then left padding, then each prompt's own tokens)."""
@@ -206,8 +211,20 @@ def _prefill(model, seqs, groups, pad_id, device, prefix: _Prefix | None = None)
             for layer, kv in enumerate(prefix.cache.layers):
                 cache.update(kv.keys.expand(len(ids), -1, -1, -1), kv.values.expand(len(ids), -1, -1, -1), layer)
             gmask = torch.cat([gmask.new_ones((len(ids), shared)), gmask], dim=1)
-        logits.append(model(input_ids=ids, attention_mask=gmask, position_ids=position, cache=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1, :].float())
+        if lower is not None and all(x in lower for x in seqs[g]):
+            logits.append(lower.prefill(seqs[g], gmask, position, cache))
+        elif lower is not None:
+            seen = {}
+            hook = lower.stack.layers[lower.layer].register_forward_pre_hook(lambda m, a: seen.update(h=a[0]))
+            try:
+                logits.append(model(input_ids=ids, attention_mask=gmask, position_ids=position, cache=cache,
+                                    use_cache=True, logits_to_keep=1).logits[:, -1, :].float())
+            finally:
+                hook.remove()
+            lower.record(seqs[g], seen["h"], cache)
+        else:
+            logits.append(model(input_ids=ids, attention_mask=gmask, position_ids=position, cache=cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1, :].float())
         parts.append(cache)
     if len(parts) == 1:
         return logits[0], parts[0], mask
@@ -228,9 +245,9 @@ def _prefill(model, seqs, groups, pad_id, device, prefix: _Prefix | None = None)
 
 
 def _run_batch(model, tok, seqs, conts, max_new_tokens, device, sampler=None, groups=None,
-               prefix: _Prefix | None = None) -> list[Generation]:
+               prefix: _Prefix | None = None, lower=None) -> list[Generation]:
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    logits, cache, mask = _prefill(model, seqs, groups or [slice(0, len(seqs))], pad_id, device, prefix)
+    logits, cache, mask = _prefill(model, seqs, groups or [slice(0, len(seqs))], pad_id, device, prefix, lower)
     lengths = mask.sum(-1)
     first_logprobs = torch.log_softmax(logits, dim=-1)  # [B, V]: scores each continuation's first token
 

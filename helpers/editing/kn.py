@@ -29,10 +29,21 @@ class KNHyperParams:
     lr_scale: float = 1.0
     n_toks: int = 10
     layers: list[int] | None = None  # None: every layer
+    # speed only: run just the answer position through the layers above each neuron's layer,
+    # on the keys and values of the earlier positions (see attributions); False runs the whole
+    # model on the whole prompt for every layer, as EasyEdit does
+    reuse_prefix: bool = True
 
 
 def attributions(model, tok, prompt: str, answer: str, hp: KNHyperParams, layers) -> torch.Tensor:
-    """Integrated-gradient attribution of every FFN neuron to ``answer``: ``[len(layers), in]``."""
+    """Integrated-gradient attribution of every FFN neuron to ``answer``: ``[len(layers), in]``.
+
+    Scaling a neuron changes only the last position from its layer up, so with
+    ``hp.reuse_prefix`` the prompt is read once per answer token, and the ``steps`` scaled
+    copies of every layer run just that position through the layers above it, all in one
+    batch, attending to the recorded keys and values of the other positions (the block's output
+    there shifts by ``module(scaled) − module(activation)``). ``hp.batch_size`` then plays no
+    part; it bounds the reference path's batches."""
     device = next(model.parameters()).device
     answer_ids = tok(" " + answer.strip(), add_special_tokens=False).input_ids
     prompt_ids = tok(prompt, add_special_tokens=True).input_ids
@@ -56,6 +67,10 @@ def attributions(model, tok, prompt: str, answer: str, hp: KNHyperParams, layers
             finally:
                 for h in hooks:
                     h.remove()
+            if hp.reuse_prefix:
+                s = _last_position_scores(model, ids, modules, layers, acts, alphas, target)
+                scores = s if scores is None else scores + s
+                continue
             layer_scores = []
             for i, module in enumerate(modules):
                 grads = torch.zeros_like(acts[i])
@@ -82,6 +97,50 @@ def attributions(model, tok, prompt: str, answer: str, hp: KNHyperParams, layers
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)
     return scores
+
+
+def _last_position_scores(model, ids, modules, layers, acts, alphas, target) -> torch.Tensor:
+    from ..stack import DecoderStack, KeyValues
+
+    stack = DecoderStack(model)
+    n = ids.shape[1]
+    positions = torch.arange(n, device=ids.device)[None]
+    mask = torch.ones_like(ids)
+    outs = {}
+    hooks = [stack.layers[l].register_forward_hook(
+        lambda m, a, o, l=l: outs.__setitem__(l, (o[0] if isinstance(o, tuple) else o)[0, -1].detach()))
+        for l in set(layers)]
+    kv = KeyValues(record=True)
+    try:
+        with torch.no_grad():
+            stack.run(stack.embed(ids, positions), positions, mask, cache=kv)
+    finally:
+        for h in hooks:
+            h.remove()
+    earlier = {l: (k[..., : n - 1, :], v[..., : n - 1, :]) for l, (k, v) in kv.seen.items()}
+    # every layer's scaled copies go up together: rows join the batch at the layer above their
+    # neuron's, so each layer's weights are read once for all of them
+    scaled, start = [], []
+    for i, (module, layer) in enumerate(zip(modules, layers)):
+        with torch.no_grad():
+            base = module(acts[i][None].to(outs[layer].dtype))
+        x = (alphas[:, None] * acts[i][None, :]).requires_grad_(True)
+        scaled.append(x)
+        start.append(outs[layer][None] + module(x.to(base.dtype)) - base)  # the block's output, [steps, H]
+    hidden = None
+    for l in range(min(layers) + 1, stack.num_layers):
+        joining = [start[i] for i, layer in enumerate(layers) if layer == l - 1]
+        if joining:
+            hidden = torch.cat(([hidden] if hidden is not None else []) + [j[:, None, :] for j in joining])
+        b = hidden.shape[0]
+        k, v = earlier[l]
+        hidden = stack.run(hidden, positions[:, -1:].expand(b, 1), mask.expand(b, n), l, l + 1,
+                           KeyValues(prefix={l: (k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))}))
+    top = [start[i][:, None, :] for i, layer in enumerate(layers) if layer == stack.num_layers - 1]
+    hidden = torch.cat(([hidden] if hidden is not None else []) + top)
+    prob = torch.softmax(stack.logits(hidden[:, 0]).float(), dim=-1)[:, target]
+    grads = torch.autograd.grad(prob.sum(), scaled)
+    return torch.stack([acts[i] * grads[i].sum(0) / len(alphas) for i in range(len(modules))])
 
 
 def select_neurons(score_list: list[torch.Tensor], hp: KNHyperParams) -> list[tuple[int, int]]:

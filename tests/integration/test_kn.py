@@ -89,3 +89,15 @@ def test_neuron_selection_threshold_and_sharing():
     assert kn.select_neurons([a, b, c], hp) == [(0, 0), (0, 1), (1, 2)]
     hp.p = 0.67
     assert kn.select_neurons([a, b, c], hp) == [(0, 0), (0, 1)]
+
+
+def test_last_position_attribution_equals_the_whole_model_reference(tiny_deep_model):
+    """Running only the answer position above each layer gives EasyEdit's whole-model
+    integrated gradients, for every layer of a 4-layer model and a two-token answer."""
+    model, tok = tiny_deep_model
+    fast = kn.KNHyperParams(**kn_hparams(model, steps=6, batch_size=4))
+    ref = kn.KNHyperParams(**kn_hparams(model, steps=6, batch_size=4, reuse_prefix=False))
+    a = kn.attributions(model, tok, REQ.prompt, "Paris France", fast, [0, 1, 2, 3])
+    b = kn.attributions(model, tok, REQ.prompt, "Paris France", ref, [0, 1, 2, 3])
+    assert a.shape == b.shape == (4, b.shape[1])
+    assert torch.allclose(a, b, atol=1e-6 * b.abs().max(), rtol=1e-4)

@@ -129,3 +129,53 @@ def test_value_optimisation_on_smollm2_equals_the_reference(smollm2):
     fast = rome.optimize_target(model, tok, REQ, hp, module, TEMPLATES, 6)
     ref = rome.optimize_target(model, tok, REQ, hp, module, TEMPLATES, 6, reuse_prefix=False)
     assert (fast - ref).norm() <= 1e-4 * ref.norm()
+
+
+@pytest.mark.parametrize("layer", [1, 3])
+def test_the_lower_layer_cache_gives_what_a_full_read_gives_after_an_edit(tiny_deep_model, layer):
+    """Fill the cache on the unedited model, change a layer at or above ``layer``, then decode
+    with the cache: the same greedy tokens and continuation scores as without it. Changing a
+    layer below makes the cache refuse."""
+    from helpers.generate import generate
+    from helpers.lower_layers import LowerLayerCache, StaleCacheError
+
+    model, tok = tiny_deep_model
+    prompts = ["The capital of France is", "Once upon a time there was a", "2 + 2 =", "Hi"]
+    conts = [[" Paris is", " Rome"], [" king"], [" 4"], [" there you go"]]
+    cache = LowerLayerCache(model, layer)
+    generate(model, tok, prompts, 4, conts, lower_layers=cache, progress=False)
+    assert len(cache.entries) == len(prompts)
+    top = get_module(model, f"{'transformer.h' if hasattr(model, 'transformer') else 'model.layers'}.{layer}")
+    w = next(p for p in top.parameters() if p.dim() == 2)
+    saved = w.detach().clone()
+    try:
+        with torch.no_grad():
+            w.add_(torch.randn_like(w) * w.std())
+        read = []
+        bottom = DecoderStack(model).layers[0]
+        hook = bottom.register_forward_pre_hook(lambda m, a: read.append(a[0].shape[0] * a[0].shape[1]))
+        try:
+            fast = generate(model, tok, prompts, 4, conts, lower_layers=cache, progress=False)
+            fast_read, read[:] = sum(read), []
+            plain = generate(model, tok, prompts, 4, conts, progress=False)
+            plain_read = sum(read)
+        finally:
+            hook.remove()
+        assert fast_read <= plain_read - sum(len(tok(p).input_ids) for p in prompts)  # prompts skipped layer 0
+        for a, b in zip(fast, plain):
+            assert a.tokens == b.tokens
+            for x, y in zip(a.scored, b.scored):
+                assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+        below = model.get_input_embeddings().weight
+        row = below[5].detach().clone()
+        with torch.no_grad():
+            below[5] += 1.0
+        try:
+            with pytest.raises(StaleCacheError, match="have changed"):
+                generate(model, tok, prompts, 4, conts, lower_layers=cache, progress=False)
+        finally:
+            with torch.no_grad():
+                below[5] = row
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
