@@ -15,7 +15,7 @@ from the same process on the same machine, so ratios between them are meaningful
 ``edit.<M>.seconds_per_edit``  ROME, MEMIT, KN, MEND on ZsRE requests (caches warm)
 ``stats.tokens_per_s``   key second moments (MEMIT's statistics), corpus sampling included
 ``memory.*``             peak resident memory of this run; of a 20-edit sequential ROME run
-                         (a child process) against the float32 model's size
+                         (a child process), beyond its libraries, in float32 model sizes
 """
 from __future__ import annotations
 
@@ -186,17 +186,25 @@ def stats_rate(model, tok, n_samples: int) -> float:
 
 
 def sequential_memory(edits: int) -> dict:
-    """Peak RSS of a child process that loads the model and makes ``edits`` sequential ROME
-    edits (weights changed in place, nothing copied but the edited matrix's originals)."""
+    """Memory of a child process that loads the model and makes ``edits`` sequential ROME
+    edits (weights changed in place; only the edited matrix's originals are kept). Read from
+    /proc (VmHWM: the peak; ``ru_maxrss`` would carry over the parent's peak through exec).
+    The weights are a file mapping (safetensors), so they count once the first forward pass
+    touches them; ``anon_growth_mb`` is what editing allocated beyond that (after each edit;
+    a copy of the model would add its whole size)."""
     code = (
-        "import resource, json, torch\n"
-        "from helpers import load_model\nfrom helpers.data import load_zsre\nfrom helpers.editing import edit\n"
-        "m, t = load_model()\nbase = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "import json, re\n"
+        "def mb(key):\n"
+        "    return int(re.search(key + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024\n"
+        "import torch\nfrom helpers import load_model\nfrom helpers.data import load_zsre\n"
+        "from helpers.editing import edit\nfrom helpers.editing.mend import split_zsre\n"
+        "imports = mb('VmRSS')\nm, t = load_model()\nloaded = mb('VmRSS')\n"
         "size = sum(p.numel() * 4 for p in m.parameters()) / 2**20\n"
-        "from helpers.editing.mend import split_zsre\n"
+        "anon0, anon = mb('RssAnon'), 0\n"
         f"for r in split_zsre(load_zsre())[1][:{edits}]:\n    edit(m, t, r, 'ROME')\n"
-        "print(json.dumps({'after_load_mb': base / 1024, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF)"
-        ".ru_maxrss / 1024, 'model_fp32_mb': size}))\n")
+        "    anon = max(anon, mb('RssAnon'))\n"
+        "print(json.dumps({'imports_mb': imports, 'after_load_mb': loaded, 'peak_mb': mb('VmHWM'), "
+        "'model_fp32_mb': size, 'anon_growth_mb': anon - anon0}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -252,7 +260,9 @@ def bench_eval(model, tok, res, args):
     full = full_testset_tokens(tok)
     full_tokens = sum(v["prompt_tokens"] for v in full.values())
     res["eval.full_testsets_prompt_tokens"] = full_tokens
-    res["eval.full_testsets_minutes"] = full_tokens / eng["prompt_tokens_per_s"] / 60
+    # each task at its own measured rate (generation lengths differ by task)
+    rate = dict(zip(per_task.task, per_task.tokens_per_second))
+    res["eval.full_testsets_minutes"] = sum(v["prompt_tokens"] / rate[k] for k, v in full.items()) / 60
     return per_task, full
 
 
@@ -274,7 +284,8 @@ def bench_edit(model, tok, res, args):
     if args.memory_edits:
         mem = sequential_memory(args.memory_edits)
         res["memory.sequential_edits"] = {"edits": args.memory_edits, **mem}
-        res["memory.sequential_peak_over_model_fp32"] = mem["peak_mb"] / mem["model_fp32_mb"]
+        # what the run holds beyond the interpreter and libraries, in float32 model sizes
+        res["memory.sequential_peak_over_model_fp32"] = (mem["peak_mb"] - mem["imports_mb"]) / mem["model_fp32_mb"]
 
 
 def _cpu_name() -> str:
