@@ -10,10 +10,12 @@ from the same process on the same machine, so ratios between them are meaningful
 ``eval.flop_limit``      the mix's prompt FLOPs over the matrix-multiply peak measured here
 ``eval.mfu``             the engine's model FLOPs (prompts, generated and scored tokens) per
                          second over that peak
+``eval.prefill_shapes``  reading the prompts in different batch shapes (why padding loses)
 ``eval.engine_cached_below_layer_<L>``  the engine at a later point of a sweep whose edits lie
                          at or above layer L: the layers below L are not run for the prompts
 ``edit.<M>.seconds_per_edit``  ROME, MEMIT, KN, MEND on ZsRE requests (caches warm)
 ``stats.tokens_per_s``   key second moments (MEMIT's statistics), corpus sampling included
+``regularize.*``         RECT and its baselines on a 6400×1600 update
 ``memory.*``             peak resident memory of this run; of a 20-edit sequential ROME run
                          (a child process), beyond its libraries, in float32 model sizes
 """
@@ -115,9 +117,9 @@ def raw_forward(model, tok, mix) -> dict:
             "prompt_tokens_per_s": tokens / sec}
 
 
-def engine(model, tok, per_task, flops: Flops, batch_tokens: int) -> tuple[dict, object]:
+def engine(model, tok, per_task, flops: Flops, batch_tokens: int, **options) -> tuple[dict, object]:
     start = time.perf_counter()
-    df = evaluate_tasks(model, tok, n=per_task, seed=0, batch_tokens=batch_tokens, progress=False)
+    df = evaluate_tasks(model, tok, n=per_task, seed=0, batch_tokens=batch_tokens, progress=False, **options)
     sec = time.perf_counter() - start
     lengths = [len(tok(t).input_ids) for _, t, _ in task_mix(per_task)]
     model_flops = sum(flops.prompt(n) for n in lengths)
@@ -144,6 +146,59 @@ def engine_cached(model, tok, per_task, layer, raw) -> dict:
             "cache_mb": cache.bytes / 2**20}
 
 
+def prefill_shapes(model, tok, mix) -> dict:
+    """Why padded batches do not pay on a CPU: reading the mix's prompts (prefill only, last
+    logits) in different batch shapes, real prompt tokens per second and the share of padding;
+    a batch of 8 equal-length prompts with and without an attention mask (the masked path of
+    scaled-dot-product attention); and matrix-multiply speed against the number of rows."""
+    from helpers.generate import _prefill_groups
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    enc = sorted((tok(t).input_ids for _, t, _ in mix), key=len, reverse=True)
+    real = sum(map(len, enc))
+
+    def run(groups):
+        slots, start = 0, time.perf_counter()
+        with torch.inference_mode():
+            for g in groups:
+                seqs = enc[g]
+                width = len(seqs[0])
+                ids = torch.full((len(seqs), width), pad)
+                mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                for r, e in enumerate(seqs):
+                    ids[r, width - len(e):], mask[r, width - len(e):] = torch.tensor(e), 1
+                slots += ids.numel()
+                model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                      logits_to_keep=1)
+        sec = time.perf_counter() - start
+        return {"prompt_tokens_per_s": real / sec, "padding_share": 1 - real / slots, "batches": len(groups)}
+
+    out = {}
+    for size in (1, 8, 32):
+        out[f"padded_batches_of_{size}"] = run([slice(i, i + size) for i in range(0, len(enc), size)])
+    out["groups_of_like_length"] = run(_prefill_groups([len(e) for e in enc], 2048, 0.1))
+    same = torch.tensor([enc[len(enc) // 2]] * 8)
+    masked = torch.ones_like(same)
+    masked[:, 0] = 0  # one padded slot: scaled-dot-product attention must take the explicit-mask path
+    for name, kwargs in (("no_mask", {}), ("with_mask", {"attention_mask": masked})):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(5):
+                model(input_ids=same, logits_to_keep=1, **kwargs)
+        out[f"equal_length_batch_of_8_{name}_tokens_per_s"] = 5 * same.numel() / (time.perf_counter() - start)
+    width = model.config.hidden_size
+    w = torch.randn(4 * width, width)
+    for rows in (16, 64, 128, 512, 2048):
+        x = torch.randn(rows, width)
+        torch.nn.functional.linear(x, w)
+        reps = max(3, int(3e9 / (2 * rows * width * 4 * width)))
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.nn.functional.linear(x, w)
+        out[f"matmul_gflops_{rows}_rows"] = 2 * rows * width * 4 * width * reps / (time.perf_counter() - start) / 1e9
+    return out
+
+
 def full_testset_tokens(tok) -> dict:
     """Prompt tokens of the 8 full test sets (paper protocol), counted with the tokenizer."""
     out = {}
@@ -156,14 +211,33 @@ def full_testset_tokens(tok) -> dict:
 
 
 # ---------------------------------------------------------------------------- editing
-def seconds_per_edit(model, tok, method, requests, hparams=None) -> float:
+def seconds_per_edit(model, tok, method, requests, hparams=None, warm: bool = True) -> float:
+    """Mean seconds per edit over ``requests`` (after one untimed edit of the first when
+    ``warm``: context templates, statistics and MEND's network are then cached)."""
     from helpers.editing import edit
 
-    edit(model, tok, requests[0], method, hparams).restore()  # warm: templates, statistics, MEND's net
+    if warm:
+        edit(model, tok, requests[0], method, hparams).restore()
+        requests = requests[1:]
     start = time.perf_counter()
-    for r in requests[1:]:
+    for r in requests:
         edit(model, tok, r, method, hparams).restore()
-    return (time.perf_counter() - start) / (len(requests) - 1)
+    return (time.perf_counter() - start) / len(requests)
+
+
+def regularize_speed() -> dict:
+    """Seconds for each regulariser at k = 0.4 on a GPT-2 XL-sized update (6400×1600)."""
+    from helpers.regularize import regularize
+
+    gen = torch.Generator().manual_seed(0)
+    delta, weight = torch.randn(6400, 1600, generator=gen), torch.randn(6400, 1600, generator=gen)
+    out = {}
+    for how in ("rect", "random", "pca", "pca_lowrank"):
+        regularize(delta[:64, :64], weight[:64, :64], how, 0.4)
+        start = time.perf_counter()
+        regularize(delta, weight, how, 0.4)
+        out[how] = time.perf_counter() - start
+    return out
 
 
 def stats_rate(model, tok, n_samples: int) -> float:
@@ -255,6 +329,14 @@ def bench_eval(model, tok, res, args):
     res["eval.fraction_of_raw_forward"] = eng["prompt_tokens_per_s"] / raw["prompt_tokens_per_s"]
     res["eval.raw_forward_mfu"] = mix_flops / raw["seconds"] / (res["eval.matmul_peak_gflops"] * 1e9)
     res["eval.mfu"] = eng["model_gflop"] / eng["seconds"] / res["eval.matmul_peak_gflops"]
+    res["eval.prefill_shapes"] = prefill_shapes(model, tok, mix)
+    # the engine's changes one by one, same run: padded length-sorted batches (as before), then
+    # prefill groups of like length, then the shared instruction read once (the default)
+    for name, options in (("padded_batches", {"pad_tolerance": float("inf"), "share_prefix": False}),
+                          ("like_length_groups", {"share_prefix": False})):
+        variant, _ = engine(model, tok, args.per_task, flops, args.batch_tokens, **options)
+        res[f"eval.engine_variant.{name}"] = {"seconds": variant["seconds"],
+                                              "prompt_tokens_per_s": variant["prompt_tokens_per_s"]}
     for layer in args.cached_layers:
         res[f"eval.engine_cached_below_layer_{layer}"] = engine_cached(model, tok, args.per_task, layer, raw)
     full = full_testset_tokens(tok)
@@ -272,15 +354,19 @@ def bench_edit(model, tok, res, args):
 
     reqs = split_zsre(load_zsre())[1][: args.edits + 1]  # held out from MEND's training
     res["edit.ROME.seconds_per_edit"] = seconds_per_edit(model, tok, "ROME", reqs)
+    # the same edits the way ROME/MEMIT/EasyEdit's code runs them (whole model, every step)
     res["edit.ROME.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
-        model, tok, "ROME", reqs[:3], {"reuse_prefix": False})
+        model, tok, "ROME", reqs[1:3], {"reuse_prefix": False}, warm=False)
     res["edit.MEMIT.seconds_per_edit"] = seconds_per_edit(model, tok, "MEMIT", reqs)
     res["edit.MEMIT.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
-        model, tok, "MEMIT", reqs[:3], {"reuse_prefix": False})
-    res["edit.KN.seconds_per_edit"] = seconds_per_edit(model, tok, "KN", reqs[:3])
+        model, tok, "MEMIT", reqs[1:3], {"reuse_prefix": False}, warm=False)
+    res["edit.KN.seconds_per_edit"] = seconds_per_edit(model, tok, "KN", reqs)
+    res["edit.KN.seconds_per_edit_whole_model_every_layer"] = seconds_per_edit(
+        model, tok, "KN", reqs[1:2], {"reuse_prefix": False}, warm=False)
     res["edit.MEND.seconds_per_edit"] = seconds_per_edit(model, tok, "MEND", reqs)
     res["stats.tokens_per_s"] = stats_rate(model, tok, 64)
     res["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["regularize.seconds_6400x1600"] = regularize_speed()
     if args.memory_edits:
         mem = sequential_memory(args.memory_edits)
         res["memory.sequential_edits"] = {"edits": args.memory_edits, **mem}

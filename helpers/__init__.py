@@ -11,10 +11,11 @@ from .evaluate import evaluate_tasks
 from .generate import Generation, Scored, generate
 from .metrics import editing_metrics
 from .models import load_model
+from .regularize import Regularizer, regularize
 from .tasks import PROTOCOLS, TASKS, get_task, load_task
 
 __all__ = [
     "EditRequest", "load_zsre", "DataFormatError", "DataNotFoundError", "EdithurtError",
     "ModelNotFoundError", "UnknownNameError", "evaluate_tasks", "Generation", "Scored", "generate",
-    "load_model", "PROTOCOLS", "TASKS", "get_task", "load_task", "edit", "EditResult", "editing_metrics",
+    "load_model", "regularize", "Regularizer", "PROTOCOLS", "TASKS", "get_task", "load_task", "edit", "EditResult", "editing_metrics",
 ]

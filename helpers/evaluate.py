@@ -20,7 +20,7 @@ COLUMNS = ["task", "protocol", "metric", "value", "chance", "n", "prompts", "val
 def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None = None, seed: int = 0,
                    protocol: str = "paper", *, data_dir: str | os.PathLike | None = None, hint: bool = True,
                    prompt_form: str = "plain", batch_tokens: int = 2048, lower_layers=None,
-                   progress: bool = True) -> pd.DataFrame:
+                   progress: bool = True, **engine) -> pd.DataFrame:
     """Zero-shot greedy evaluation on ``tasks`` (SPEC §3), ``n`` seeded examples each (None: the
     full test sets). One row per task:
 
@@ -36,6 +36,8 @@ def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None
     ``prompt_form="chat"`` wraps each prompt in the tokenizer's chat template (instruct models).
     ``lower_layers``: a :class:`helpers.lower_layers.LowerLayerCache` shared by the points of a
     sweep whose edits all lie at or above its layer (identical results, less work).
+    ``engine``: further options of :func:`helpers.generate.generate` (``pad_tolerance``,
+    ``share_prefix``, ``max_batch_size``).
     """
     names = [tasks] if isinstance(tasks, str) else list(tasks)
     for name in names:
@@ -52,7 +54,7 @@ def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None
         conts = [([p.gold_text] if p.gold_text else []) + list(task.labels or ()) for p in prompts]
         start = time.perf_counter()
         gens = generate(model, tok, texts, task.max_new_tokens, conts, batch_tokens=batch_tokens,
-                        lower_layers=lower_layers, progress=progress, desc=name)
+                        lower_layers=lower_layers, progress=progress, desc=name, **engine)
         seconds = time.perf_counter() - start
         value, valid = task.score(prompts, [g.text for g in gens], protocol)
         nlls = [g.scored[0].nll for p, g in zip(prompts, gens) if p.gold_text]

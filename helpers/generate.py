@@ -68,6 +68,7 @@ def generate(
     *,
     batch_tokens: int = 2048,
     max_batch_size: int = 64,
+    decode_tokens: int = 32768,
     pad_tolerance: float = 0.1,
     share_prefix: bool = True,
     lower_layers=None,
@@ -79,7 +80,9 @@ def generate(
     """Greedy-decode ``max_new_tokens`` after each prompt; score ``continuations[i]`` (a list
     of strings, each tokenised on its own, leading space included) after prompt ``i``.
 
-    ``batch_tokens`` bounds a prefill group's size × its longest prompt; ``pad_tolerance``: a
+    ``batch_tokens`` bounds a prefill group's size × its longest prompt, ``decode_tokens`` a
+    decode batch's size × (longest prompt + ``max_new_tokens``) (its key/value memory),
+    ``max_batch_size`` its number of prompts; ``pad_tolerance``: a
     prompt joins a group only if padding it to the group's longest adds at most this share of
     its length. Output is in the order of ``prompts`` and does not depend on how they were
     batched (up to float rounding). ``share_prefix``: read a common start of all prompts once.
@@ -92,6 +95,8 @@ def generate(
         raise ValueError(f"{len(continuations)} continuation lists for {len(prompts)} prompts")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not prompts:
+        return []
     device = next(model.parameters()).device
     enc = [tok(p, add_special_tokens=True).input_ids for p in prompts]
     if any(len(e) == 0 for e in enc):
@@ -106,7 +111,8 @@ def generate(
         prefix = _read_shared_prefix(model, enc, device) if share_prefix and lower_layers is None else None
         if prefix is not None:
             enc = [e[prefix.length:] for e in enc]
-        for batch in _batches(order, max_batch_size):
+        width = (prefix.length if prefix is not None else 0) + max_new_tokens
+        for batch in _batches(order, [len(e) + width for e in enc], max_batch_size, decode_tokens):
             groups = _prefill_groups([len(enc[i]) for i in batch], batch_tokens, pad_tolerance)
             results = _run_batch(model, tok, [enc[i] for i in batch], [conts[i] for i in batch], max_new_tokens,
                                  device, sampler, groups, prefix, lower_layers)
@@ -123,9 +129,17 @@ def _encode_continuation(tok, text: str) -> list[int]:
     return ids
 
 
-def _batches(order, max_batch_size):
-    for start in range(0, len(order), max_batch_size):
-        yield order[start:start + max_batch_size]
+def _batches(order, widths, max_batch_size, decode_tokens):
+    """Consecutive runs of ``order`` (longest first): at most ``max_batch_size`` prompts and
+    ``decode_tokens`` for batch size × the first (widest) one's width."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) >= max_batch_size or (len(batch) + 1) * widths[batch[0]] > decode_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def _prefill_groups(lengths, batch_tokens, pad_tolerance) -> list[slice]:

@@ -22,6 +22,10 @@ PROFILES = REPO_ROOT / "profiles"
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
+# a cell that runs longer than this is stuck, not slow (the longest cpu-profile cell takes minutes)
+CELL_TIMEOUT_S = 4 * 3600
+
+
 def load_profile(name: str) -> dict:
     path = PROFILES / f"{name}.yaml"
     if not path.exists():
@@ -63,7 +67,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         papermill.execute_notebook(NOTEBOOKS / f"{name}.ipynb", out_dir / "notebooks" / f"{name}.ipynb",
                                    parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
-                                   kernel_name="python3")
+                                   kernel_name="python3", execution_timeout=CELL_TIMEOUT_S)
         print(f"[{args.profile}] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     print(f"figures and tables in {out_dir}")
     return 0

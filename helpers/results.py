@@ -53,6 +53,25 @@ class ResultStore:
     def __len__(self) -> int:
         return len(self._rows)
 
+    # tensors (edit updates) beside the rows: safetensors files named by the settings' key
+    def _tensor_path(self, settings: dict) -> Path:
+        return self.path.parent / f"{self.path.stem}_tensors" / f"{settings_key(settings)}.safetensors"
+
+    def put_tensors(self, settings: dict, tensors: dict) -> None:
+        from safetensors.torch import save_file
+
+        path = self._tensor_path(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, path)
+
+    def get_tensors(self, settings: dict) -> dict | None:
+        from safetensors.torch import load_file
+
+        path = self._tensor_path(settings)
+        return load_file(str(path)) if path.exists() else None
+
     def frame(self) -> pd.DataFrame:
         """Every stored row, with its settings as extra columns."""
         return pd.DataFrame([{**r["settings"], **r["row"]} for r in self._rows.values()])
@@ -89,3 +108,23 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf8")
     os.replace(tmp, path)
+
+
+def mean_sd(df: pd.DataFrame, by, columns) -> pd.DataFrame:
+    """Mean, standard deviation and count of ``columns`` per group of ``by`` (groups in the
+    order they first appear): columns ``<c>``, ``<c>_sd`` and ``n``."""
+    by = [by] if isinstance(by, str) else list(by)
+    g = df.groupby(by, sort=False)
+    out = g[list(columns)].mean()
+    for c in columns:
+        out[f"{c}_sd"] = g[c].std(ddof=1)
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+def save_figure(fig, path_without_suffix) -> None:
+    """``<path>.png`` and ``<path>.pdf``."""
+    path = Path(path_without_suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path.with_suffix(".png"), dpi=130)
+    fig.savefig(path.with_suffix(".pdf"))

@@ -60,9 +60,20 @@ def attention_bias(key_mask: torch.Tensor, n_queries: int, dtype) -> torch.Tenso
 class DecoderStack:
     """``embed`` → ``run(start, stop)`` → ``logits``: the model's forward pass in pieces."""
 
+    SUPPORTED = ("llama", "gpt2")  # architectures whose layers this class runs exactly as the model does
+
+    @classmethod
+    def supports(cls, model) -> bool:
+        return getattr(model.config, "model_type", None) in cls.SUPPORTED
+
     def __init__(self, model):
         base = model.base_model
         self.model = model
+        if not self.supports(model):
+            raise UnsupportedModelError(
+                f"running layers piece by piece is implemented for {', '.join(self.SUPPORTED)} models, not "
+                f"{getattr(model.config, 'model_type', type(model).__name__)!r} (other architectures scale "
+                "embeddings, add norms or windows that this class does not reproduce)")
         if hasattr(base, "layers") and hasattr(base, "rotary_emb"):
             self.layers, self.norm, self.tokens = base.layers, base.norm, base.embed_tokens
             self.rotary, self.learnt_positions = base.rotary_emb, None

@@ -25,11 +25,14 @@ class EditError(EdithurtError, ValueError):
 class EditResult:
     """What an edit did. ``deltas``: the update added to each parameter, in the parameter's own
     layout (Conv1D: ``[in, out]``; Linear: ``[out, in]``), after any regulariser.
+    ``updates``: the method's own updates ``[out, in]``, before any regulariser (so another
+    regulariser can be tried on them without editing again: :func:`apply_update`).
     ``restore()`` puts the edited parameters back bit-exactly (only those are saved)."""
 
     method: str
     deltas: dict[str, torch.Tensor]
     hparams: object
+    updates: dict[str, torch.Tensor] = field(default_factory=dict)
     _model: object = field(repr=False, default=None)
     _originals: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
 
@@ -67,8 +70,9 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
          regularizer: Regularizer | None = None) -> EditResult:
     """Edit ``model`` in place with ``method`` (ROME, MEMIT, KN, MEND). ``hparams``: None (the
     file shipped for this model), a YAML path, a dict of overrides, or an hparams object.
-    ``regularizer(delta, weight) -> delta`` shapes every update before it is added (both in
-    the parameter's layout)."""
+    ``regularizer(delta, weight) -> delta`` shapes every update before it is added; both are
+    ``[out, in]`` whatever the parameter's layout (GPT-2's ``Conv1D`` is transposed for it), e.g.
+    ``helpers.Regularizer("rect", k=0.4)``."""
     registry = _methods()
     key = str(method).upper()
     if key not in registry:
@@ -91,24 +95,43 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
     if getattr(hp, "layers", None):
         check_layers(model, hp.layers)
     updates = apply(model, tok, reqs, hp)  # {param name: ΔW as [out, in]}
+    return apply_update(model, updates, regularizer, method=key, hparams=hp)
+
+
+def apply_update(model, updates: dict[str, torch.Tensor], regularizer: Regularizer | None = None, *,
+                 method: str = "", hparams=None) -> EditResult:
+    """Add ``updates`` (``{parameter name: ΔW as [out, in]}``) to the model, each shaped by
+    ``regularizer`` first. Every update is shaped and checked (finite, right shape) before any
+    weight changes: all or nothing."""
     params = dict(model.named_parameters())
-    result = EditResult(key, {}, hp, model)
+    unknown_names = [n for n in updates if n not in params]
+    if unknown_names:
+        raise EditError(f"the model has no parameter(s) {unknown_names}")
+    result = EditResult(method, {}, hparams, {n: u.detach() for n, u in updates.items()}, model)
     with torch.no_grad():
         for name, upd in updates.items():
             module = get_module(model, name.rsplit(".", 1)[0])
             w = params[name]
-            delta = to_param_layout(upd, module).to(w.dtype)
+            upd = upd.to(device=w.device, dtype=w.dtype)
+            if upd.shape != from_param_layout(w, module).shape:
+                raise EditError(f"the update for {name} has shape {tuple(upd.shape)}; the weight as [out, in] "
+                                f"is {tuple(from_param_layout(w, module).shape)}")
             if regularizer is not None:
-                delta = regularizer(delta, w.detach())
-                if delta.shape != w.shape:
-                    raise EditError(f"the regulariser returned shape {tuple(delta.shape)} for {name} "
-                                    f"of shape {tuple(w.shape)}")
+                shape = upd.shape
+                upd = regularizer(upd, from_param_layout(w.detach(), module))
+                if upd.shape != shape:
+                    raise EditError(f"the regulariser returned shape {tuple(upd.shape)} for {name}, whose "
+                                    f"update is {tuple(shape)} ([out, in])")
+            delta = to_param_layout(upd, module).to(w.dtype)
             if not torch.isfinite(delta).all():
-                raise EditError(f"{key} produced a non-finite update for {name}: the weights were not changed")
+                raise EditError(f"{method or 'the edit'} produced a non-finite update for {name}: the weights "
+                                "were not changed")
+            result.deltas[name] = delta
+        for name, delta in result.deltas.items():
+            w = params[name]
             result._originals.setdefault(name, w.detach().clone())
             w.add_(delta)
-            result.deltas[name] = delta
     return result
 
 
-__all__ = ["edit", "EditResult", "EditError", "HparamsError", "LayerError", "METHODS", "from_param_layout"]
+__all__ = ["edit", "apply_update", "EditResult", "EditError", "HparamsError", "LayerError", "METHODS", "from_param_layout"]

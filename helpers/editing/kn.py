@@ -15,7 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..stack import DecoderStack
 from .layers import get_module, num_layers
+
+
+ROWS_PER_PASS = 640  # integrated-gradient rows (steps × layers) run together on the fast path
 
 
 @dataclass
@@ -42,8 +46,8 @@ def attributions(model, tok, prompt: str, answer: str, hp: KNHyperParams, layers
     ``hp.reuse_prefix`` the prompt is read once per answer token, and the ``steps`` scaled
     copies of every layer run just that position through the layers above it, all in one
     batch, attending to the recorded keys and values of the other positions (the block's output
-    there shifts by ``module(scaled) − module(activation)``). ``hp.batch_size`` then plays no
-    part; it bounds the reference path's batches."""
+    there shifts by ``module(scaled) − module(activation)``), up to ``ROWS_PER_PASS`` rows at a
+    time. ``hp.batch_size`` bounds the reference path's batches."""
     device = next(model.parameters()).device
     answer_ids = tok(" " + answer.strip(), add_special_tokens=False).input_ids
     prompt_ids = tok(prompt, add_special_tokens=True).input_ids
@@ -67,8 +71,14 @@ def attributions(model, tok, prompt: str, answer: str, hp: KNHyperParams, layers
             finally:
                 for h in hooks:
                     h.remove()
-            if hp.reuse_prefix:
-                s = _last_position_scores(model, ids, modules, layers, acts, alphas, target)
+            if hp.reuse_prefix and DecoderStack.supports(model):
+                # as many layers per pass as ROWS_PER_PASS allows (memory: every row keeps its
+                # activations, and a copy of the prompt's keys and values, for the backward pass)
+                per_pass = max(1, ROWS_PER_PASS // len(alphas))
+                s = torch.cat([_last_position_scores(model, ids, modules[c:c + per_pass], layers[c:c + per_pass],
+                                                     {i - c: acts[i] for i in range(c, min(c + per_pass, len(layers)))},
+                                                     alphas, target)
+                               for c in range(0, len(layers), per_pass)])
                 scores = s if scores is None else scores + s
                 continue
             layer_scores = []

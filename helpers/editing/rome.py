@@ -85,7 +85,9 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if reuse_prefix is None:
         reuse_prefix = getattr(hp, "reuse_prefix", True)
-    if reuse_prefix and layer is not None:
+    from ..stack import DecoderStack
+
+    if reuse_prefix and layer is not None and DecoderStack.supports(model):
         rows_fwd = _SuffixRows(model, module, enc, lookup, layer, pad, device)
     else:
         rows_fwd = _FullRows(model, module, enc, lookup, pad, device)
@@ -96,6 +98,9 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
     tgt_pos = torch.tensor([rows_fwd.ends[i] - len(target) + j for i in range(n_rw) for j in range(len(target))],
                            device=device)
     tgt_ids = torch.tensor(target * n_rw, device=device)
+    if int(tgt_pos.min()) < int(rows_fwd.edit_col[:n_rw].min()):
+        raise ValueError(f"the target {request.target_new!r} merged into the prompt's last tokens when tokenised "
+                         f"together ({texts[0]!r}): its tokens cannot be scored separately")
     rows = torch.arange(len(texts), device=device)
     look = rows_fwd.edit_col
     head = model.get_output_embeddings()

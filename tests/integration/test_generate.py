@@ -86,15 +86,25 @@ def test_bad_arguments_are_refused(tiny_model):
 
 @pytest.mark.model
 @pytest.mark.data
-def test_smollm2_batched_equals_one_at_a_time_on_task_prompts(smollm2):
-    from helpers import get_task, load_task
+def test_smollm2_engine_equals_one_at_a_time_on_the_task_mix(smollm2):
+    """The engine (like-length groups, joined caches, a shared instruction read once) gives the
+    tokens and scores of one prompt at a time through the plain path, on every task's prompts
+    with its own generation length and continuations."""
+    from helpers import TASKS, get_task, load_task
 
     model, tok = smollm2
-    prompts = [p.text for name in ("reasoning", "ner", "open_qa") for e in load_task(name, n=3, seed=1)
-               for p in get_task(name).prompts(e, "paper")]
-    batched = generate(model, tok, prompts, 10, progress=False)
-    single = [generate(model, tok, [p], 10, progress=False)[0] for p in prompts]
-    assert [b.tokens for b in batched] == [s.tokens for s in single]
+    for name in TASKS:
+        task = get_task(name)
+        prompts = [p for e in load_task(name, n=2, seed=1) for p in task.prompts(e, "paper")]
+        texts = [p.text for p in prompts]
+        conts = [([p.gold_text] if p.gold_text else []) + list(task.labels or ()) for p in prompts]
+        batched = generate(model, tok, texts, task.max_new_tokens, conts, progress=False)
+        single = [generate(model, tok, [t], task.max_new_tokens, [c], share_prefix=False, progress=False)[0]
+                  for t, c in zip(texts, conts)]
+        assert [b.tokens for b in batched] == [s.tokens for s in single], name
+        for b, s in zip(batched, single):
+            for x, y in zip(b.scored, s.scored):
+                assert x.logprobs == pytest.approx(y.logprobs, abs=2e-3), name
 
 
 @pytest.mark.model

@@ -16,7 +16,7 @@ def test_notebook_runs_under_smoke_profile(notebook, tmp_path):
     params = reproduce.notebook_parameters("smoke", profile, notebook, tmp_path)
     papermill.execute_notebook(reproduce.NOTEBOOKS / f"{notebook}.ipynb", tmp_path / f"{notebook}.ipynb",
                                parameters=params, cwd=str(reproduce.NOTEBOOKS), progress_bar=False,
-                               kernel_name="python3")
+                               kernel_name="python3", execution_timeout=600)  # a smoke cell is seconds; a hang fails
     pngs = list(tmp_path.glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
     tables = list((tmp_path / "tables").glob("*.csv"))
