@@ -14,7 +14,7 @@ from .tasks import TASKS, check_protocol, get_task, load_task
 
 PROMPT_FORMS = ("plain", "chat")
 COLUMNS = ["task", "protocol", "metric", "value", "chance", "n", "prompts", "valid_rate", "gold_nll",
-           "label_acc", "seconds", "prompt_tokens", "new_tokens", "scored_tokens", "tokens_per_second"]
+           "gold_nll_sd", "label_acc", "seconds", "prompt_tokens", "new_tokens", "scored_tokens", "tokens_per_second"]
 
 
 def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None = None, seed: int = 0,
@@ -29,6 +29,7 @@ def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None
     ``n``/``prompts`` examples (NER: sentences) and prompts (NER: 4 per sentence)
     ``valid_rate``   share of outputs in a valid answer form (a label, a number, non-empty text)
     ``gold_nll``     mean over prompts of the per-token NLL of the gold answer after the prompt
+    ``gold_nll_sd``  its standard deviation over prompts (for a standard error: / sqrt(prompts))
     ``label_acc``    classification tasks: share where the gold label string is the most likely
     ``seconds``, ``prompt_tokens``, ``new_tokens`` (generated), ``scored_tokens`` (teacher-forced
     continuations), ``tokens_per_second`` (prompt tokens, generation included): the row's cost
@@ -68,11 +69,19 @@ def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None
             "task": name, "protocol": protocol, "metric": task.metric_name(protocol), "value": value,
             "chance": math.nan if task.chance is None else task.chance, "n": len(examples),
             "prompts": len(prompts), "valid_rate": valid,
-            "gold_nll": sum(nlls) / len(nlls) if nlls else math.nan, "label_acc": label_acc,
+            "gold_nll": sum(nlls) / len(nlls) if nlls else math.nan, "gold_nll_sd": _sd(nlls),
+            "label_acc": label_acc,
             "seconds": seconds, "prompt_tokens": tokens, "new_tokens": sum(len(g.tokens) for g in gens),
             "scored_tokens": sum(len(s.tokens) for g in gens for s in g.scored), "tokens_per_second": tokens / seconds,
         })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _sd(values) -> float:
+    if len(values) < 2:
+        return math.nan
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def _wrap(tok, text: str, form: str) -> str:

@@ -51,11 +51,11 @@ def edit_sample(records, n: int, seed: int, method: str, hparams=None):
 
     pool = list(records)
     if method.upper() == "MEND":
-        from .editing.hparams import load_hparams
         from .editing.mend import MENDHyperParams, split_zsre
 
-        hp = hparams if isinstance(hparams, MENDHyperParams) else None
-        fraction, split_seed = (hp.train_fraction, hp.seed) if hp else (MENDHyperParams.train_fraction, MENDHyperParams.seed)
+        given = vars(hparams) if isinstance(hparams, MENDHyperParams) else hparams if isinstance(hparams, dict) else {}
+        fraction = given.get("train_fraction", MENDHyperParams.train_fraction)
+        split_seed = given.get("seed", MENDHyperParams.seed)
         pool = split_zsre(pool, fraction, split_seed)[1]
     return random.Random(seed).sample(pool, min(n, len(pool)))
 

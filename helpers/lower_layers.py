@@ -87,3 +87,19 @@ class LowerLayerCache:
             hidden[r, width - len(ids):] = self.entries[tuple(ids)][0]
         out = self.stack.run(hidden, positions, mask, self.layer, None, cache)
         return self.stack.logits(out[:, -1]).float()
+
+
+def lowest_edited_layer(model, parameter_names) -> int | None:
+    """The index of the lowest decoder layer holding one of ``parameter_names`` — the layer a
+    :class:`LowerLayerCache` may start at — or None when nothing below it can be reused (an
+    edit of layer 0 or of a parameter outside the layers, e.g. an embedding, or a model whose
+    layers :class:`DecoderStack` cannot run)."""
+    if not DecoderStack.supports(model):
+        return None
+    stack = DecoderStack(model)
+    owner = {id(p): i for i, layer in enumerate(stack.layers) for p in layer.parameters()}
+    params = dict(model.named_parameters())
+    layers = [owner.get(id(params[n])) for n in parameter_names if n in params]
+    if not layers or any(l is None for l in layers):
+        return None
+    return min(layers) or None

@@ -60,3 +60,69 @@ def regularizer_bars(df: pd.DataFrame, metrics=("reliability", "generalization",
         ax.legend(fontsize=8, ncol=2, loc="lower left")
     fig.suptitle(title)
     return fig
+
+
+MEASURE_LABELS = {"value": "task metric (paper)", "gold_nll": "gold answer NLL per token (↓ better)",
+                  "label_acc": "label accuracy (most likely label)"}
+
+
+def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value", hue: str = "chain",
+                      title: str = "Downstream performance as edits accumulate") -> plt.Figure:
+    """Paper Fig. 3/4/8: one panel per task, ``measure`` (a column of
+    :func:`helpers.sweep.side_effects` rows) against ``x`` (``edits``, ``edited_facts`` or
+    ``batch_size``), one line per ``hue``; the unedited model as a dashed grey line. With
+    ``x="batch_size"`` only the edited points are drawn (each batch size is its own edit)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    tasks = list(dict.fromkeys(df.task))
+    base = df[df.edits == 0].drop_duplicates("task").set_index("task")[measure]
+    data = df[df.edits > 0] if x == "batch_size" else df
+    cols = min(4, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.5, 3.0 * rows), constrained_layout=True,
+                             squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        part = data[data.task == task]
+        sns.lineplot(part, x=x, y=measure, hue=hue, style=hue, markers=True, dashes=False, ax=ax,
+                     legend=ax is axes.flat[0], errorbar=None)
+        if task in base.index and base[task] == base[task]:
+            ax.axhline(base[task], color="grey", linestyle="--", linewidth=1, label="unedited")
+        metric = part.metric.iloc[0] if measure == "value" and len(part) else measure
+        ax.set(title=f"{task} ({metric})", xlabel=x.replace("_", " "), ylabel="")
+        if x == "batch_size":
+            ax.set_xscale("log")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    first = axes.flat[0]
+    if first.get_legend() is not None:
+        handles, labels = first.get_legend_handles_labels()
+        first.get_legend().remove()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    fig.suptitle(f"{title} — {MEASURE_LABELS.get(measure, measure)}")
+    return fig
+
+
+def k_sweep_lines(df: pd.DataFrame, metrics=("reliability", "generalization", "locality"),
+                  title: str = "Regularizers over k") -> plt.Figure:
+    """Editing metrics against ``k`` (the fraction kept), one line per regulariser (``how``),
+    one panel per (method, metric); mean ± sd over the edits; the unregularised edit dashed."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    methods = list(dict.fromkeys(df.method))
+    fig, axes = plt.subplots(len(methods), len(metrics), figsize=(4.2 * len(metrics) + 1.5, 3.2 * len(methods)),
+                             constrained_layout=True, squeeze=False)
+    for row, method in zip(axes, methods):
+        part = df[df.method == method]
+        for ax, metric in zip(row, metrics):
+            sns.lineplot(part[part.how != "none"], x="k", y=metric, hue="how", style="how", markers=True,
+                         dashes=False, errorbar="sd", ax=ax, legend=ax is axes.flat[0])
+            none = part[part.how == "none"][metric]
+            if len(none):
+                ax.axhline(none.mean(), color="grey", linestyle="--", linewidth=1, label="unregularized")
+            n = part.case_id.nunique()
+            ax.set(title=f"{method}: {metric} (n = {n})", xlabel="k (fraction kept)", ylabel="", ylim=(0, 1.05))
+    first = axes.flat[0]
+    if first.get_legend() is not None:
+        handles, labels = first.get_legend_handles_labels()
+        first.get_legend().remove()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    fig.suptitle(title)
+    return fig

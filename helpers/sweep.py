@@ -1,0 +1,286 @@
+"""The side-effect sweep runner: chains of edits, evaluated on the downstream tasks as they grow.
+
+A :class:`Chain` is the unit of work: one method (and regulariser) editing ``batch_size``
+records at a time, ``max(checkpoints)`` times in sequence on the same weights, with the 8
+tasks evaluated after each number of edits in ``checkpoints`` (paper Fig. 2's settings:
+instance-sequential is ``batch_size=1``; batch-single at size b is ``Chain(m, b, (0, 1))``;
+batch-sequential is both). Points that share a prefix of edits share its computation: edits
+1..20 evaluated at 0, 5, 10, 20 is one run, not four.
+
+Every (point, task) row is stored the moment it is computed, keyed by a hash of everything
+that determines it — the model, the task sample, and the exact records edited so far with
+their method, hparams and regulariser — so a rerun skips what is done, and two chains that
+edit the same records in the same order share rows. After each checkpoint's edit the edited
+parameters' values are stored too (safetensors), so an interrupted chain resumes from its last
+checkpoint instead of re-editing from the start. The model is loaded once, edited in place
+and restored from the updates it applied: no copies, no reloading between points.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .errors import EdithurtError
+from .regularize import Regularizer
+from .results import ResultStore, settings_key
+from .tasks import TASKS, check_protocol, get_task
+
+ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds"]
+
+
+class SweepError(EdithurtError, ValueError):
+    """A sweep asked for with impossible settings."""
+
+
+@dataclass(frozen=True)
+class Chain:
+    """``method`` edits ``batch_size`` records at a time, ``max(checkpoints)`` times in a row;
+    the tasks are evaluated after each number of edits in ``checkpoints`` (0: unedited).
+    ``seed`` draws the records (ZsRE; MEND: its held-out split)."""
+
+    method: str
+    batch_size: int = 1
+    checkpoints: tuple[int, ...] = (0, 1)
+    regularizer: Regularizer = field(default_factory=lambda: Regularizer("none"))
+    setting: str = "instance-sequential"
+    seed: int = 0
+
+    def __post_init__(self):
+        from .editing import METHODS
+        from .errors import unknown
+
+        object.__setattr__(self, "method", str(self.method).upper())
+        if self.method not in METHODS:
+            raise unknown("method", self.method, METHODS)
+        if self.batch_size < 1:
+            raise SweepError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.batch_size > 1 and self.method in ("ROME", "KN"):
+            raise SweepError(f"{self.method} edits one fact at a time: batch_size must be 1, got {self.batch_size}")
+        points = tuple(sorted(set(int(c) for c in self.checkpoints)))
+        if not points or points[0] < 0:
+            raise SweepError(f"checkpoints must be numbers of edits >= 0, got {self.checkpoints}")
+        object.__setattr__(self, "checkpoints", points)
+
+    @property
+    def edits(self) -> int:
+        return self.checkpoints[-1]
+
+    @property
+    def label(self) -> str:
+        reg = "" if self.regularizer.how == "none" else f" + {self.regularizer.label}"
+        size = f", batch {self.batch_size}" if self.batch_size > 1 else ""
+        return f"{self.method}{reg} ({self.setting}{size})"
+
+
+def chains(instance_sequential: dict | None = None, batch_single: dict | None = None,
+           batch_sequential: dict | None = None, regularizers: Sequence[Regularizer] | None = None,
+           seed: int = 0) -> list[Chain]:
+    """The chains of a grid written as in ``profiles/*.yaml``:
+
+    ``instance_sequential: {ROME: [0, 1, 5, 10]}``   one chain per method
+    ``batch_single: {MEMIT: [1, 10, 100]}``           one chain per batch size, evaluated at 0, 1
+    ``batch_sequential: {MEMIT: {batch_size: 10, edits: [0, 1, 2, 3]}}``
+    ``regularizers``: each chain once per regulariser (default: none)."""
+    regs = list(regularizers) if regularizers else [Regularizer("none")]
+    out = []
+    for reg in regs:
+        for method, points in (instance_sequential or {}).items():
+            out.append(Chain(method, 1, tuple(points), reg, "instance-sequential", seed))
+        for method, sizes in (batch_single or {}).items():
+            out += [Chain(method, int(b), (0, 1), reg, "batch-single", seed) for b in sizes]
+        for method, spec in (batch_sequential or {}).items():
+            if not isinstance(spec, dict) or set(spec) != {"batch_size", "edits"}:
+                raise SweepError(f"batch_sequential.{method} must be {{batch_size: B, edits: [...]}}, got {spec!r}")
+            out.append(Chain(method, int(spec["batch_size"]), tuple(spec["edits"]), reg, "batch-sequential", seed))
+    return out
+
+
+class _Session:
+    """The model, loaded on first need, and the lower-layer cache of the current edit layer."""
+
+    def __init__(self, model: str):
+        self.name, self.loaded, self.cache = model, None, None
+
+    def load(self):
+        if self.loaded is None:
+            from .models import load_model
+
+            self.loaded = load_model(self.name)
+        return self.loaded
+
+    def lower_layers(self, parameter_names):
+        from .lower_layers import LowerLayerCache, lowest_edited_layer
+
+        layer = lowest_edited_layer(self.loaded[0], parameter_names)
+        if layer is None:
+            return None
+        if self.cache is None or self.cache.layer != layer:
+            self.cache = LowerLayerCache(self.loaded[0], layer)
+        return self.cache
+
+
+def side_effects(chain_list: Sequence[Chain], model: str = "smollm2-135m", tasks: Sequence[str] = TASKS,
+                 n: int | None = 50, seed: int = 0, protocol: str = "paper", *, hparams: dict | None = None,
+                 store: str | os.PathLike | ResultStore | None = None, loaded=None,
+                 progress: bool = True) -> pd.DataFrame:
+    """Downstream performance along each chain: one row per (chain, checkpoint, task) with the
+    task's headline ``value`` (``metric``), ``gold_nll``, ``label_acc`` and ``valid_rate``
+    (SPEC §3b), on ``n`` examples per task drawn with ``seed`` (each chain draws its edit
+    records with its own ``Chain.seed``).
+    ``hparams``: ``{method: overrides}``. ``loaded``: an already loaded ``(model, tokenizer)``
+    to use instead of loading ``model`` (which still names the results). Rows are stored as
+    they come; see the module text."""
+    from tqdm.auto import tqdm
+
+    from .data import load_zsre
+
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    for t in tasks:
+        get_task(t)
+    check_protocol(protocol)
+    hparams = {str(k).upper(): v for k, v in (hparams or {}).items()}
+    store = store if isinstance(store, ResultStore) or store is None else ResultStore(store)
+    records = load_zsre()
+    memo: dict = {}  # rows by key, shared by the chains (their unedited point, common prefixes)
+    plans = [_Plan(c, records, model, tasks, n, seed, protocol, hparams.get(c.method), store, memo)
+             for c in chain_list]
+    session = _Session(model)
+    session.loaded = loaded
+    todo = len(set().union(*(p.missing() for p in plans))) if plans else 0
+    rows = []
+    with tqdm(total=todo, desc="side effects (task evaluations)", unit="eval", disable=not progress or not todo) as bar:
+        for plan in plans:
+            rows += plan.run(session, bar)
+    return pd.DataFrame(rows)
+
+
+class _Plan:
+    """One chain's records, result keys and run."""
+
+    def __init__(self, chain: Chain, records, model, tasks, n, seed, protocol, hparams, store, memo: dict):
+        from .experiments import _hp_key, edit_sample
+
+        self.chain, self.model, self.tasks, self.n, self.seed = chain, model, tasks, n, seed
+        self.protocol, self.hparams, self.store = protocol, hparams, store
+        need = chain.batch_size * chain.edits
+        sample = edit_sample(records, need, chain.seed, chain.method, hparams)
+        if len(sample) < need:
+            raise SweepError(f"{chain.label} needs {need} distinct records; only {len(sample)} can be edited "
+                             f"with {chain.method}")
+        b = chain.batch_size
+        self.batches = [sample[i * b:(i + 1) * b] for i in range(chain.edits)]
+        self.edit_key = {"model": model, "method": chain.method, "hparams": _hp_key(hparams),
+                         "regularizer": regularizer_key(chain.regularizer)}
+        self.memo = memo
+
+    def _edited(self, count: int) -> list[list[int]]:
+        return [[r.case_id for r in batch] for batch in self.batches[:count]]
+
+    def row_key(self, count: int, task: str) -> dict:
+        key = {"experiment": "side_effects", "model": self.model, "task": task, "n": self.n, "task_seed": self.seed,
+               "protocol": self.protocol}
+        return key if count == 0 else {**key, **self.edit_key, "edits": self._edited(count)}
+
+    def state_key(self, count: int) -> dict:
+        return {"experiment": "side_effects_state", **self.edit_key, "edits": self._edited(count)}
+
+    def stored(self, count: int, task: str) -> dict | None:
+        key = settings_key(self.row_key(count, task))
+        if key not in self.memo and self.store is not None:
+            row = self.store.get(self.row_key(count, task))
+            if row is not None:
+                self.memo[key] = row
+        return self.memo.get(key)
+
+    def put(self, count: int, task: str, row: dict) -> None:
+        self.memo[settings_key(self.row_key(count, task))] = row
+        if self.store is not None:
+            self.store.put(self.row_key(count, task), row)
+
+    def missing(self) -> set[str]:
+        """The keys of the rows still to compute."""
+        return {settings_key(self.row_key(c, t)) for c in self.chain.checkpoints for t in self.tasks
+                if self.stored(c, t) is None}
+
+    def run(self, session: _Session, bar) -> list[dict]:
+        pending = [c for c in self.chain.checkpoints if any(self.stored(c, t) is None for t in self.tasks)]
+        if pending:
+            self._compute(session, pending, bar)
+        return [self._row(c, t) for c in self.chain.checkpoints for t in self.tasks]
+
+    def _row(self, count: int, task: str) -> dict:
+        c = self.chain
+        return {"method": c.method, "setting": c.setting, "batch_size": c.batch_size,
+                "regularizer": c.regularizer.label, "how": c.regularizer.how, "k": c.regularizer.k,
+                "chain": c.label, "edits": count, "edited_facts": count * c.batch_size, "task": task,
+                **{k: self.stored(count, task).get(k) for k in ROW_COLUMNS}}
+
+    def _compute(self, session: _Session, pending: list[int], bar) -> None:
+        from .editing import edit
+        from .experiments import _set_values
+
+        m, tok = session.load()
+        if pending[0] == 0:  # the unedited model: no edit to replay
+            self._evaluate(m, tok, 0, None, bar)
+            pending = pending[1:]
+            if not pending:
+                return
+        # resume from the furthest stored state not beyond the first point still to compute
+        start, state = 0, None
+        if self.store is not None:
+            for c in sorted((c for c in self.chain.checkpoints if 0 < c <= pending[0]), reverse=True):
+                state = self.store.get_tensors(self.state_key(c))
+                if state is not None:
+                    start = c
+                    break
+        applied = []
+        try:
+            if state:
+                applied.append(_set_values(m, state))
+            for count in range(start, pending[-1] + 1):
+                if count > start:
+                    applied.append(edit(m, tok, self.batches[count - 1], self.chain.method, self.hparams,
+                                        regularizer=self.chain.regularizer))
+                if count not in pending:
+                    continue
+                changed = {n for r in applied for n in r._originals}
+                if self.store is not None and count > start:
+                    # before evaluating: a crash during the evaluation resumes here, not edits earlier
+                    params = dict(m.named_parameters())
+                    self.store.put_tensors(self.state_key(count), {n: params[n].detach() for n in changed})
+                self._evaluate(m, tok, count, session.lower_layers(changed), bar)
+        finally:
+            for res in reversed(applied):
+                res.restore()
+
+    def _evaluate(self, m, tok, count: int, cache, bar) -> None:
+        from .evaluate import evaluate_tasks
+
+        for task in self.tasks:
+            if self.stored(count, task) is not None:
+                continue
+            bar.set_postfix_str(f"{self.chain.label}: {count} edits, {task}")
+            row = evaluate_tasks(m, tok, [task], n=self.n, seed=self.seed, protocol=self.protocol,
+                                 lower_layers=cache, progress=False).iloc[0].to_dict()
+            self.put(count, task, row)
+            bar.update()
+
+
+def regularizer_key(reg: Regularizer) -> list:
+    """What identifies a regulariser's effect: ``k`` only where it is used, the seed only for
+    ``random`` (so ``Regularizer("none")`` and ``Regularizer("none", 1.0)`` share results)."""
+    if reg.how == "none":
+        return ["none"]
+    return [reg.how, reg.k, reg.seed] if reg.how == "random" else [reg.how, reg.k]
+
+
+def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
+    """Rows of :func:`side_effects` as a table: one line per (chain, edits), one column per task."""
+    out = df.pivot_table(index=["chain", "edits"], columns="task", values=measure, sort=False)
+    return out.reindex(columns=list(dict.fromkeys(df.task))).reset_index()  # a task all NaN stays, as NaN
+
+
+__all__ = ["Chain", "chains", "side_effects", "wide", "SweepError"]

@@ -1,0 +1,105 @@
+"""The side-effect sweep runner on a tiny random model: shared prefixes, resume, restore."""
+import pytest
+import torch
+
+import helpers.editing
+import helpers.evaluate
+from helpers.errors import UnknownNameError
+from helpers.sweep import Chain, SweepError, chains, side_effects
+
+pytestmark = [pytest.mark.data]
+
+TASKS = ["sentiment", "nli"]
+MEASURES = ["value", "gold_nll", "label_acc", "valid_rate"]
+
+
+def _hp(model):
+    gpt2 = type(model).__name__.startswith("GPT2")
+    fmt = "transformer.h.{}" if gpt2 else "model.layers.{}"
+    return {"ROME": {"layers": [2], "rewrite_module_tmp": fmt + (".mlp.c_proj" if gpt2 else ".mlp.down_proj"),
+                     "layer_module_tmp": fmt, "mlp_module_tmp": fmt + ".mlp", "v_num_grad_steps": 3,
+                     "context_templates": ["{}", "I think that. {}"], "mom2_adjustment": False}}
+
+
+def _run(model_tok, chain_list, **kw):
+    model, _ = model_tok
+    return side_effects(chain_list, "tiny", TASKS, n=2, seed=0, hparams=_hp(model), loaded=model_tok,
+                        progress=False, **kw)
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_points_of_one_chain_equal_separate_chains_and_the_model_is_restored(tiny_deep_model):
+    model, _ = tiny_deep_model
+    before = _snapshot(model)
+    long = _run(tiny_deep_model, [Chain("ROME", 1, (0, 1, 2))])
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    short = _run(tiny_deep_model, [Chain("ROME", 1, (2,))])
+    at2 = long[long.edits == 2].reset_index(drop=True)
+    assert at2[["task", "value", "valid_rate"]].equals(short[["task", "value", "valid_rate"]])
+    # the lower-layer cache filled at point 1 serves point 2: the same numbers as a fresh read
+    assert at2.gold_nll.tolist() == pytest.approx(short.gold_nll.tolist(), abs=1e-5)
+    # the edits did something: the gold answers' NLL moved
+    base = long[long.edits == 0].gold_nll.to_numpy()
+    assert (abs(at2.gold_nll.to_numpy() - base) > 1e-6).any()
+
+
+def test_an_interrupted_chain_resumes_from_its_last_checkpoint(tiny_deep_model, tmp_path, monkeypatch):
+    model, _ = tiny_deep_model
+    before = _snapshot(model)
+    chain = [Chain("ROME", 1, (0, 1, 2, 3))]
+    reference = _run(tiny_deep_model, chain, store=tmp_path / "reference.jsonl")
+
+    calls = {"edit": 0, "eval": 0}
+    real_edit, real_eval = helpers.editing.edit, helpers.evaluate.evaluate_tasks
+
+    def counting_edit(*a, **k):
+        calls["edit"] += 1
+        return real_edit(*a, **k)
+
+    def failing_eval(*a, **k):
+        calls["eval"] += 1
+        if fail_at is not None and calls["eval"] == fail_at:
+            raise KeyboardInterrupt("killed")
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(helpers.editing, "edit", counting_edit)
+    monkeypatch.setattr(helpers.evaluate, "evaluate_tasks", failing_eval)
+    fail_at = 2 * len(TASKS) + 2  # the second task of the third point (2 edits)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_deep_model, chain, store=tmp_path / "run.jsonl")
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert (calls["edit"], calls["eval"]) == (2, fail_at)
+
+    calls.update(edit=0, eval=0)
+    fail_at = None
+    resumed = _run(tiny_deep_model, chain, store=tmp_path / "run.jsonl")
+    # from the state stored right after edit 2: edit 3 only; the 3 missing evaluations only
+    assert (calls["edit"], calls["eval"]) == (1, 1 + len(TASKS))
+    cols = ["edits", "task", "value", "valid_rate"]
+    assert resumed[cols].equals(reference[cols])
+    assert resumed.gold_nll.tolist() == pytest.approx(reference.gold_nll.tolist(), abs=1e-5)
+
+    calls.update(edit=0, eval=0)
+    again = _run(tiny_deep_model, chain, store=tmp_path / "run.jsonl")
+    assert calls == {"edit": 0, "eval": 0} and again[cols].equals(resumed[cols])
+
+
+def test_chains_read_a_profile_grid():
+    grid = chains({"ROME": [0, 5, 1]}, {"MEMIT": [1, 10]}, {"MEND": {"batch_size": 4, "edits": [0, 1, 2]}})
+    assert [(c.method, c.setting, c.batch_size, c.checkpoints) for c in grid] == [
+        ("ROME", "instance-sequential", 1, (0, 1, 5)), ("MEMIT", "batch-single", 1, (0, 1)),
+        ("MEMIT", "batch-single", 10, (0, 1)), ("MEND", "batch-sequential", 4, (0, 1, 2))]
+
+
+def test_bad_chains_are_named():
+    with pytest.raises(SweepError, match="one fact at a time"):
+        Chain("ROME", 2)
+    with pytest.raises(UnknownNameError, match="Did you mean 'MEMIT'"):
+        Chain("MEMT")
+    with pytest.raises(SweepError, match=">= 0"):
+        Chain("ROME", 1, (-1, 2))
+    with pytest.raises(SweepError, match="batch_size: B, edits"):
+        chains(batch_sequential={"MEMIT": [1, 2]})
