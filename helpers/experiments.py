@@ -166,7 +166,8 @@ def weight_change(model: str = "smollm2-135m", method: str = "ROME", max_edits: 
         row = store.get(settings) if store is not None else None
         if row is None:
             loaded = loaded or load_model(model)
-            res = edit(*loaded, req, method, hparams)
+            # the update as the regulariser ablation stores it: one edit serves both
+            res = apply_update(loaded[0], raw_updates(loaded, model, req, method, hparams, store), method=method)
             row = {"stats": _changes(loaded[0], [res])[1]}
             res.restore()
             if store is not None:
