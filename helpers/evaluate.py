@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import os
 import time
 from collections.abc import Sequence
@@ -78,10 +79,7 @@ def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None
 
 
 def _sd(values) -> float:
-    if len(values) < 2:
-        return math.nan
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def _wrap(tok, text: str, form: str) -> str:

@@ -14,6 +14,18 @@ import torch
 
 from .evaluate import evaluate_tasks
 from .models import load_model
+
+_LOADED: dict = {}
+
+
+def shared_model(name: str):
+    """``load_model(name)``, once per process: every runner here (and the sweep runner) edits
+    the model in place and restores it, so the notebooks' successive runs share one copy
+    instead of loading the weights again for each."""
+    if name not in _LOADED:
+        _LOADED.clear()  # one model in memory at a time
+        _LOADED[name] = load_model(name)
+    return _LOADED[name]
 from .results import ResultStore
 from .tasks import TASKS, check_protocol, get_task
 
@@ -36,7 +48,7 @@ def unedited_baseline(model: str = "smollm2-135m", tasks: Sequence[str] = TASKS,
                         "n": n, "seed": seed, "hint": hint, "prompt_form": prompt_form}
             row = store.get(settings) if store is not None else None
             if row is None:
-                loaded = loaded or load_model(model)
+                loaded = loaded or shared_model(model)
                 row = evaluate_tasks(*loaded, [task], n=n, seed=seed, protocol=protocol, data_dir=data_dir,
                                      hint=hint, prompt_form=prompt_form, progress=progress).iloc[0].to_dict()
                 if store is not None:
@@ -81,7 +93,7 @@ def editing_performance(model: str = "smollm2-135m", method: str = "ROME", n: in
                     "case_id": req.case_id, "hparams": hparams if isinstance(hparams, (dict, str, type(None))) else repr(hparams)}
         row = store.get(settings) if store is not None else None
         if row is None:
-            loaded = loaded or load_model(model)
+            loaded = loaded or shared_model(model)
             m, tok = loaded
             ref = editing_metrics(m, tok, [req])
             start = time.perf_counter()
@@ -165,7 +177,7 @@ def weight_change(model: str = "smollm2-135m", method: str = "ROME", max_edits: 
         settings = {"experiment": "weight_change", "setting": "single", "case_id": req.case_id, **base}
         row = store.get(settings) if store is not None else None
         if row is None:
-            loaded = loaded or load_model(model)
+            loaded = loaded or shared_model(model)
             # the update as the regulariser ablation stores it: one edit serves both
             res = apply_update(loaded[0], raw_updates(loaded, model, req, method, hparams, store), method=method)
             row = {"stats": _changes(loaded[0], [res])[1]}
@@ -190,7 +202,7 @@ def weight_change(model: str = "smollm2-135m", method: str = "ROME", max_edits: 
         cumulative[done] = {n[len("delta/"):]: t for n, t in tensors.items() if n.startswith("delta/")}
         stats[done], values = row["stats"], tensors
     if done < max_edits:
-        loaded = loaded or load_model(model)
+        loaded = loaded or shared_model(model)
         m, tok = loaded
         applied = [_set_values(m, {n[len("value/"):]: t for n, t in values.items() if n.startswith("value/")})] \
             if done else []  # back to the last stored point, bit for bit
@@ -265,7 +277,7 @@ def regularizer_ablation(model: str = "smollm2-135m", methods: Sequence[str] = (
                             "hparams": _hp_key(hp)}
                 row = store.get(settings) if store is not None else None
                 if row is None:
-                    loaded = loaded or load_model(model)
+                    loaded = loaded or shared_model(model)
                     m, tok = loaded
                     if ref is None:
                         ref = editing_metrics(m, tok, [req])
@@ -292,7 +304,7 @@ def ablation_inputs(model: str, method: str = "ROME", n: int = 20, seed: int = 0
     from .metrics import editing_metrics
 
     store = _store(store)
-    loaded = loaded or load_model(model)
+    loaded = loaded or shared_model(model)
     requests = edit_sample(load_zsre(), n, seed, method, hparams)
     updates = [raw_updates(loaded, model, r, method, hparams, store) for r in requests]
     refs = [editing_metrics(*loaded, [r]) for r in requests]

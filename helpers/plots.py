@@ -92,11 +92,7 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
             ax.set_xscale("log")
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
-    first = axes.flat[0]
-    if first.get_legend() is not None:
-        handles, labels = first.get_legend_handles_labels()
-        first.get_legend().remove()
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    _legend_outside(fig, axes.flat[0])
     fig.suptitle(f"{title} — {MEASURE_LABELS.get(measure, measure)}")
     return fig
 
@@ -119,10 +115,14 @@ def k_sweep_lines(df: pd.DataFrame, metrics=("reliability", "generalization", "l
                 ax.axhline(none.mean(), color="grey", linestyle="--", linewidth=1, label="unregularized")
             n = part.case_id.nunique()
             ax.set(title=f"{method}: {metric} (n = {n})", xlabel="k (fraction kept)", ylabel="", ylim=(0, 1.05))
-    first = axes.flat[0]
-    if first.get_legend() is not None:
-        handles, labels = first.get_legend_handles_labels()
-        first.get_legend().remove()
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    _legend_outside(fig, axes.flat[0])
     fig.suptitle(title)
     return fig
+
+
+def _legend_outside(fig, ax) -> None:
+    """Move ``ax``'s legend (drawn on the first panel only) to the figure's right edge."""
+    if ax.get_legend() is not None:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)

@@ -106,9 +106,9 @@ class _Session:
 
     def load(self):
         if self.loaded is None:
-            from .models import load_model
+            from .experiments import shared_model
 
-            self.loaded = load_model(self.name)
+            self.loaded = shared_model(self.name)
         return self.loaded
 
     def lower_layers(self, parameter_names):
