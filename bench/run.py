@@ -14,6 +14,8 @@ from the same process on the same machine, so ratios between them are meaningful
 ``eval.engine_cached_below_layer_<L>``  the engine at a later point of a sweep whose edits lie
                          at or above layer L: the layers below L are not run for the prompts
 ``edit.<M>.seconds_per_edit``  ROME, MEMIT, KN, MEND on ZsRE requests (caches warm)
+``edit.ROME.floor_seconds_at_matmul_peak``  the matrix-product GFLOP of one ROME edit (counted
+                         by torch.profiler) over the measured peak: the fastest it could be
 ``stats.tokens_per_s``   key second moments (MEMIT's statistics), corpus sampling included
 ``regularize.*``         RECT and its baselines on a 6400×1600 update
 ``memory.*``             peak resident memory of this run; of a 20-edit sequential ROME run
@@ -225,6 +227,17 @@ def seconds_per_edit(model, tok, method, requests, hparams=None, warm: bool = Tr
     return (time.perf_counter() - start) / len(requests)
 
 
+def edit_matmul_gflop(model, tok, method, request) -> float:
+    """GFLOP of the matrix products one edit runs, counted by ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from helpers.editing import edit
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        edit(model, tok, request, method).restore()
+    return sum(e.flops for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / 1e9
+
+
 def regularize_speed() -> dict:
     """Seconds for each regulariser at k = 0.4 on a GPT-2 XL-sized update (6400×1600)."""
     from helpers.regularize import regularize
@@ -357,6 +370,11 @@ def bench_edit(model, tok, res, args):
     # the same edits the way ROME/MEMIT/EasyEdit's code runs them (whole model, every step)
     res["edit.ROME.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
         model, tok, "ROME", reqs[1:3], {"reuse_prefix": False}, warm=False)
+    res["edit.ROME.matmul_gflop_per_edit"] = edit_matmul_gflop(model, tok, "ROME", reqs[1])
+    peak = res.get("eval.matmul_peak_gflops") or matmul_peak()
+    # the fastest an edit could be if every matrix product ran at the measured peak and
+    # nothing else took time
+    res["edit.ROME.floor_seconds_at_matmul_peak"] = res["edit.ROME.matmul_gflop_per_edit"] / peak
     res["edit.MEMIT.seconds_per_edit"] = seconds_per_edit(model, tok, "MEMIT", reqs)
     res["edit.MEMIT.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
         model, tok, "MEMIT", reqs[1:3], {"reuse_prefix": False}, warm=False)

@@ -106,13 +106,25 @@ def in_template(template: str, prompt: str, subject: str) -> tuple[str, int]:
     return template.format(prompt), template.index("{}") + prompt.index(subject)
 
 
+class _Reached(Exception):
+    """Raised by a hook to end a forward pass once the value it wanted was read."""
+
+
 def module_input_at(model, tok, module_name: str, texts: Sequence[str], indices: Sequence[int]) -> torch.Tensor:
     """The input of ``module_name`` at token ``indices[i]`` of ``texts[i]``: ``[len(texts), in]``."""
     module = get_module(model, module_name)
     device = next(model.parameters()).device
     ids, mask = pad_right(tok, texts, device)
     seen = {}
-    with torch.no_grad(), hooked(module, on_input=lambda x: seen.__setitem__("x", x)):
-        model(input_ids=ids, attention_mask=mask)
+
+    def grab_and_stop(x):
+        seen["x"] = x
+        raise _Reached  # nothing above the module is needed (the vocabulary projection alone is most of a pass)
+
+    with torch.no_grad(), hooked(module, on_input=grab_and_stop):
+        try:
+            model(input_ids=ids, attention_mask=mask)
+        except _Reached:
+            pass
     rows = torch.arange(len(texts), device=device)
     return seen["x"][rows, torch.tensor(list(indices), device=device)].float()

@@ -24,3 +24,25 @@ def test_the_subject_is_found_in_the_prompt_not_in_the_template(smol_tokenizer):
     assert tok.decode(tok(text).input_ids[: i + 1]).endswith("chip. Apple A5")
     with pytest.raises(ValueError, match="does not occur"):
         subject_last_index(tok, "no such thing", "Apple")
+
+
+def test_module_input_at_stops_early_but_reads_what_a_full_pass_feeds_the_module(tiny_deep_model):
+    import torch
+
+    from helpers.editing.layers import get_module, hooked, module_input_at, pad_right
+
+    model, tok = tiny_deep_model
+    name = "transformer.h.1.mlp.c_proj" if model.config.model_type == "gpt2" else "model.layers.1.mlp.down_proj"
+    texts = ["The capital of France is", "Paris"]
+    seen = {}
+    ids, mask = pad_right(tok, texts, "cpu")
+    with torch.no_grad(), hooked(get_module(model, name), on_input=lambda x: seen.__setitem__("x", x)):
+        model(input_ids=ids, attention_mask=mask)
+    got = module_input_at(model, tok, name, texts, [2, 0])
+    assert torch.equal(got, seen["x"][[0, 1], [2, 0]].float())
+    # the top layers never ran: a hook above the module sees nothing
+    above = []
+    top = get_module(model, name.replace(".1.", f".{len(getattr(model.base_model, 'h', None) or model.base_model.layers) - 1}."))
+    with hooked(top, on_input=lambda x: above.append(x)):
+        module_input_at(model, tok, name, texts, [2, 0])
+    assert above == []
