@@ -29,6 +29,10 @@ class ModelNotFoundError(EdithurtError, OSError):
     """A model name that is neither the embedded model, a local folder, nor reachable."""
 
 
+class CacheError(EdithurtError, ValueError):
+    """A cache file (statistics, MEND network, stored edit state) that cannot be read."""
+
+
 def unknown(kind, name, known):
     """An :class:`UnknownNameError` that lists the valid names and the closest one."""
     import difflib

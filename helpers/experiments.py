@@ -190,11 +190,14 @@ def weight_change(model: str = "smollm2-135m", method: str = "ROME", max_edits: 
     chain = edit_sample(records, max_edits, seed + 1, method, hparams)
     if len(chain) < max_edits:
         raise ValueError(f"only {len(chain)} records can be edited with {method}; max_edits={max_edits} is too many")
-    chain_key = {"experiment": "weight_change", "setting": "sequential", "seed": seed,
-                 "chain": [r.case_id for r in chain], **base}
+    chain_key = {"experiment": "weight_change", "setting": "sequential", "seed": seed, **base}
+
+    def point(count):  # keyed by the records edited so far: a longer chain extends a shorter one
+        return {**chain_key, "chain": [r.case_id for r in chain[:count]], "edits": count}
+
     cumulative, stats, done = {}, {}, 0
     while store is not None and done < max_edits:
-        key = {**chain_key, "edits": done + 1}
+        key = point(done + 1)
         row, tensors = store.get(key), store.get_tensors(key)
         if row is None or tensors is None:
             break
@@ -212,10 +215,9 @@ def weight_change(model: str = "smollm2-135m", method: str = "ROME", max_edits: 
                 cumulative[count], stats[count] = _changes(m, applied)
                 if store is not None:
                     params = dict(m.named_parameters())
-                    store.put_tensors({**chain_key, "edits": count},
-                                      {**{f"delta/{n}": d for n, d in cumulative[count].items()},
-                                       **{f"value/{n}": params[n].detach() for n in cumulative[count]}})
-                    store.put({**chain_key, "edits": count}, {"stats": stats[count]})
+                    store.put_tensors(point(count), {**{f"delta/{n}": d for n, d in cumulative[count].items()},
+                                                     **{f"value/{n}": params[n].detach() for n in cumulative[count]}})
+                    store.put(point(count), {"stats": stats[count]})
         finally:
             for res in reversed(applied):
                 res.restore()

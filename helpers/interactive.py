@@ -42,19 +42,30 @@ def metrics_at(model, tok, requests, updates: list[dict], references: list, regu
     return pd.DataFrame(rows)
 
 
-def weight_change_view(cumulative: dict, reduce: str = "max"):
-    """A slider over the number of sequential edits redrawing the |ΔW| heat map (Fig. 5)."""
+def weight_change_readout(name: str, edits: int, stats: dict) -> str:
+    """The numbers shown beside the heat map (plain text, so a browser test can read them)."""
+    return (f"after {edits} edit{'s' if edits != 1 else ''} · {name}: Σ|ΔW| = {stats['manhattan']:.1f} · "
+            f"‖ΔW‖ = {stats['frobenius']:.3f} · changed {100 * stats['changed']:.1f} %")
+
+
+def weight_change_view(cumulative: dict, reduce: str = "max", extend=None, step: int = 5):
+    """A slider over the number of sequential edits redrawing the |ΔW| heat map (Fig. 5) and
+    its numbers, from ``cumulative`` (no new edit). ``extend(total) -> cumulative``, if given,
+    backs a button that makes ``step`` more edits (new computation, with a progress bar)."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
     counts = sorted(cumulative)
     slider = widgets.IntSlider(value=counts[0], min=counts[0], max=counts[-1], description="edits")
+    readout = widgets.HTML()
+    readout.add_class("edithurt-readout")
     out = widgets.Output()
 
     def draw(_=None):
         name, image, stats = edits_frame(cumulative, slider.value, reduce=reduce)
+        readout.value = weight_change_readout(name, slider.value, stats)
         with out:
-            out.clear_output()
+            out.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(5, 4), constrained_layout=True)
             im = ax.imshow(image.numpy(), cmap="rocket_r" if "rocket_r" in plt.colormaps() else "magma_r",
                            aspect="auto", vmin=0)
@@ -64,36 +75,71 @@ def weight_change_view(cumulative: dict, reduce: str = "max"):
 
     slider.observe(draw, names="value")
     draw()
-    return widgets.VBox([slider, out])
+    rows = [slider]
+    if extend is not None:
+        button = widgets.Button(description=f"+{step} edits (new computation)", layout=widgets.Layout(width="auto"))
+        progress = widgets.Output()
+
+        def more(_):
+            button.disabled = True
+            try:
+                with progress:  # the edits' tqdm bar shows here while they run
+                    progress.clear_output()
+                    cumulative.update(extend(max(cumulative) + step))
+                slider.max = max(cumulative)
+                slider.value = slider.max
+            finally:
+                button.disabled = False
+
+        button.on_click(more)
+        rows = [widgets.HBox([slider, button]), progress]
+    return widgets.VBox([*rows, readout, out])
 
 
-def rect_k_view(model, tok, requests, updates, references, how: str = "rect"):
-    """A slider over ``k`` re-applying ``how`` to the cached updates and re-measuring reliability,
-    generalization and locality (mean over the requests)."""
+def ablation_readout(how: str, k: float, df: pd.DataFrame) -> str:
+    """Mean reliability, generalization and locality of a regulariser setting, as text."""
+    means = df[["reliability", "generalization", "locality"]].mean()
+    return (f"{how} k = {k:.2f} (n = {len(df)} edits): reliability {means.reliability:.3f} · "
+            f"generalization {means.generalization:.3f} · locality {means.locality:.3f}")
+
+
+def rect_k_view(model, tok, inputs: dict, how: str = "rect", k: float = 0.4):
+    """A slider over ``k`` (and choices of method and regulariser) re-applying the regulariser
+    to cached updates and re-measuring reliability, generalization and locality (mean over the
+    requests). ``inputs``: ``{method: (requests, updates, references)}`` as from
+    :func:`helpers.experiments.ablation_inputs`. Nothing is edited again."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    from .regularize import Regularizer
+    from .regularize import HOW, Regularizer
 
-    slider = widgets.FloatSlider(value=0.4, min=0.05, max=1.0, step=0.05, description="k (kept)",
+    method = widgets.Dropdown(options=list(inputs), description="method")
+    regularizer = widgets.Dropdown(options=[h for h in HOW if h != "none"], value=how, description="regularizer")
+    slider = widgets.FloatSlider(value=k, min=0.05, max=1.0, step=0.05, description="k (kept)",
                                  continuous_update=False, readout_format=".2f")
+    readout = widgets.HTML()
+    readout.add_class("edithurt-readout")
     out = widgets.Output()
 
     def draw(_=None):
-        df = metrics_at(model, tok, requests, updates, references, Regularizer(how, slider.value))
+        requests, updates, references = inputs[method.value]
+        df = metrics_at(model, tok, requests, updates, references, Regularizer(regularizer.value, slider.value))
+        readout.value = f"{method.value} + " + ablation_readout(regularizer.value, slider.value, df)
         means = df[["reliability", "generalization", "locality"]].mean()
         with out:
-            out.clear_output()
+            out.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(5, 3.2), constrained_layout=True)
             ax.bar(means.index, means.values, color=["#4c72b0", "#55a868", "#c44e52"])
             for i, v in enumerate(means.values):
                 ax.text(i, v + 0.02, f"{v:.3f}", ha="center")
-            ax.set(ylim=(0, 1.1), title=f"{how} k = {slider.value:.2f} (n = {len(df)} edits)")
+            ax.set(ylim=(0, 1.1), title=f"{method.value} + {regularizer.value} k = {slider.value:.2f} (n = {len(df)} edits)")
             plt.show()
 
-    slider.observe(draw, names="value")
+    for w in (method, regularizer, slider):
+        w.observe(draw, names="value")
     draw()
-    return widgets.VBox([slider, out])
+    return widgets.VBox([widgets.HBox([method, regularizer]), slider, readout, out])
 
 
-__all__ = ["edits_frame", "metrics_at", "weight_change_view", "rect_k_view", "weight_change_stats"]
+__all__ = ["edits_frame", "metrics_at", "weight_change_view", "weight_change_readout", "rect_k_view",
+           "ablation_readout", "weight_change_stats"]

@@ -120,9 +120,15 @@ def main(argv=None) -> int:
         params = all_params[name]
         print(f"[{args.profile}] {name}: {params}", flush=True)
         start = time.perf_counter()
-        papermill.execute_notebook(NOTEBOOKS / f"{name}.ipynb", out_dir / "notebooks" / f"{name}.ipynb",
-                                   parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
-                                   kernel_name="python3", execution_timeout=CELL_TIMEOUT_S)
+        try:
+            papermill.execute_notebook(NOTEBOOKS / f"{name}.ipynb", out_dir / "notebooks" / f"{name}.ipynb",
+                                       parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
+                                       kernel_name="python3", execution_timeout=CELL_TIMEOUT_S)
+        except KeyboardInterrupt:
+            print(f"\n[{args.profile}] interrupted during {name}. Every finished result is stored under "
+                  f"{out_dir / 'results'}; run `make reproduce PROFILE={args.profile}` again to resume "
+                  "(finished results are not recomputed).", file=sys.stderr, flush=True)
+            return 130
         print(f"[{args.profile}] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     claims = write_claims(out_dir, args.profile)
     print(f"[{args.profile}] all notebooks in {time.perf_counter() - begin:.0f} s; figures and tables in {out_dir}; "

@@ -2,16 +2,34 @@
 
 Rows are appended (and flushed to disk) as soon as they are computed, so a crash loses at
 most the unit in progress; a rerun with the same settings finds them and skips the work.
-JSON only (never pickle).
+Every record carries the store's format number and what produced it (package, torch and
+transformers versions; the seed and settings are the key's). JSON only (never pickle).
+
+A line cut short by a crash can only be the last one: it is dropped (and the file cut back to
+its last complete line) when the store is opened. Anything else that cannot be read — a bad
+line before the end, a record of another format — is an error naming the file and line.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 from pathlib import Path
 
 import pandas as pd
+
+from .errors import EdithurtError
+
+FORMAT = 2  # 1: records without "format" or provenance (before 2026-11-26)
+
+
+class StoreError(EdithurtError, ValueError):
+    """A results store (or a tensor file beside it) that cannot be read or written."""
+
+
+class DiskFullError(StoreError, OSError):
+    """The disk filled up while a result was written; the store is intact up to the last row."""
 
 
 def settings_key(settings: dict) -> str:
@@ -20,35 +38,98 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def provenance() -> dict:
+    """The versions that produce a row (recorded with it, not part of its key)."""
+    from importlib import metadata
+
+    import torch
+    import transformers
+
+    try:
+        package = metadata.version("edithurt")
+    except metadata.PackageNotFoundError:
+        package = "source"
+    return {"edithurt": package, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
 class ResultStore:
-    """Append-only JSONL file of ``{"key", "settings", "row"}`` records."""
+    """Append-only JSONL file of ``{"format", "key", "settings", "row", "made_by"}`` records."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, dict] = {}
+        self._made_by = None
         if self.path.exists():
-            for lineno, line in enumerate(self.path.read_text(encoding="utf8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    # A line cut short by a crash: everything before it is kept, it is redone.
-                    continue
-                self._rows[rec["key"]] = rec
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        if lines and lines[-1].strip():  # no newline at the end: the last write was cut short
+            self._cut_to(len(data) - len(lines[-1]), lines[-1])
+            lines = lines[:-1]
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise StoreError(
+                    f"{self.path}, line {lineno}: not a JSON record ({e.__class__.__name__}: {e}); the file was "
+                    "changed by hand or damaged. Delete that line (its row is recomputed) or move the file away "
+                    "to start afresh") from None
+            if not isinstance(rec, dict) or rec.get("format", 1) != FORMAT:
+                found = rec.get("format", 1) if isinstance(rec, dict) else "?"
+                hint = (f"convert it with `python -m helpers.results upgrade {self.path}` (keeps every row) or move it "
+                        "away to recompute" if found == 1 else "use the version of this package that wrote it, or "
+                        "move the file away to recompute")
+                raise StoreError(f"{self.path}, line {lineno}: a record of results-store format {found}; this "
+                                 f"version reads format {FORMAT}: {hint}")
+            if not {"key", "settings", "row"} <= set(rec):
+                raise StoreError(f"{self.path}, line {lineno}: a record without key/settings/row; delete that line "
+                                 "or move the file away")
+            self._rows[rec["key"]] = rec
+
+    def _cut_to(self, size: int, tail: bytes) -> None:
+        import warnings
+
+        warnings.warn(f"{self.path}: dropped an unfinished last line ({len(tail)} bytes, a write cut short by a "
+                      "crash); its row will be recomputed", stacklevel=3)
+        with open(self.path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
 
     def get(self, settings: dict) -> dict | None:
         rec = self._rows.get(settings_key(settings))
         return None if rec is None else rec["row"]
 
     def put(self, settings: dict, row: dict) -> None:
-        rec = {"key": settings_key(settings), "settings": settings, "row": row}
-        with open(self.path, "a", encoding="utf8") as f:
-            f.write(json.dumps(rec, default=_jsonable) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self._rows[rec["key"]] = json.loads(json.dumps(rec, default=_jsonable))
+        if self._made_by is None:
+            self._made_by = provenance()
+        rec = {"format": FORMAT, "key": settings_key(settings), "settings": settings, "row": row,
+               "made_by": self._made_by}
+        data = (json.dumps(rec, default=_jsonable) + "\n").encode("utf8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError as e:
+                os.ftruncate(fd, size)  # no half line left behind
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFullError(
+                        f"the disk is full: a result row could not be written to {self.path}. The store is intact "
+                        "up to its last complete row; free some space and run the same command again to resume "
+                        "from there") from e
+                raise
+        finally:
+            os.close(fd)
+        self._rows[rec["key"]] = json.loads(data)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -63,18 +144,57 @@ class ResultStore:
         path = self._tensor_path(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, path)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"the disk is full: {path} could not be written (nothing half-written was "
+                                    "kept); free some space and run the same command again to resume") from e
+            raise
 
     def get_tensors(self, settings: dict) -> dict | None:
-        from safetensors.torch import load_file
-
         path = self._tensor_path(settings)
-        return load_file(str(path)) if path.exists() else None
+        return load_safetensors(path, "delete it and it is recomputed") if path.exists() else None
 
     def frame(self) -> pd.DataFrame:
         """Every stored row, with its settings as extra columns."""
         return pd.DataFrame([{**r["settings"], **r["row"]} for r in self._rows.values()])
+
+
+def load_safetensors(path: str | os.PathLike, fix: str) -> dict:
+    """The tensors of a safetensors file this package wrote as a cache. Anything else found
+    there (a damaged file, a pickle) is refused with :class:`CacheError` — never executed."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .errors import CacheError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CacheError(f"{path} is not a readable safetensors file ({e}); it was damaged or not written by this "
+                         f"package, and is not loaded: {fix}") from None
+
+
+def upgrade(path: str | os.PathLike) -> int:
+    """Rewrite a format-1 store as format 2 (rows unchanged; ``made_by`` marked unknown).
+    Returns the number of records converted."""
+    path = Path(path)
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a cut-short line: recomputed
+        if rec.get("format", 1) == 1:
+            rec = {"format": FORMAT, **rec, "made_by": {"edithurt": "unknown (written before format 2)"}}
+        out.append(json.dumps(rec))
+    _atomic_write(path, "\n".join(out) + "\n")
+    return len(out)
 
 
 def _jsonable(x):
@@ -128,3 +248,11 @@ def save_figure(fig, path_without_suffix) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path.with_suffix(".png"), dpi=130)
     fig.savefig(path.with_suffix(".pdf"))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "upgrade":
+        sys.exit("usage: python -m helpers.results upgrade STORE.jsonl")
+    print(f"{sys.argv[2]}: {upgrade(sys.argv[2])} records now in format {FORMAT}")

@@ -35,6 +35,10 @@ class SweepError(EdithurtError, ValueError):
     """A sweep asked for with impossible settings."""
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a sweep: what was finished is stored; the message says how to resume."""
+
+
 @dataclass(frozen=True)
 class Chain:
     """``method`` edits ``batch_size`` records at a time, ``max(checkpoints)`` times in a row;
@@ -152,8 +156,16 @@ def side_effects(chain_list: Sequence[Chain], model: str = "smollm2-135m", tasks
     todo = len(set().union(*(p.missing() for p in plans))) if plans else 0
     rows = []
     with tqdm(total=todo, desc="side effects (task evaluations)", unit="eval", disable=not progress or not todo) as bar:
-        for plan in plans:
-            rows += plan.run(session, bar)
+        try:
+            for plan in plans:
+                rows += plan.run(session, bar)
+        except KeyboardInterrupt:
+            where = (f"{len(store)} rows are stored in {store.path}; run the same call again to resume from there "
+                     "(finished rows are not recomputed)") if store is not None else \
+                "nothing was stored (no store= given): pass store= a path to be able to resume"
+            done = todo - len(set().union(*(p.missing() for p in plans)))
+            raise SweepInterrupted(f"interrupted after {done} of {todo} task evaluations; {where}. The model was "
+                                   "restored to its unedited weights.") from None
     return pd.DataFrame(rows)
 
 
@@ -219,7 +231,7 @@ class _Plan:
                 **{k: self.stored(count, task).get(k) for k in ROW_COLUMNS}}
 
     def _compute(self, session: _Session, pending: list[int], bar) -> None:
-        from .editing import edit
+        from .editing import EditHealthError, edit
         from .experiments import _set_values
 
         m, tok = session.load()
@@ -242,8 +254,12 @@ class _Plan:
                 applied.append(_set_values(m, state))
             for count in range(start, pending[-1] + 1):
                 if count > start:
-                    applied.append(edit(m, tok, self.batches[count - 1], self.chain.method, self.hparams,
-                                        regularizer=self.chain.regularizer))
+                    try:
+                        applied.append(edit(m, tok, self.batches[count - 1], self.chain.method, self.hparams,
+                                            regularizer=self.chain.regularizer))
+                    except EditHealthError as e:
+                        raise EditHealthError(f"{self.chain.label}, edit {count} of {self.chain.edits}: {e}. Rows "
+                                              "before this edit are stored; the model was restored") from None
                 if count not in pending:
                     continue
                 changed = {n for r in applied for n in r._originals}
@@ -283,4 +299,4 @@ def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
     return out.reindex(columns=list(dict.fromkeys(df.task))).reset_index()  # a task all NaN stays, as NaN
 
 
-__all__ = ["Chain", "chains", "side_effects", "wide", "SweepError"]
+__all__ = ["Chain", "chains", "side_effects", "wide", "SweepError", "SweepInterrupted"]

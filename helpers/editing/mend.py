@@ -21,7 +21,7 @@ import random
 from dataclasses import asdict, dataclass, field
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -250,7 +250,16 @@ def load_or_train(model, tok, hp: MENDHyperParams, model_name: str, records=None
     path = cache_dir("mend") / f"{_cache_key(model_name, hp)}.safetensors"
     net = MEND(model, hp).to(next(model.parameters()).device)
     if path.exists():
-        net.load_state_dict(load_file(str(path)))
+        from ..results import load_safetensors
+
+        state = load_safetensors(path, "delete it and the network is trained again")
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            from ..errors import CacheError
+
+            raise CacheError(f"{path} does not hold this MEND network's weights ({str(e).splitlines()[0]}): "
+                             "delete it and the network is trained again") from None
         return net.eval()
     if records is None:
         from ..data import load_zsre

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..paths import cache_dir
@@ -54,7 +54,14 @@ def key_second_moments(model, tok, module_names, corpus: str = "self", n_samples
         if key in _MEMORY:
             out[name] = _MEMORY[key]
         elif path.exists():
-            out[name] = _MEMORY[key] = load_file(str(path))["mom2"]
+            from ..results import load_safetensors
+
+            stored = load_safetensors(path, "delete it and the statistics are computed again")
+            if "mom2" not in stored:
+                from ..errors import CacheError
+
+                raise CacheError(f"{path} holds no 'mom2' tensor: delete it and the statistics are computed again")
+            out[name] = _MEMORY[key] = stored["mom2"]
         else:
             missing.append((name, key, path))
     if not missing:

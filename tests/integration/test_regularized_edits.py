@@ -112,3 +112,28 @@ def test_mend_updates_take_a_regularizer_through_apply_update(tiny_model):
             assert int((shaped != 0).sum()) == kept_count(shaped.numel(), 0.4)
     finally:
         res.restore()
+
+
+def _readout(view):
+    return next(w for w in view.children if "edithurt-readout" in getattr(w, "_dom_classes", ()))
+
+
+def test_the_k_view_shows_the_metrics_of_each_setting_it_is_moved_to(tiny_model):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers.interactive import ablation_readout, rect_k_view
+
+    model, tok = tiny_model
+    res = edit(model, tok, REQ, "ROME", _hp(model, "ROME"))
+    res.restore()
+    ref = editing_metrics(model, tok, [REQ])
+    view = rect_k_view(model, tok, {"ROME": ([REQ], [res.updates], [ref])}, k=0.4)
+    (method, how), slider = view.children[0].children, view.children[1]
+    shown = []
+    for k, reg in ((0.4, "rect"), (0.05, "rect"), (0.05, "random")):
+        how.value, slider.value = reg, k
+        expected = metrics_at(model, tok, [REQ], [res.updates], [ref], Regularizer(reg, k))
+        assert _readout(view).value == "ROME + " + ablation_readout(reg, k, expected)
+        shown.append(_readout(view).value)
+    assert len(set(shown)) == 3  # each move changed what is shown

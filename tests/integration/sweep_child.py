@@ -1,0 +1,49 @@
+"""A small side-effect sweep on a tiny random model, run as its own process by
+``test_interruptions.py`` so that it can be killed. ``python -m tests.integration.sweep_child
+STORE LOG [SLEEP]``: appends one line per evaluation and per edit it performs to LOG, sleeps
+SLEEP seconds in each evaluation (time for the test to strike), prints the table as JSON."""
+import sys
+import time
+
+
+def main(store, log, sleep=0.0):
+    import helpers.editing
+    import helpers.evaluate
+    from helpers.sweep import Chain, side_effects
+    from tests.conftest import _tiny
+    from transformers import AutoTokenizer
+
+    from helpers.models import _embedded_folder
+
+    tok = AutoTokenizer.from_pretrained(str(_embedded_folder()))
+    tok.padding_side = "left"
+    model = _tiny("llama", len(tok), layers=4)
+    real_edit, real_eval = helpers.editing.edit, helpers.evaluate.evaluate_tasks
+
+    def note(what):
+        with open(log, "a") as f:
+            f.write(what + "\n")
+
+    def logged_edit(*a, **k):
+        note("edit")
+        return real_edit(*a, **k)
+
+    def logged_eval(*a, **k):
+        note("eval start")
+        time.sleep(sleep)
+        out = real_eval(*a, **k)
+        note("eval")
+        return out
+
+    helpers.editing.edit, helpers.evaluate.evaluate_tasks = logged_edit, logged_eval
+    fmt = "model.layers.{}"
+    hp = {"ROME": {"layers": [2], "rewrite_module_tmp": fmt + ".mlp.down_proj", "layer_module_tmp": fmt,
+                   "mlp_module_tmp": fmt + ".mlp", "v_num_grad_steps": 3,
+                   "context_templates": ["{}", "I think that. {}"], "mom2_adjustment": False}}
+    df = side_effects([Chain("ROME", 1, (0, 1, 2, 3))], "tiny", ["sentiment", "nli"], n=2, seed=0, hparams=hp,
+                      loaded=(model, tok), store=store, progress=False)
+    print("TABLE" + df.drop(columns=["seconds"]).to_json(orient="records", double_precision=15))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)

@@ -1,0 +1,54 @@
+"""Every case of ``tests/bad_input_cases.py``: the exception type and its message; and the
+README's table is exactly that list."""
+import importlib
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.bad_input_cases import CASES, render_table
+
+pytestmark = [pytest.mark.data]
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(smol_tokenizer):
+    from tests.conftest import _tiny
+
+    model = _tiny("llama", len(smol_tokenizer))
+    model.edithurt_name = "tiny"  # no hparams are shipped under this name
+    return model, smol_tokenizer
+
+
+def _exception_class(dotted: str):
+    if "." not in dotted:
+        return getattr(__builtins__, dotted, None) or __import__("builtins").__dict__[dotted]
+    module, name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
+def test_bad_input_gets_a_clear_error(case, tiny_llama, tmp_path, monkeypatch):
+    import torch
+
+    model, tok = tiny_llama
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ctx = SimpleNamespace(model=model, tok=tok, tmp=tmp_path, monkeypatch=monkeypatch)
+    with pytest.raises(_exception_class(case.error)) as e:
+        case.run(ctx)
+    message = str(e.value.code if isinstance(e.value, SystemExit) else e.value)
+    assert case.says in message, f"{case.what}: the message was {message!r}"
+    # whatever failed, the model's weights are as they were
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_there_are_at_least_25_cases_and_the_readme_shows_them_all():
+    assert len(CASES) >= 25
+    text = README.read_text(encoding="utf8")
+    found = re.search(r"<!-- bad-inputs:start -->\n(.*?)\n<!-- bad-inputs:end -->", text, re.S)
+    assert found, "README lacks the bad-inputs table markers"
+    assert found.group(1).strip() == render_table(), \
+        "the README's bad-input table is out of date: replace it with `python -m tests.bad_input_cases`"
