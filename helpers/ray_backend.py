@@ -97,7 +97,8 @@ def run_plans(plans: Sequence, store, params: dict, bar, resources: dict | None 
     if store is None:
         raise EdithurtError("backend='ray' needs store= a path: the workers' rows reach the driver through it")
     resources = {**resources_from_env(), **(resources or {})}
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         address = os.environ.get("RAY_ADDRESS")
         # the workers find the data, caches and hub folders the driver uses
         env = {k: os.environ[k] for k in ("EDITHURT_DATA", "EDITHURT_CACHE", "HF_HOME", "HF_HUB_OFFLINE")
@@ -134,9 +135,17 @@ def run_plans(plans: Sequence, store, params: dict, bar, resources: dict | None 
     phases = [[_unedited(first[0])]] if first else []
     phases.append([p for p in plans if p.missing()])
     failed = []
-    for units in phases:
-        failed += _run_units(ray, units, workers, store, params, queue, drain)
-    drain()
+    try:
+        for units in phases:
+            failed += _run_units(ray, units, workers, store, params, queue, drain)
+        drain()
+    finally:
+        # the workers' models leave the cluster's memory; a cluster started here stops (rather than
+        # at the interpreter's exit, where Ray's shutdown under SIGTERM prints stack traces)
+        for w in workers:
+            ray.kill(w)
+        if started:
+            ray.shutdown()
     if failed:
         raise UnitsFailedError("these units failed twice the same way (every other unit finished and is stored):\n"
                                + "\n".join(f"- {label}: {err}" for label, err in failed))
