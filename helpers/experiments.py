@@ -309,5 +309,6 @@ def ablation_inputs(model: str, method: str = "ROME", n: int = 20, seed: int = 0
     loaded = loaded or shared_model(model)
     requests = edit_sample(load_zsre(), n, seed, method, hparams)
     updates = [raw_updates(loaded, model, r, method, hparams, store) for r in requests]
-    refs = [editing_metrics(*loaded, [r]) for r in requests]
+    unedited = editing_metrics(*loaded, requests)  # all requests in one pass, one row each
+    refs = [unedited.iloc[[i]].reset_index(drop=True) for i in range(len(requests))]
     return loaded, requests, updates, refs

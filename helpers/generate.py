@@ -92,6 +92,9 @@ def generate(
     read from its layer up, the others in full (and then kept in it).
     ``sample_top_k`` samples each new token from the ``k`` most likely ones instead of taking
     the argmax (seeded by ``seed``; used to draw ROME's context templates).
+    With ``max_new_tokens=0``, one continuation per prompt and ``pad_tolerance=math.inf`` (any
+    padding accepted), each prompt is read together with its continuation in one padded pass
+    instead of prompt and continuation apart (the editing metrics' short prompts).
     """
     if continuations is not None and len(continuations) != len(prompts):
         raise ValueError(f"{len(continuations)} continuation lists for {len(prompts)} prompts")

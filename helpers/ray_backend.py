@@ -88,7 +88,7 @@ class SweepWorker:
         return os.getpid()
 
 
-def run_plans(plans: Sequence, store, params: dict, bar, resources: dict | None = None) -> None:
+def run_plans(plans: Sequence, store, params: dict, bar) -> None:
     """Compute every missing row of ``plans`` (see :func:`helpers.sweep.side_effects`) on Ray,
     writing them to ``store`` (the driver's :class:`~helpers.results.ResultStore`)."""
     ray = _import_ray()
@@ -96,7 +96,7 @@ def run_plans(plans: Sequence, store, params: dict, bar, resources: dict | None 
 
     if store is None:
         raise EdithurtError("backend='ray' needs store= a path: the workers' rows reach the driver through it")
-    resources = {**resources_from_env(), **(resources or {})}
+    resources = resources_from_env()
     started = not ray.is_initialized()
     if started:
         address = os.environ.get("RAY_ADDRESS")
@@ -108,10 +108,9 @@ def run_plans(plans: Sequence, store, params: dict, bar, resources: dict | None 
                  **({} if address else {"num_cpus": resources.get("cluster_cpus") or os.cpu_count()}))
     cpus = resources.get("cpus_per_worker", 1)
     gpus = resources.get("gpus_per_worker", 0)
-    total_cpus = ray.cluster_resources().get("CPU", 1)
-    total_gpus = ray.cluster_resources().get("GPU", 0)
-    slots = int(total_gpus // gpus) if gpus else int(total_cpus // cpus)
-    workers_wanted = max(1, min(resources.get("workers") or slots, slots or 1))
+    cluster = ray.cluster_resources()
+    slots = max(1, int(cluster.get("GPU", 0) // gpus) if gpus else int(cluster.get("CPU", 1) // cpus))
+    workers_wanted = min(resources.get("workers") or slots, slots)
     options = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": -1}
     if resources.get("memory_gb_per_worker"):
         options["memory"] = int(resources["memory_gb_per_worker"] * 2**30)

@@ -68,18 +68,31 @@ def notebook_parameters(profile_name: str, profile: dict, notebook: str, out_dir
     return {**common, **own, "profile": profile_name, "out_dir": str(out_dir)}
 
 
-def notebook_declared_parameters(notebook: str) -> list[str]:
-    """The names assigned in ``notebook``'s cell tagged ``parameters``."""
+def _parameters_cell(notebook: str):
+    """The statements of ``notebook``'s cell tagged ``parameters`` (parsed, never run)."""
     import ast
-    import json
 
     cells = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text(encoding="utf8"))["cells"]
     for c in cells:
         if "parameters" in c.get("metadata", {}).get("tags", []):
-            tree = ast.parse("".join(c["source"]))
-            return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
-                    if isinstance(t, ast.Name)]
+            return ast.parse("".join(c["source"])).body
     raise SystemExit(f"notebook {notebook} has no cell tagged 'parameters'")
+
+
+def notebook_declared_parameters(notebook: str) -> list[str]:
+    """The names assigned in ``notebook``'s cell tagged ``parameters``."""
+    import ast
+
+    return [t.id for node in _parameters_cell(notebook) if isinstance(node, ast.Assign) for t in node.targets
+            if isinstance(t, ast.Name)]
+
+
+def notebook_defaults(notebook: str) -> dict:
+    """``{name: value}`` of ``notebook``'s parameters cell (its values are literals)."""
+    import ast
+
+    return {t.id: ast.literal_eval(node.value) for node in _parameters_cell(notebook) if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
 
 
 def check_device(profile_name: str, profile: dict) -> None:

@@ -27,17 +27,7 @@ def _prepare(name: str, folder: Path) -> dict:
     params = reproduce.notebook_parameters("smoke", reproduce.load_profile("smoke"), name, OUT_DIR)
     papermill.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", folder / f"{name}.ipynb", parameters=params,
                                prepare_only=True, kernel_name="python3", progress_bar=False)
-    return {**_defaults(name), **params}
-
-
-def _defaults(name: str) -> dict:
-    """The values of the notebook's parameters cell (literals only)."""
-    import ast
-
-    cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf8"))["cells"]
-    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    return {t.id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body
-            if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    return {**reproduce.notebook_defaults(name), **params}
 
 
 def _open_and_run_all(page, lab, name: str):
