@@ -34,7 +34,7 @@ test-browser: setup    ## the JupyterLab + Chromium tests alone (needs Debian's 
 	$(PY) -m pytest -m browser
 
 reproduce: setup       ## run every notebook for PROFILE (smoke|cpu|paper) into figures/PROFILE/
-	$(PY) -m helpers.reproduce --profile $(PROFILE) $(if $(BACKEND),--backend $(BACKEND))
+	$(PY) -m helpers.report.reproduce --profile $(PROFILE) $(if $(BACKEND),--backend $(BACKEND))
 
 lab: setup             ## JupyterLab on the project's environment, opening notebooks/
 	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from helpers import evaluate_tasks, load_model
-from helpers.results import to_markdown
+from helpers.report.tables import to_markdown
 
 HERE = Path(__file__).resolve().parent
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from helpers import TASKS, evaluate_tasks, get_task, load_model, load_task
-from helpers.results import to_markdown
+from helpers.report.tables import to_markdown
 
 HERE = Path(__file__).resolve().parent
 
@@ -73,7 +73,7 @@ class Flops:
     for each position whose logits are computed."""
 
     def __init__(self, model):
-        from helpers.stack import DecoderStack
+        from helpers.model.stack import DecoderStack
 
         stack = DecoderStack(model)
         self.layer_weights = sum(p.numel() for p in stack.layers.parameters() if p.dim() == 2)
@@ -136,7 +136,7 @@ def engine(model, tok, per_task, flops: Flops, batch_tokens: int, **options) -> 
 def engine_cached(model, tok, per_task, layer, raw) -> dict:
     """The engine at a later sweep point: the lower layers' work, cached at the first point
     (the unedited model, here), is not redone."""
-    from helpers.lower_layers import LowerLayerCache
+    from helpers.model.lower_layers import LowerLayerCache
 
     cache = LowerLayerCache(model, layer)
     evaluate_tasks(model, tok, n=per_task, seed=0, lower_layers=cache, progress=False)
@@ -153,7 +153,7 @@ def prefill_shapes(model, tok, mix) -> dict:
     logits) in different batch shapes, real prompt tokens per second and the share of padding;
     a batch of 8 equal-length prompts with and without an attention mask (the masked path of
     scaled-dot-product attention); and matrix-multiply speed against the number of rows."""
-    from helpers.generate import _prefill_groups
+    from helpers.model.generate import _prefill_groups
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     enc = sorted((tok(t).input_ids for _, t, _ in mix), key=len, reverse=True)
@@ -240,7 +240,7 @@ def edit_matmul_gflop(model, tok, method, request) -> float:
 
 def regularize_speed() -> dict:
     """Seconds for each regulariser at k = 0.4 on a GPT-2 XL-sized update (6400×1600)."""
-    from helpers.regularize import regularize
+    from helpers.editing.regularize import regularize
 
     gen = torch.Generator().manual_seed(0)
     delta, weight = torch.randn(6400, 1600, generator=gen), torch.randn(6400, 1600, generator=gen)
@@ -254,7 +254,7 @@ def regularize_speed() -> dict:
 
 
 def stats_rate(model, tok, n_samples: int) -> float:
-    from helpers.editing.stats import key_second_moments
+    from helpers.editing.key_stats import key_second_moments
 
     old = os.environ.get("EDITHURT_CACHE")
     with tempfile.TemporaryDirectory() as tmp:

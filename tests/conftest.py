@@ -10,9 +10,9 @@ import torch
 def smol_tokenizer():
     from transformers import AutoTokenizer
 
-    from helpers.models import _embedded_folder
+    from helpers.model.loading import embedded_folder
 
-    tok = AutoTokenizer.from_pretrained(str(_embedded_folder()))
+    tok = AutoTokenizer.from_pretrained(str(embedded_folder()))
     tok.padding_side = "left"
     return tok
 

@@ -12,17 +12,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import EditRequest
-from ..errors import EdithurtError, unknown
+from ..errors import EditError, EditHealthError, unknown
+from ..model.loading import short_name
 from .hparams import HparamsError, load_hparams
-from .layers import LayerError, check_layers, from_param_layout, get_module, to_param_layout
-
-
-class EditError(EdithurtError, ValueError):
-    """An edit request or setting that cannot be carried out."""
-
-
-class EditHealthError(EditError, ArithmeticError):
-    """An edit whose update is not finite or would blow a weight's norm up; it was not applied."""
+from .modules import LayerError, check_layers, from_param_layout, get_module, to_param_layout
+from .performance import editing_metrics
+from .regularize import Regularizer, regularize
+from .weight_change import weight_change_stats
 
 
 # One edit multiplying a matrix's norm by more than this is an explosion, not an edit: one ROME
@@ -36,23 +32,46 @@ class EditResult:
     layout (Conv1D: ``[in, out]``; Linear: ``[out, in]``), after any regulariser.
     ``updates``: the method's own updates ``[out, in]``, before any regulariser (so another
     regulariser can be tried on them without editing again: :func:`apply_update`).
-    ``restore()`` puts the edited parameters back bit-exactly (only those are saved)."""
+    ``originals``: each changed parameter's value before the edit (its own layout), what
+    ``restore()`` puts back bit-exactly (only the changed parameters are saved)."""
 
     method: str
     deltas: dict[str, torch.Tensor]
     hparams: object
     updates: dict[str, torch.Tensor] = field(default_factory=dict)
-    _model: object = field(repr=False, default=None)
-    _originals: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    model: object = field(repr=False, default=None)
+    originals: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    @property
+    def changed(self) -> list[str]:
+        """The names of the parameters this edit changed."""
+        return list(self.originals)
 
     def restore(self) -> None:
-        params = dict(self._model.named_parameters())
+        params = dict(self.model.named_parameters())
         with torch.no_grad():
-            for name, w in self._originals.items():
+            for name, w in self.originals.items():
                 params[name].copy_(w)
 
 
-Regularizer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+def set_parameters(model, values: dict[str, torch.Tensor]) -> EditResult:
+    """Put stored parameter ``values`` (each in its parameter's own layout, e.g. the edited
+    weights of a stored sweep checkpoint) into ``model`` exactly. The returned EditResult
+    (method ``"set"``) restores the values they replaced."""
+    params = dict(model.named_parameters())
+    unknown_names = [n for n in values if n not in params]
+    if unknown_names:
+        raise EditError(f"the model has no parameter(s) {unknown_names}")
+    result = EditResult("set", {}, None, {}, model)
+    with torch.no_grad():
+        for name, v in values.items():
+            result.originals[name] = params[name].detach().clone()
+            params[name].copy_(v)
+    return result
+
+
+# ``regularizer(delta, weight) -> delta``, both ``[out, in]``: e.g. ``helpers.Regularizer("rect", 0.4)``
+UpdateShaper = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _methods():
@@ -67,16 +86,8 @@ def _methods():
 METHODS = ("ROME", "MEMIT", "KN", "MEND")
 
 
-def hparams_name(model) -> str:
-    from ..models import ALIASES
-
-    name = getattr(model, "edithurt_name", None) or str(getattr(model.config, "_name_or_path", ""))
-    reverse = {v: k for k, v in ALIASES.items()}
-    return reverse.get(name, name.rstrip("/").split("/")[-1])
-
-
 def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str, hparams=None,
-         regularizer: Regularizer | None = None, max_norm_growth: float | None = MAX_NORM_GROWTH) -> EditResult:
+         regularizer: UpdateShaper | None = None, max_norm_growth: float | None = MAX_NORM_GROWTH) -> EditResult:
     """Edit ``model`` in place with ``method`` (ROME, MEMIT, KN, MEND). ``hparams``: None (the
     file shipped for this model), a YAML path, a dict of overrides, or an hparams object.
     ``regularizer(delta, weight) -> delta`` shapes every update before it is added; both are
@@ -104,7 +115,7 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
             raise EditError(f"empty target_new for the prompt {r.prompt!r}")
         if not r.subject or r.subject not in r.prompt:
             raise EditError(f"the subject {r.subject!r} does not occur in the prompt {r.prompt!r}")
-    hp = load_hparams(cls, key, hparams_name(model), hparams)
+    hp = load_hparams(cls, key, short_name(model), hparams)
     if getattr(hp, "layers", None):
         check_layers(model, hp.layers)
     updates = apply(model, tok, reqs, hp)  # {param name: ΔW as [out, in]}
@@ -115,7 +126,7 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
         raise EditHealthError(f"{key} edit of {facts}: {e}") from None
 
 
-def apply_update(model, updates: dict[str, torch.Tensor], regularizer: Regularizer | None = None, *,
+def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateShaper | None = None, *,
                  method: str = "", hparams=None, max_norm_growth: float | None = MAX_NORM_GROWTH) -> EditResult:
     """Add ``updates`` (``{parameter name: ΔW as [out, in]}``) to the model, each shaped by
     ``regularizer`` first. Every update is shaped and checked (right shape, finite, the new
@@ -157,9 +168,11 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: Regulariz
             result.deltas[name] = delta
         for name, delta in result.deltas.items():
             w = params[name]
-            result._originals.setdefault(name, w.detach().clone())
+            result.originals.setdefault(name, w.detach().clone())
             w.add_(delta)
     return result
 
 
-__all__ = ["edit", "apply_update", "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH", "HparamsError", "LayerError", "METHODS", "from_param_layout"]
+__all__ = ["edit", "apply_update", "set_parameters", "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH",
+           "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
+           "Regularizer", "regularize", "weight_change_stats"]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..stack import DecoderStack
-from .layers import get_module, num_layers
+from ..model.stack import DecoderStack
+from .modules import get_module, num_layers
 
 
 ROWS_PER_PASS = 640  # integrated-gradient rows (steps × layers) run together on the fast path
@@ -110,7 +110,7 @@ def attributions(model, tok, prompt: str, answer: str, hp: KNHyperParams, layers
 
 
 def _last_position_scores(model, ids, modules, layers, acts, alphas, target) -> torch.Tensor:
-    from ..stack import DecoderStack, KeyValues
+    from ..model.stack import DecoderStack, KeyValues
 
     stack = DecoderStack(model)
     n = ids.shape[1]

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .layers import from_param_layout, get_module, in_template, module_input_at, subject_last_index
+from ..model.loading import short_name
+from .modules import from_param_layout, get_module, module_input_at
+from .positions import in_template, subject_last_index
 from .rome import ROMEHyperParams, optimize_target, read_at_subject, templates_for
 
 
@@ -38,12 +40,11 @@ def keys_at(model, tok, requests, hp, layer, templates) -> torch.Tensor:
 
 
 def apply(model, tok, requests, hp: MEMITHyperParams) -> dict[str, torch.Tensor]:
-    from . import hparams_name
-    from .stats import key_second_moments
+    from .key_stats import key_second_moments
 
     templates = templates_for(model, tok, hp)
     mom2s = key_second_moments(model, tok, [hp.rewrite_module_tmp.format(l) for l in hp.layers],
-                               hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, hparams_name(model))
+                               hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, short_name(model))
     z_layer = hp.layers[-1]
     z_module = get_module(model, hp.layer_module_tmp.format(z_layer))
     zs = torch.stack([optimize_target(model, tok, r, hp, z_module, templates, z_layer) for r in requests])  # [n, hidden]

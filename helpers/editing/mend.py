@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import asdict, dataclass, field
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..paths import cache_dir
-from .layers import get_module, is_conv1d, pad_right
+from ..errors import CacheError, EditError
+from ..files import load_safetensors, save_safetensors
+from ..model.batching import encode_padded, pad, pad_id
+from ..model.loading import short_name
+from .modules import get_module, is_conv1d
 
 
 @dataclass
@@ -153,15 +155,11 @@ def _target_batch(tok, requests, device, prompt_attr="prompt"):
         p = tok(prompt, add_special_tokens=True).input_ids
         texts.append(p + target)
         spans.append((len(p), len(target)))
-    width = max(len(t) for t in texts)
-    ids = torch.full((len(texts), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
+    ids, mask = pad(texts, pad_id(tok), device, side="right")
     labels = torch.full_like(ids, -100)
     for r, (t, (start, n)) in enumerate(zip(texts, spans)):
-        ids[r, : len(t)] = torch.tensor(t)
-        mask[r, : len(t)] = 1
         labels[r, start - 1: start - 1 + n] = torch.tensor(t[start: start + n])
-    return ids.to(device), mask.to(device), labels.to(device)
+    return ids, mask, labels
 
 
 def _nll(logits, labels):
@@ -223,7 +221,7 @@ def train_mend(model, tok, records, hp: MENDHyperParams, progress: bool = True) 
         ids, mask, labels = _target_batch(tok, batch, device)
         edit_loss = _nll(functional_call(model, new, args=(), kwargs={"input_ids": ids, "attention_mask": mask}).logits, labels)
         loc = [r.locality_prompt for r in rng.sample(records, hp.train_batch_size)]
-        lids, lmask = pad_right(tok, loc, device)
+        lids, lmask = encode_padded(tok, loc, device)
         with torch.no_grad():
             base = torch.log_softmax(model(input_ids=lids, attention_mask=lmask).logits.float(), -1)
         post = torch.log_softmax(functional_call(model, new, args=(), kwargs={"input_ids": lids, "attention_mask": lmask}).logits.float(), -1)
@@ -250,14 +248,10 @@ def load_or_train(model, tok, hp: MENDHyperParams, model_name: str, records=None
     path = cache_dir("mend") / f"{_cache_key(model_name, hp)}.safetensors"
     net = MEND(model, hp).to(next(model.parameters()).device)
     if path.exists():
-        from ..results import load_safetensors
-
         state = load_safetensors(path, "delete it and the network is trained again")
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
-            from ..errors import CacheError
-
             raise CacheError(f"{path} does not hold this MEND network's weights ({str(e).splitlines()[0]}): "
                              "delete it and the network is trained again") from None
         return net.eval()
@@ -267,9 +261,7 @@ def load_or_train(model, tok, hp: MENDHyperParams, model_name: str, records=None
         records = load_zsre()
     train, _ = split_zsre(records, hp.train_fraction, hp.seed)
     net, log = train_mend(model, tok, train, hp, progress)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    save_safetensors(net.state_dict(), path)
     path.with_suffix(".json").write_text(json.dumps({"hparams": asdict(hp), "train_records": len(train),
                                                      "edit_loss_first_last": [log["edit_loss"][0], log["edit_loss"][-1]],
                                                      "loc_kl_first_last": [log["loc_kl"][0], log["loc_kl"][-1]]}, indent=1))
@@ -280,7 +272,6 @@ _NETS: dict = {}
 
 
 def apply(model, tok, requests, hp: MENDHyperParams) -> dict[str, torch.Tensor]:
-    from . import EditError, hparams_name
 
     records = _all_records()
     train = {r.case_id for r in split_zsre(records, hp.train_fraction, hp.seed)[0]} if records else set()
@@ -288,9 +279,9 @@ def apply(model, tok, requests, hp: MENDHyperParams) -> dict[str, torch.Tensor]:
     if leaked:
         raise EditError(f"ZsRE record(s) {leaked[:5]} are in MEND's training split: edit held-out records "
                         "(helpers.editing.mend.split_zsre(records)[1])")
-    key = (id(model), _cache_key(hparams_name(model), hp))
+    key = (id(model), _cache_key(short_name(model), hp))
     if key not in _NETS:
-        _NETS[key] = load_or_train(model, tok, hp, hparams_name(model), records or None)
+        _NETS[key] = load_or_train(model, tok, hp, short_name(model), records or None)
     net = _NETS[key]
     factors = gradient_factors(model, tok, requests, net.names)
     with torch.no_grad():

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .layers import get_module, hooked, in_template, module_input_at, pad_right, subject_last_index
+from ..model.batching import encode_padded, pad, pad_id, positions
+from .modules import get_module, hooked, module_input_at
+from .positions import in_template, subject_last_index
 
 
 @dataclass
@@ -82,15 +84,15 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
     lookup = [subject_last_index(tok, t, request.subject, start)
               for t, start in zip(texts, [s for _, s in placed] + [0])]
     enc = [tok(t, add_special_tokens=True).input_ids for t in texts]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad_with = pad_id(tok)
     if reuse_prefix is None:
         reuse_prefix = getattr(hp, "reuse_prefix", True)
-    from ..stack import DecoderStack
+    from ..model.stack import DecoderStack
 
     if reuse_prefix and layer is not None and DecoderStack.supports(model):
-        rows_fwd = _SuffixRows(model, module, enc, lookup, layer, pad, device)
+        rows_fwd = _SuffixRows(model, module, enc, lookup, layer, pad_with, device)
     else:
-        rows_fwd = _FullRows(model, module, enc, lookup, pad, device)
+        rows_fwd = _FullRows(model, module, enc, lookup, pad_with, device)
     n_rw = len(rewriting)
     # logits at position p predict token p+1: the target's tokens are scored at the last
     # len(target) positions of prompt + target[:-1]
@@ -145,9 +147,9 @@ class _FullRows:
     """Every step: the whole model on the whole texts (right-padded), ``δ`` added by a hook on
     ``module``."""
 
-    def __init__(self, model, module, enc, lookup, pad, device):
+    def __init__(self, model, module, enc, lookup, pad_with, device):
         self.model, self.module = model, module
-        self.ids, self.mask = _right_padded(enc, pad, device)
+        self.ids, self.mask = pad(enc, pad_with, device, side="right")
         self.edit_col = torch.tensor(lookup, device=device)
         self.rows = torch.arange(len(enc), device=device)
         self.ends = [len(e) for e in enc]
@@ -173,23 +175,17 @@ class _SuffixRows:
     residual stream, so adding ``δ`` to it equals adding ``δ`` to the block's output, which is
     computed once too."""
 
-    def __init__(self, model, module, enc, lookup, layer, pad, device):
-        from ..stack import DecoderStack, KeyValues
+    def __init__(self, model, module, enc, lookup, layer, pad_with, device):
+        from ..model.stack import DecoderStack, KeyValues
 
         self.stack = stack = DecoderStack(model)
         self.layer = layer
         prefixes = [e[:i] for e, i in zip(enc, lookup)]
         suffixes = [e[i:] for e, i in zip(enc, lookup)]
         width = max(len(p) for p in prefixes)
-        pre_ids = torch.full((len(enc), width), pad, dtype=torch.long, device=device)
-        pre_mask = torch.zeros((len(enc), width), dtype=torch.long, device=device)
-        pre_pos = torch.zeros((len(enc), width), dtype=torch.long, device=device)
-        for r, p in enumerate(prefixes):
-            if p:
-                pre_ids[r, width - len(p):] = torch.tensor(p, device=device)
-                pre_mask[r, width - len(p):] = 1
-                pre_pos[r, width - len(p):] = torch.arange(len(p), device=device)
-        suf_ids, suf_mask = _right_padded(suffixes, pad, device)
+        pre_ids, pre_mask = pad(prefixes, pad_with, device)
+        pre_pos = positions(pre_mask)
+        suf_ids, suf_mask = pad(suffixes, pad_with, device, side="right")
         self.positions = torch.tensor(lookup, device=device)[:, None] + torch.arange(suf_ids.shape[1], device=device)
         self.key_mask = torch.cat([pre_mask, suf_mask], dim=1)
         self.edit_col = torch.zeros(len(enc), dtype=torch.long, device=device)
@@ -206,23 +202,13 @@ class _SuffixRows:
         self.init = seen["y"][0, 0].detach().clone()
 
     def final_hidden(self, delta):
-        from ..stack import KeyValues
+        from ..model.stack import KeyValues
 
         hidden = self.after.clone()
         hidden[:, 0] += delta.to(hidden.dtype)
         hidden = self.stack.run(hidden, self.positions, self.key_mask, self.layer + 1, None,
                                 KeyValues(prefix=self.prefix))
         return self.stack.norm(hidden)
-
-
-def _right_padded(seqs, pad, device):
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=device)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)] = torch.tensor(s, device=device)
-        mask[r, : len(s)] = 1
-    return ids, mask
 
 
 def read_at_subject(model, tok, module, texts, subjects) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +221,7 @@ def read_at_subject(model, tok, module, texts, subjects) -> tuple[torch.Tensor, 
     def grab_out(y):
         seen["o"] = (y[0] if isinstance(y, tuple) else y)[rows, idx].detach().float()
 
-    ids, mask = pad_right(tok, texts, device)
+    ids, mask = encode_padded(tok, texts, device)
     with torch.no_grad(), hooked(module, on_input=lambda x: seen.__setitem__("k", x[rows, idx].detach().float()),
                                  on_output=grab_out):
         model(input_ids=ids, attention_mask=mask)
@@ -283,7 +269,7 @@ def templates_for(model, tok, hp) -> list[str]:
 def apply(model, tok, requests, hp: ROMEHyperParams) -> dict[str, torch.Tensor]:
     inv_cov = None
     if hp.mom2_adjustment:
-        from .stats import inverse_key_covariance
+        from .key_stats import inverse_key_covariance
 
         inv_cov = inverse_key_covariance(model, tok, hp.rewrite_module_tmp.format(hp.layers[0]), hp)
     return rome_update(model, tok, requests[0], hp, templates_for(model, tok, hp), inv_cov)

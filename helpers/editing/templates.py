@@ -2,7 +2,7 @@
 ". {}", so an edit is learnt in many contexts, not only at the start of a text."""
 from __future__ import annotations
 
-from ..generate import generate
+from ..model.generate import generate
 
 # EasyEdit's seed words: each sampled text starts with one of them.
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")

@@ -22,7 +22,7 @@ def _prepare(name: str, folder: Path) -> dict:
     the lab's folder; returns those parameters."""
     import papermill
 
-    from helpers import reproduce
+    from helpers.report import reproduce
 
     params = reproduce.notebook_parameters("smoke", reproduce.load_profile("smoke"), name, OUT_DIR)
     papermill.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", folder / f"{name}.ipynb", parameters=params,
@@ -98,8 +98,8 @@ def _record(key: str, seconds: float):
 
 
 def test_weight_statistics_slider_redraws_with_the_stored_numbers(lab, browser):
-    from helpers import experiments
-    from helpers.interactive import edits_frame, weight_change_readout
+    from helpers.runs import experiments
+    from helpers.report.sliders import edits_frame, weight_change_readout
 
     params = _prepare("02_weight_statistics", lab[2])
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -122,14 +122,16 @@ def test_weight_statistics_slider_redraws_with_the_stored_numbers(lab, browser):
 
 
 def test_rect_k_slider_re_measures_the_cached_updates(lab, browser):
-    from helpers import Regularizer, experiments
-    from helpers.interactive import ablation_readout, metrics_at
+    from helpers import Regularizer
+    from helpers.report.sliders import ablation_readout, metrics_at
+    from helpers.runs import experiments, shared_model
 
     params = _prepare("03_rect_ablation", lab[2])
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     _open_and_run_all(page, lab, "03_rect_ablation")
     method = params["slider_method"]
-    loaded, requests, updates, refs = experiments.ablation_inputs(
+    loaded = shared_model(params["model"])
+    requests, updates, refs = experiments.ablation_inputs(
         params["model"], method, n=params["slider_n"], seed=params["seed"], hparams=params["hparams"].get(method),
         store=OUT_DIR / "results" / "edits.jsonl")
 

@@ -7,18 +7,18 @@ import time
 
 
 def main(store, log, sleep=0.0):
-    import helpers.editing
-    import helpers.evaluate
-    from helpers.sweep import Chain, side_effects
+    import helpers.runs.sweep
+    from helpers.model import LoadedModel
+    from helpers.runs.sweep import Chain, side_effects
     from tests.conftest import _tiny
     from transformers import AutoTokenizer
 
-    from helpers.models import _embedded_folder
+    from helpers.model.loading import embedded_folder
 
-    tok = AutoTokenizer.from_pretrained(str(_embedded_folder()))
+    tok = AutoTokenizer.from_pretrained(str(embedded_folder()))
     tok.padding_side = "left"
     model = _tiny("llama", len(tok), layers=4)
-    real_edit, real_eval = helpers.editing.edit, helpers.evaluate.evaluate_tasks
+    real_edit, real_eval = helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_tasks
 
     def note(what):
         with open(log, "a") as f:
@@ -35,13 +35,13 @@ def main(store, log, sleep=0.0):
         note("eval")
         return out
 
-    helpers.editing.edit, helpers.evaluate.evaluate_tasks = logged_edit, logged_eval
+    helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_tasks = logged_edit, logged_eval  # what the sweep calls
     fmt = "model.layers.{}"
     hp = {"ROME": {"layers": [2], "rewrite_module_tmp": fmt + ".mlp.down_proj", "layer_module_tmp": fmt,
                    "mlp_module_tmp": fmt + ".mlp", "v_num_grad_steps": 3,
                    "context_templates": ["{}", "I think that. {}"], "mom2_adjustment": False}}
-    df = side_effects([Chain("ROME", 1, (0, 1, 2, 3))], "tiny", ["sentiment", "nli"], n=2, seed=0, hparams=hp,
-                      loaded=(model, tok), store=store, progress=False)
+    df = side_effects([Chain("ROME", 1, (0, 1, 2, 3))], LoadedModel("tiny", model, tok), ["sentiment", "nli"], n=2,
+                      seed=0, hparams=hp, store=store, progress=False)
     print("TABLE" + df.drop(columns=["seconds"]).to_json(orient="records", double_precision=15))
 
 

@@ -19,7 +19,7 @@ def tiny_llama(smol_tokenizer):
     from tests.conftest import _tiny
 
     model = _tiny("llama", len(smol_tokenizer))
-    model.edithurt_name = "tiny"  # no hparams are shipped under this name
+    model.config._name_or_path = "tiny"  # no hparams are shipped under this name
     return model, smol_tokenizer
 
 

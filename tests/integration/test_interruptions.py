@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers.results import FORMAT, ResultStore
+from helpers.runs.store import FORMAT, ResultStore
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 

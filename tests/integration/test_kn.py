@@ -4,7 +4,7 @@ import torch
 
 from helpers import EditRequest
 from helpers.editing import EditError, edit, kn
-from helpers.editing.layers import from_param_layout, get_module
+from helpers.editing.modules import from_param_layout, get_module
 
 REQ = EditRequest(prompt="The mother tongue of Danielle Darrieux is", subject="Danielle Darrieux",
                   target_new="English", ground_truth="French", rephrase="x", locality_prompt="y", locality_answer="z")

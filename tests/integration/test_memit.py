@@ -7,7 +7,7 @@ import torch
 from helpers import EditRequest
 from helpers.editing import edit, memit
 from helpers.editing.rome import read_at_subject
-from helpers.editing.layers import get_module
+from helpers.editing.modules import get_module
 from tests.integration.test_rome import TEMPLATES, tiny_hparams
 
 REQS = [
@@ -21,7 +21,7 @@ REQS = [
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITHURT_CACHE", str(tmp_path))
-    from helpers.editing import stats
+    from helpers.editing import key_stats as stats
 
     monkeypatch.setattr(stats, "_MEMORY", {})
     return tmp_path
@@ -55,7 +55,7 @@ def test_memit_batch_moves_the_residual_towards_its_targets(tiny_model, tmp_cach
 
 
 def test_statistics_are_cached_as_safetensors_with_a_record(tiny_model, tmp_cache):
-    from helpers.editing import stats
+    from helpers.editing import key_stats as stats
 
     model, tok = tiny_model
     name = memit.MEMITHyperParams(**memit_hparams(model)).rewrite_module_tmp.format(0)

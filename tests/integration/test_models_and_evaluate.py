@@ -21,9 +21,9 @@ def test_embedded_model_loads_from_cache_in_eval_mode(smollm2):
 
 @pytest.mark.model
 def test_local_folder_loads(smollm2, tmp_path):
-    from helpers.models import _embedded_folder
+    from helpers.model.loading import embedded_folder
 
-    model, tok = helpers.load_model(str(_embedded_folder()))
+    model, tok = helpers.load_model(str(embedded_folder()))
     assert model.config.num_hidden_layers == 30
 
 

@@ -27,7 +27,7 @@ def _worker_pids() -> list[int]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"SweepWorker" in (proc / "cmdline").read_bytes():
+                if b"UnitWorker" in (proc / "cmdline").read_bytes():
                     pids.append(int(proc.name))
             except OSError:
                 pass
@@ -39,14 +39,15 @@ def _lines(path) -> list[str]:
 
 
 def _smoke_grid():
-    from helpers import reproduce, sweep
+    from helpers.report import reproduce
+    from helpers.runs import sweep
 
     p = reproduce.load_profile("smoke")["notebooks"]["01_side_effects"]
     return sweep.chains(p["instance_sequential"], p["batch_single"], p["batch_sequential"]), p
 
 
 def test_the_smoke_grid_on_two_ray_workers_with_one_killed_equals_the_local_table(cluster, tmp_path):
-    from helpers import sweep
+    from helpers.runs import sweep
 
     grid, p = _smoke_grid()
     run = dict(model="smollm2-135m", n=p["n"], seed=0, hparams=p["hparams"], progress=False)
@@ -88,8 +89,8 @@ def test_the_smoke_grid_on_two_ray_workers_with_one_killed_equals_the_local_tabl
 
 
 def test_a_unit_failing_twice_the_same_way_is_reported_and_the_others_finish(cluster, tmp_path):
-    from helpers import sweep
-    from helpers.ray_backend import UnitsFailedError
+    from helpers.runs import sweep
+    from helpers.runs.backends.ray_cluster import UnitsFailedError
 
     grid = [sweep.Chain("KN", 1, (0, 1)), sweep.Chain("ROME", 1, (0, 1))]
     with pytest.raises(UnitsFailedError, match=r"ROME \(instance-sequential\): HparamsError: .*'v_num_grad_step'"):

@@ -4,9 +4,9 @@ import torch
 
 from helpers import EditRequest, Regularizer, edit
 from helpers.editing import apply_update
-from helpers.interactive import metrics_at
-from helpers.metrics import editing_metrics
-from helpers.regularize import kept_count
+from helpers.report.sliders import metrics_at
+from helpers.editing.performance import editing_metrics
+from helpers.editing.regularize import kept_count
 
 REQ = EditRequest(prompt="The mother tongue of Danielle Darrieux is", subject="Danielle Darrieux",
                   target_new="English", ground_truth="French", rephrase="Danielle Darrieux speaks",
@@ -28,7 +28,7 @@ def _hp(model, method):
 
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
-    from helpers.editing import stats
+    from helpers.editing import key_stats as stats
 
     monkeypatch.setenv("EDITHURT_CACHE", str(tmp_path))
     monkeypatch.setattr(stats, "_MEMORY", {})
@@ -44,7 +44,7 @@ def test_a_regularizer_shapes_every_update_in_the_out_in_view(tiny_model, tmp_ca
     res = edit(model, tok, REQ, method, hp, regularizer=Regularizer(how, 0.4, seed=3))
     try:
         for name, raw in res.updates.items():
-            from helpers.editing.layers import from_param_layout, get_module
+            from helpers.editing.modules import from_param_layout, get_module
 
             module = get_module(model, name.rsplit(".", 1)[0])
             shaped = from_param_layout(res.deltas[name], module)
@@ -93,7 +93,7 @@ def test_mend_updates_take_a_regularizer_through_apply_update(tiny_model):
     """MEND's updates (both MLP matrices; GPT-2's are Conv1D) shaped by RECT when applied —
     the path helpers.edit takes for every method."""
     from helpers.editing import mend
-    from helpers.editing.layers import from_param_layout, get_module
+    from helpers.editing.modules import from_param_layout, get_module
 
     model, tok = tiny_model
     gpt2 = type(model).__name__.startswith("GPT2")
@@ -122,7 +122,7 @@ def test_the_k_view_shows_the_metrics_of_each_setting_it_is_moved_to(tiny_model)
     import matplotlib
 
     matplotlib.use("Agg")
-    from helpers.interactive import ablation_readout, rect_k_view
+    from helpers.report.sliders import ablation_readout, rect_k_view
 
     model, tok = tiny_model
     res = edit(model, tok, REQ, "ROME", _hp(model, "ROME"))

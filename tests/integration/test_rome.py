@@ -127,7 +127,7 @@ def test_shipped_hparams_files_read_as_they_are():
 @pytest.mark.slow
 def test_rome_on_smollm2_makes_the_target_the_greedy_continuation(smollm2):
     from helpers import generate
-    from helpers.metrics import editing_metrics
+    from helpers.editing.performance import editing_metrics
 
     model, tok = smollm2
     req = EditRequest(prompt="The name of the country of citizenship of Leonardo DiCaprio is",
@@ -151,7 +151,7 @@ def test_rome_on_smollm2_makes_the_target_the_greedy_continuation(smollm2):
 def test_mom2_adjustment_whitens_the_key(tiny_model, tmp_path, monkeypatch):
     """With mom2_adjustment, u is C⁻¹k normalised, C the cached key second moment."""
     monkeypatch.setenv("EDITHURT_CACHE", str(tmp_path))
-    from helpers.editing import stats
+    from helpers.editing import key_stats as stats
 
     monkeypatch.setattr(stats, "_MEMORY", {})
     model, tok = tiny_model

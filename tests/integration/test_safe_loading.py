@@ -57,7 +57,7 @@ def test_a_pickle_planted_as_the_mend_network_is_refused_and_never_runs(tiny_mod
 
 
 def test_a_pickle_planted_as_a_stored_edit_state_is_refused_and_never_runs(tmp_path):
-    from helpers.results import ResultStore
+    from helpers.runs.store import ResultStore
 
     store = ResultStore(tmp_path / "r.jsonl")
     plant_pickle(store._tensor_path({"state": 1}), tmp_path / "pwned")

@@ -1,12 +1,12 @@
-"""Running the decoder in pieces (helpers.stack) gives what one full forward pass gives, and
+"""Running the decoder in pieces (helpers.model.stack) gives what one full forward pass gives, and
 ROME/MEMIT's value optimisation on the reused prefix gives the reference's result."""
 import pytest
 import torch
 
 from helpers import EditRequest
 from helpers.editing import rome
-from helpers.editing.layers import get_module
-from helpers.stack import DecoderStack, KeyValues, attention_bias
+from helpers.editing.modules import get_module
+from helpers.model.stack import DecoderStack, KeyValues, attention_bias
 
 TEXTS = ["The capital of France is Paris and", "A", "Danielle Darrieux was born in the city of"]
 
@@ -94,7 +94,7 @@ def test_the_reused_prefix_gives_the_references_outputs_and_gradients(tiny_deep_
     subject on, and the gradient of a loss on them with respect to δ, equal the reference's.
     (The optimised vectors themselves are compared on SmolLM2 below: on a random tiny model
     some gradient components are rounding noise, and Adam follows their sign.)"""
-    from helpers.editing.layers import in_template, subject_last_index
+    from helpers.editing.positions import in_template, subject_last_index
 
     model, tok = tiny_deep_model
     hp = _hp(model)
@@ -136,8 +136,8 @@ def test_the_lower_layer_cache_gives_what_a_full_read_gives_after_an_edit(tiny_d
     """Fill the cache on the unedited model, change a layer at or above ``layer``, then decode
     with the cache: the same greedy tokens and continuation scores as without it. Changing a
     layer below makes the cache refuse."""
-    from helpers.generate import generate
-    from helpers.lower_layers import LowerLayerCache, StaleCacheError
+    from helpers.model.generate import generate
+    from helpers.model.lower_layers import LowerLayerCache, StaleCacheError
 
     model, tok = tiny_deep_model
     prompts = ["The capital of France is", "Once upon a time there was a", "2 + 2 =", "Hi"]

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-import helpers.editing
-import helpers.evaluate
+import helpers.runs.sweep
 from helpers.errors import UnknownNameError
-from helpers.sweep import Chain, SweepError, chains, side_effects
+from helpers.model import LoadedModel
+from helpers.runs.sweep import Chain, SweepError, chains, side_effects
 
 pytestmark = [pytest.mark.data]
 
@@ -22,8 +22,8 @@ def _hp(model):
 
 
 def _run(model_tok, chain_list, **kw):
-    model, _ = model_tok
-    return side_effects(chain_list, "tiny", TASKS, n=2, seed=0, hparams=_hp(model), loaded=model_tok,
+    model, tok = model_tok
+    return side_effects(chain_list, LoadedModel("tiny", model, tok), TASKS, n=2, seed=0, hparams=_hp(model),
                         progress=False, **kw)
 
 
@@ -53,7 +53,8 @@ def test_an_interrupted_chain_resumes_from_its_last_checkpoint(tiny_deep_model, 
     reference = _run(tiny_deep_model, chain, store=tmp_path / "reference.jsonl")
 
     calls = {"edit": 0, "eval": 0}
-    real_edit, real_eval = helpers.editing.edit, helpers.evaluate.evaluate_tasks
+    # the names the sweep calls (helpers.runs.sweep's imports of edit and evaluate_tasks)
+    real_edit, real_eval = helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_tasks
 
     def counting_edit(*a, **k):
         calls["edit"] += 1
@@ -65,8 +66,8 @@ def test_an_interrupted_chain_resumes_from_its_last_checkpoint(tiny_deep_model, 
             raise KeyboardInterrupt("killed")
         return real_eval(*a, **k)
 
-    monkeypatch.setattr(helpers.editing, "edit", counting_edit)
-    monkeypatch.setattr(helpers.evaluate, "evaluate_tasks", failing_eval)
+    monkeypatch.setattr(helpers.runs.sweep, "edit", counting_edit)
+    monkeypatch.setattr(helpers.runs.sweep, "evaluate_tasks", failing_eval)
     fail_at = 2 * len(TASKS) + 2  # the second task of the third point (2 edits)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny_deep_model, chain, store=tmp_path / "run.jsonl")

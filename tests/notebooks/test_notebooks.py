@@ -3,7 +3,7 @@ PROFILE=smoke` runs it, and writes its tables and figures."""
 import pandas as pd
 import pytest
 
-from helpers import reproduce
+from helpers.report import reproduce
 
 pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.data]
 

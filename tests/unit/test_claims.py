@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from helpers import claims
+from helpers.report import claims
 
 
 def _row(task="nli", value=0.5, chance=0.5, prompts=100, nll=2.0, nll_sd=1.0, **kw):

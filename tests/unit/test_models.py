@@ -3,7 +3,7 @@ import time
 import pytest
 
 from helpers import ModelNotFoundError, load_model
-from helpers.models import embedded_gguf
+from helpers.model.loading import embedded_gguf
 
 
 def test_embedded_gguf_is_found_without_importing_the_package():
@@ -26,7 +26,7 @@ def test_unknown_model_fails_at_once_offline(monkeypatch):
 
 
 def test_unreachable_hub_fails_at_once(monkeypatch):
-    import helpers.models as m
+    import helpers.model.loading as m
 
     monkeypatch.setattr(m, "_reachable", lambda url, timeout=2.0: False)
     t = time.perf_counter()

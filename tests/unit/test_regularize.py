@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from helpers import Regularizer, regularize
 from helpers.errors import UnknownNameError
-from helpers.regularize import RegularizerError, kept_count, relative_change
+from helpers.editing.regularize import RegularizerError, kept_count, relative_change
 
 shapes = st.tuples(st.integers(1, 9), st.integers(1, 9))
 fractions = st.floats(0.01, 1.0)

@@ -1,7 +1,7 @@
 """make reproduce's guards: unknown profiles, misspelled notebook parameters, GPU-only profiles."""
 import pytest
 
-from helpers import reproduce
+from helpers.report import reproduce
 
 
 def test_an_unknown_profile_names_the_valid_ones():

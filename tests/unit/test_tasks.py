@@ -1,7 +1,7 @@
 import pytest
 
 from helpers import TASKS, get_task
-from helpers.tasks import Example, Prompt
+from helpers.evaluation.tasks import Example, Prompt
 
 
 def ex(task, **fields):

@@ -1,0 +1,403 @@
+"""The 8 downstream tasks of the paper (docs/protocol.md, "Tasks"): reading, prompting and scoring.
+
+Each task turns its file into :class:`Example` s, each example into one or more
+:class:`Prompt` s (NER asks 4 questions per sentence), and model outputs into the task's
+headline score. Two protocols:
+
+``paper``
+    the paper's Table 2 prompts and metrics (the default);
+``released``
+    the authors' released scripts: their prompt strings verbatim and their scoring
+    (substring hits, the ``rouge`` package, their NER entity reading). docs/protocol.md ("Protocols") lists the
+    differences.
+
+A :class:`Prompt` also carries the gold continuation (``gold_text``, for ``gold_nll``) and,
+for classification tasks, the label strings (for ``label_acc``): the measures that still see
+damage when a model is at chance (docs/protocol.md).
+"""
+from __future__ import annotations
+
+import os
+import random
+import string
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .. import data
+from . import answers
+from ..errors import unknown
+
+PROTOCOLS = ("paper", "released")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One test item: ``id`` is its index in the full test file (stable across subsamples)."""
+
+    task: str
+    id: int
+    fields: dict = field(hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One generation request of a task.
+
+    ``gold_text`` is the gold answer as a continuation of ``text`` (leading space included),
+    or None when there is none; ``target`` is what scoring compares the output with;
+    ``kind`` names the question asked (NER: the entity type).
+    """
+
+    example: Example
+    text: str
+    gold_text: str | None
+    target: Any
+    kind: str | None = None
+
+
+class Task:
+    name: ClassVar[str]
+    file: ClassVar[str]
+    metric: ClassVar[str]
+    max_new_tokens: ClassVar[int]
+    chance: ClassVar[float | None] = None
+    labels: ClassVar[tuple[str, ...] | None] = None  # continuations scored for label_acc
+    released_metric: ClassVar[str | None] = None  # the metric's name when it differs under "released"
+
+    def metric_name(self, protocol: str) -> str:
+        return self.released_metric if protocol == "released" and self.released_metric else self.metric
+
+    def rows(self, data_dir, protocol) -> list[data.Row]:
+        raise NotImplementedError
+
+    def example(self, row: data.Row, index: int) -> Example:
+        raise NotImplementedError
+
+    def prompts(self, ex: Example, protocol: str, hint: bool = True) -> list[Prompt]:
+        raise NotImplementedError
+
+    def score(self, prompts: list[Prompt], outputs: list[str], protocol: str) -> tuple[float, float]:
+        """(headline score, share of outputs in a valid answer form)."""
+        raise NotImplementedError
+
+    def load(self, data_dir=None, protocol="paper") -> list[Example]:
+        return [self.example(r, i) for i, r in enumerate(self.rows(data_dir, protocol))]
+
+
+# --------------------------------------------------------------------- classification
+class Classification(Task):
+    """One new token; the label is parsed from it. ``words`` are the label words in the
+    order of ``labels``; the paper protocol reads the first word of the output, the released
+    one tests whether the label word occurs in it (case-insensitive)."""
+
+    words: ClassVar[tuple[str, ...]]
+    max_new_tokens = 1
+    released_case_sensitive: ClassVar[bool] = False
+
+    def parse_paper(self, output: str) -> int | None:
+        s = output.strip().lstrip(string.punctuation + " ").lower()
+        first = "".join(ch for ch in s.split(" ")[0] if ch.isalnum()) if s else ""
+        return self.words.index(first) if first in self.words else None
+
+    def score(self, prompts, outputs, protocol):
+        hits = valid = 0
+        for p, out in zip(prompts, outputs):
+            if protocol == "paper":
+                label = self.parse_paper(out)
+                valid += label is not None
+                hits += label == p.target
+            else:
+                text = out if self.released_case_sensitive else out.lower()
+                found = [w in text for w in self.released_words()]
+                valid += any(found)
+                hits += found[p.target]
+        n = max(len(prompts), 1)
+        return hits / n, valid / n
+
+    def released_words(self) -> tuple[str, ...]:
+        return self.words
+
+    def prompt(self, ex, text, label_index):
+        return Prompt(ex, text, self.labels[label_index], label_index)
+
+
+class NLI(Classification):
+    name, file, metric = "nli", "test-NLI.tsv", "accuracy"
+    chance, labels, words = 0.5, (" true", " false"), ("true", "false")
+
+    def rows(self, data_dir, protocol):
+        return data.read_tsv(data.task_path(self.file, data_dir), ["sentence1", "sentence2", "label"])
+
+    def example(self, row, index):
+        label = row.field("label")
+        if label not in ("entailment", "not_entailment"):
+            raise row.error(f"label should be 'entailment' or 'not_entailment', got {label!r}")
+        return Example(self.name, index, {"s1": row.field("sentence1"), "s2": row.field("sentence2"), "entails": label == "entailment"})
+
+    def prompts(self, ex, protocol, hint=True):
+        f = ex.fields
+        return [self.prompt(ex, f"{f['s1']} entails the {f['s2']}. True or False? answer:", 0 if f["entails"] else 1)]
+
+
+class ClosedQA(Classification):
+    name, file, metric = "closed_qa", "test-ClosedDomainQA.jsonl", "exact_match"
+    chance, labels, words = 0.5, (" yes", " no"), ("yes", "no")
+
+    def rows(self, data_dir, protocol):
+        return data.read_json_lines(data.task_path(self.file, data_dir))
+
+    def example(self, row, index):
+        return Example(self.name, index, {"passage": row.field("passage"), "question": row.field("question"), "answer": row.field("answer", bool)})
+
+    def prompts(self, ex, protocol, hint=True):
+        f = ex.fields
+        text = (
+            "Please answer the given question based on the passage. The answer should be exact "
+            f"'yes' or 'no'. passage: {f['passage']} question: {f['question']}. answer:"
+        )
+        return [self.prompt(ex, text, 0 if f["answer"] else 1)]
+
+
+class Sentiment(Classification):
+    name, file, metric = "sentiment", "test-SentimentAnalysis.tsv", "accuracy"
+    chance, labels, words = 0.5, (" positive", " negative"), ("positive", "negative")
+
+    def rows(self, data_dir, protocol):
+        return data.read_tsv(data.task_path(self.file, data_dir), ["sentence", "label"])
+
+    def example(self, row, index):
+        label = row.field("label")
+        if label not in ("0", "1"):
+            raise row.error(f"label should be 0 or 1, got {label!r}")
+        return Example(self.name, index, {"text": row.field("sentence"), "positive": label == "1"})
+
+    def prompts(self, ex, protocol, hint=True):
+        if protocol == "paper":
+            head = ("For each snippet of text, label the sentiment of the text as positive or negative. "
+                    "The answer should be exact 'positive' or 'negative'.")
+        else:
+            head = ("For each snippet of text,label the sentiment of the text as positive or negative."
+                    "The answer should be exact 'positive' or 'negative'.")
+        return [self.prompt(ex, f"{head} text: {ex.fields['text']} answer:", 0 if ex.fields["positive"] else 1)]
+
+
+class Dialogue(Classification):
+    name, file, metric = "dialogue", "test-dialogue", "recall4@1"
+    chance, labels, words = 0.25, (" A", " B", " C", " D"), ("a", "b", "c", "d")
+    released_case_sensitive = True
+
+    def released_words(self):
+        return ("A", "B", "C", "D")
+
+    def parse_paper(self, output):
+        s = output.strip().lstrip("(").strip()
+        if s[:1] in ("A", "B", "C", "D") and not s[1:2].isalpha():
+            return "ABCD".index(s[0])
+        return None
+
+    def rows(self, data_dir, protocol):
+        return data.read_json_files(data.task_path(self.file, data_dir))
+
+    def example(self, row, index):
+        options = row.field("options", list)
+        if len(options) != 4 or not all(isinstance(o, str) for o in options):
+            raise row.error(f"'options' should hold 4 strings, got {len(options)}")
+        answer = row.field("answers")
+        if answer not in ("A", "B", "C", "D"):
+            raise row.error(f"'answers' should be one of A, B, C, D, got {answer!r}")
+        return Example(self.name, index, {"article": row.field("article"), "options": options, "answer": "ABCD".index(answer)})
+
+    def prompts(self, ex, protocol, hint=True):
+        f, o = ex.fields, ex.fields["options"]
+        if protocol == "paper":
+            text = (f"Q: {f['article']} Which choice is correct? Answer Choices: (A){o[0]} (B){o[1]} "
+                    f"(C){o[2]} (D){o[3]} A: Among A through D, the answer is")
+        else:
+            text = (f"Q: {f['article']} Which choice is correct? Answer Chioces: (A){o[0]}(B){o[1]}"
+                    f"(C){o[2]}(D){o[3]} A: Among A through D, the answer is")
+        return [self.prompt(ex, text, f["answer"])]
+
+
+# ------------------------------------------------------------------------- generation
+class Reasoning(Task):
+    """GSM8K with the gold rationale as a hint (the released code's setting; ``hint=False``
+    asks without it). Paper: the gold number is one of the numbers in the output; released:
+    the gold number's digits occur as a substring of the output."""
+
+    name, file, metric, max_new_tokens, chance = "reasoning", "test-reasoning.jsonl", "solve_rate", 5, 0.0
+
+    def rows(self, data_dir, protocol):
+        return data.read_json_lines(data.task_path(self.file, data_dir))
+
+    def example(self, row, index):
+        answer = row.field("answer")
+        if "#### " not in answer:
+            raise row.error("field 'answer' lacks the '#### <number>' line")
+        rationale, gold = answer.split("#### ", 1)
+        gold = gold.strip()
+        try:
+            float(gold.replace(",", ""))
+        except ValueError:
+            raise row.error(f"the answer after '####' is not a number: {gold!r}") from None
+        return Example(self.name, index, {"question": row.field("question"), "rationale": rationale, "gold": gold})
+
+    def prompts(self, ex, protocol, hint=True):
+        f = ex.fields
+        if protocol == "paper":
+            middle = f" {f['rationale'].strip()}" if hint else ""
+            text = f"Q: {f['question']} A: Let's think step by step.{middle} Therefore, the answer (arabic numerals) is:"
+        else:
+            middle = f" {f['rationale']}" if hint else ""
+            text = f"Q: {f['question']} A:Let's think step by step.{middle} Therefore, the answer (arabic numerals) is:"
+        return [Prompt(ex, text, f" {f['gold']}", f["gold"])]
+
+    def score(self, prompts, outputs, protocol):
+        if protocol == "paper":
+            hits = [answers.number_match(o, p.target) for p, o in zip(prompts, outputs)]
+        else:
+            hits = [p.target in o for p, o in zip(prompts, outputs)]
+        valid = [bool(answers.numbers_in(o)) for o in outputs]
+        return _mean(hits), _mean(valid)
+
+
+class OpenQA(Task):
+    """Natural Questions with a passage. Paper: exact match of the answer line (the first
+    non-empty line of the output, an 'Answer:' prefix removed); released: any contiguous
+    word span of the output matches (docs/protocol.md, "Protocols")."""
+
+    name, file, metric, max_new_tokens, chance = "open_qa", "test-OpenDomainQA.jsonl", "exact_match", 20, 0.0
+    released_metric = "span_match"
+
+    def rows(self, data_dir, protocol):
+        return data.read_json_lines(data.task_path(self.file, data_dir))
+
+    def example(self, row, index):
+        answers, passages = row.field("answer", list), row.field("output", list)
+        if not all(isinstance(a, str) for a in answers) or not isinstance(passages[0], str):
+            raise row.error("'answer' and 'output' should be lists of strings")
+        return Example(self.name, index, {"question": row.field("question"), "passage": passages[0], "answers": answers})
+
+    def prompts(self, ex, protocol, hint=True):
+        f = ex.fields
+        text = f"Refer to the passage below and answer the following question. Passage: {f['passage']} Question: {f['question']}"
+        return [Prompt(ex, text, f" {f['answers'][0]}", f["answers"])]
+
+    @staticmethod
+    def answer_line(output: str) -> str:
+        line = next((l for l in output.split("\n") if l.strip()), "").strip()
+        return line[len("answer:"):].strip() if line.lower().startswith("answer:") else line
+
+    def score(self, prompts, outputs, protocol):
+        if protocol == "paper":
+            hits = [answers.exact_match(self.answer_line(o), p.target) for p, o in zip(prompts, outputs)]
+        else:
+            hits = [answers.span_match(o, p.target) for p, o in zip(prompts, outputs)]
+        return _mean(hits), _mean([bool(o.strip()) for o in outputs])
+
+
+class Summarization(Task):
+    name, file, metric, max_new_tokens = "summarization", "test-summarization.json", "rouge", 25
+
+    def rows(self, data_dir, protocol):
+        return data.read_json_array(data.task_path(self.file, data_dir))
+
+    def example(self, row, index):
+        return Example(self.name, index, {"dialogue": row.field("dialogue"), "summary": row.field("summary")})
+
+    def prompts(self, ex, protocol, hint=True):
+        return [Prompt(ex, f"{ex.fields['dialogue']}\nTL;DR:", f" {ex.fields['summary'].strip()}", ex.fields["summary"])]
+
+    def score(self, prompts, outputs, protocol):
+        rouge = answers.rouge_mean if protocol == "paper" else answers.rouge_mean_released
+        return _mean([rouge(o.strip(), p.target) for p, o in zip(prompts, outputs)]), _mean([len(o.strip()) > 1 for o in outputs])
+
+
+class NER(Task):
+    """CoNLL-2003, four prompts per sentence. Paper: entity-level micro F1 of the listed
+    entities against the gold ones (IOB1 reading); released: per type, the share of gold
+    entities found as substrings of the output (its own entity reading), averaged over
+    the four types. The paper protocol skips ``-DOCSTART-`` blocks (3250 sentences); the
+    released one keeps them (3466)."""
+
+    name, file, metric, max_new_tokens = "ner", "test-NER.txt", "entity_f1", 10
+    released_metric = "entity_recall"
+    TYPES = (("PER", "Person"), ("LOC", "Location"), ("ORG", "Organization"), ("MISC", "Miscellaneous"))
+
+    def rows(self, data_dir, protocol):
+        rows = data.read_conll(data.task_path(self.file, data_dir))
+        return rows if protocol == "released" else [r for r in rows if not r.value.docstart]
+
+    def example(self, row, index):
+        s = row.value
+        return Example(self.name, index, {"words": s.words, "tags": s.tags, "text": self.sentence_text(s.words)})
+
+    @staticmethod
+    def sentence_text(words) -> str:
+        """Words joined by spaces, except before ',' and '.' (the released code's joining)."""
+        out = ""
+        for w in words:
+            out += w if w in (",", ".") else " " + w
+        return out[1:]
+
+    def prompts(self, ex, protocol, hint=True):
+        f = ex.fields
+        read = answers.entities_iob1 if protocol == "paper" else answers.entities_released
+        ents = read(f["words"], f["tags"])
+        out = []
+        for typ, word in self.TYPES:
+            gold = [text for t, text in ents if t == typ]
+            text = f"Please identify {word} Entity from the given text. Text: {f['text']} Entity:"
+            gold_text = " " + ", ".join(dict.fromkeys(gold)) if gold else None
+            out.append(Prompt(ex, text, gold_text, gold, kind=typ))
+        return out
+
+    def score(self, prompts, outputs, protocol):
+        valid = _mean([bool(o.strip()) for o in outputs])
+        if protocol == "paper":
+            counts = [answers.f1_counts(answers.parse_entity_list(o), set(p.target)) for p, o in zip(prompts, outputs)]
+            return answers.micro_f1(counts), valid
+        per_type = {}
+        for p, o in zip(prompts, outputs):
+            found, counted = answers.released_entity_hits(p.target, o, p.kind)
+            f, c = per_type.get(p.kind, (0, 0))
+            per_type[p.kind] = (f + found, c + counted)
+        shares = [f / c for f, c in per_type.values() if c]
+        return _mean(shares), valid
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+_REGISTRY: dict[str, Task] = {
+    t.name: t for t in (Reasoning(), NLI(), OpenQA(), ClosedQA(), Dialogue(), Summarization(), NER(), Sentiment())
+}
+TASKS: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def get_task(name: str) -> Task:
+    if name not in _REGISTRY:
+        raise unknown("task", name, TASKS)
+    return _REGISTRY[name]
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise unknown("protocol", protocol, PROTOCOLS)
+    return protocol
+
+
+def load_task(name: str, data_dir: str | os.PathLike | None = None, n: int | None = None,
+              seed: int = 0, protocol: str = "paper") -> list[Example]:
+    """The test set of task ``name`` (docs/protocol.md counts; NER counts sentences), or a seeded
+    subsample of ``n`` examples (kept in file order; ``Example.id`` records which)."""
+    task = get_task(name)
+    examples = task.load(data_dir, check_protocol(protocol))
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n must be a positive number of examples or None for all, got {n}")
+        if n < len(examples):
+            keep = sorted(random.Random(seed).sample(range(len(examples)), n))
+            examples = [examples[i] for i in keep]
+    return examples

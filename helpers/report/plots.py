@@ -1,0 +1,128 @@
+"""Figures in the paper's layout (seaborn). Each function returns a matplotlib Figure."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+
+def baseline_bars(df: pd.DataFrame, title: str = "Unedited model") -> plt.Figure:
+    """Left: each task's headline metric per protocol, chance levels as black ticks. Right:
+    the gold answer's NLL (lower is better), which still moves when the metric is at chance."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2), constrained_layout=True)
+    sns.barplot(df, x="task", y="value", hue="protocol", ax=ax1, palette="deep")
+    chance = df.drop_duplicates("task")
+    ax1.scatter(chance.task, chance.chance, marker="_", s=600, color="black", zorder=5, label="chance")
+    ax1.set(ylabel="headline metric", xlabel="", ylim=(0, 1), title=f"{title}: task metrics")
+    ax1.legend(loc="upper right", fontsize=9)
+    sns.barplot(df[df.protocol == df.protocol.iloc[0]], x="task", y="gold_nll", ax=ax2, color="#8172b3")
+    ax2.set(ylabel="gold answer NLL per token", xlabel="", title=f"{title}: gold-answer NLL")
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def weight_change_heatmaps(deltas: dict, max_shape=(160, 160), reduce: str = "max", title: str = "|ΔW|") -> plt.Figure:
+    """One heat map of ``|ΔW|`` per entry of ``deltas`` (label → ``[out, in]`` tensor), on a
+    shared colour scale, each matrix shrunk by blocks to at most ``max_shape`` taking the block
+    ``max`` (default; sparse large changes stay visible) or ``mean`` (paper Fig. 5)."""
+    from ..editing.weight_change import downsample
+
+    sns.set_theme(style="white", context="notebook")
+    small = {k: downsample(v, max_shape, reduce).numpy() for k, v in deltas.items()}
+    top = max(float(m.max()) for m in small.values()) or 1.0
+    fig, axes = plt.subplots(1, len(small), figsize=(3.4 * len(small) + 0.8, 3.6), constrained_layout=True,
+                             squeeze=False)
+    for i, (ax, (label, m)) in enumerate(zip(axes[0], small.items())):
+        sns.heatmap(m, ax=ax, vmin=0, vmax=top, cmap="rocket_r", cbar=i == len(small) - 1,
+                    xticklabels=False, yticklabels=False, cbar_kws={"label": f"block {reduce} of |ΔW|"})
+        ax.set(title=str(label), xlabel="in", ylabel="out" if i == 0 else "")
+    fig.suptitle(title)
+    return fig
+
+
+def regularizer_bars(df: pd.DataFrame, metrics=("reliability", "generalization", "locality"),
+                     title: str = "Editing performance under regularization") -> plt.Figure:
+    """Paper Fig. 7: one panel per method, bars per metric and regulariser (mean over the
+    edited records, error bars one standard deviation)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    methods = list(dict.fromkeys(df.method))
+    long = df.melt(id_vars=["method", "regularizer", "case_id"], value_vars=list(metrics), var_name="metric")
+    order = list(dict.fromkeys(df.regularizer))
+    fig, axes = plt.subplots(1, len(methods), figsize=(7.5 * len(methods), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        sns.barplot(long[long.method == method], x="metric", y="value", hue="regularizer", hue_order=order,
+                    errorbar="sd", ax=ax, palette="deep", err_kws={"linewidth": 1})
+        n = df[df.method == method].case_id.nunique()
+        ax.set(ylim=(0, 1.05), xlabel="", ylabel="score", title=f"{method} (n = {n} edits, ± sd)")
+        ax.legend(fontsize=8, ncol=2, loc="lower left")
+    fig.suptitle(title)
+    return fig
+
+
+MEASURE_LABELS = {"value": "task metric (paper)", "gold_nll": "gold answer NLL per token (↓ better)",
+                  "label_acc": "label accuracy (most likely label)"}
+
+
+def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value", hue: str = "chain",
+                      title: str = "Downstream performance as edits accumulate") -> plt.Figure:
+    """Paper Fig. 3/4/8: one panel per task, ``measure`` (a column of
+    :func:`helpers.runs.sweep.side_effects` rows) against ``x`` (``edits``, ``edited_facts`` or
+    ``batch_size``), one line per ``hue``; the unedited model as a dashed grey line. With
+    ``x="batch_size"`` only the edited points are drawn (each batch size is its own edit)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    tasks = list(dict.fromkeys(df.task))
+    base = df[df.edits == 0].drop_duplicates("task").set_index("task")[measure]
+    data = df[df.edits > 0] if x == "batch_size" else df
+    cols = min(4, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.5, 3.0 * rows), constrained_layout=True,
+                             squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        part = data[data.task == task]
+        sns.lineplot(part, x=x, y=measure, hue=hue, style=hue, markers=True, dashes=False, ax=ax,
+                     legend=ax is axes.flat[0], errorbar=None)
+        if task in base.index and base[task] == base[task]:
+            ax.axhline(base[task], color="grey", linestyle="--", linewidth=1, label="unedited")
+        metric = part.metric.iloc[0] if measure == "value" and len(part) else measure
+        ax.set(title=f"{task} ({metric})", xlabel=x.replace("_", " "), ylabel="")
+        if x == "batch_size":
+            ax.set_xscale("log")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    _legend_outside(fig, axes.flat[0])
+    fig.suptitle(f"{title} — {MEASURE_LABELS.get(measure, measure)}")
+    return fig
+
+
+def k_sweep_lines(df: pd.DataFrame, metrics=("reliability", "generalization", "locality"),
+                  title: str = "Regularizers over k") -> plt.Figure:
+    """Editing metrics against ``k`` (the fraction kept), one line per regulariser (``how``),
+    one panel per (method, metric); mean ± sd over the edits; the unregularised edit dashed."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    methods = list(dict.fromkeys(df.method))
+    fig, axes = plt.subplots(len(methods), len(metrics), figsize=(4.2 * len(metrics) + 1.5, 3.2 * len(methods)),
+                             constrained_layout=True, squeeze=False)
+    for row, method in zip(axes, methods):
+        part = df[df.method == method]
+        for ax, metric in zip(row, metrics):
+            sns.lineplot(part[part.how != "none"], x="k", y=metric, hue="how", style="how", markers=True,
+                         dashes=False, errorbar="sd", ax=ax, legend=ax is axes.flat[0])
+            none = part[part.how == "none"][metric]
+            if len(none):
+                ax.axhline(none.mean(), color="grey", linestyle="--", linewidth=1, label="unregularized")
+            n = part.case_id.nunique()
+            ax.set(title=f"{method}: {metric} (n = {n})", xlabel="k (fraction kept)", ylabel="", ylim=(0, 1.05))
+    _legend_outside(fig, axes.flat[0])
+    fig.suptitle(title)
+    return fig
+
+
+def _legend_outside(fig, ax) -> None:
+    """Move ``ax``'s legend (drawn on the first panel only) to the figure's right edge."""
+    if ax.get_legend() is not None:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)

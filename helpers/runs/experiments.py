@@ -1,0 +1,229 @@
+"""Experiments on single edits and on the unedited model, one result row per unit of work.
+
+A unit is one evaluation or one edit under fixed settings; its row goes to a
+:class:`~helpers.runs.store.ResultStore` the moment it is computed (``store.row(settings,
+compute)``), and a rerun skips every unit already there. The model is loaded once, and only
+if some unit still has to run. ``model`` is a name (loaded on first need, once per process)
+or a :class:`~helpers.model.LoadedModel`; its name keys the rows.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..data import load_zsre
+from ..editing import Regularizer, apply_update, edit, editing_metrics, set_parameters
+from ..editing.mend import MENDHyperParams, split_zsre
+from ..editing.weight_change import accumulated_change
+from ..evaluation import TASKS, evaluate_tasks, get_task
+from ..evaluation.tasks import check_protocol
+from ..model.loading import LoadedModel
+from .session import model_name, shared_model
+from .store import ResultStore, hparams_key, open_store
+
+Store = str | os.PathLike | ResultStore | None
+
+
+def unedited_baseline(model: str | LoadedModel = "smollm2-135m", tasks: Sequence[str] = TASKS, n: int | None = 200,
+                      seed: int = 0, protocols: Sequence[str] = ("paper", "released"), *, store: Store = None,
+                      hint: bool = True, prompt_form: str = "plain", data_dir=None, progress: bool = True) -> pd.DataFrame:
+    """The unedited model on every task under every protocol: one row per (task, protocol)."""
+    for t in tasks:
+        get_task(t)
+    for p in protocols:
+        check_protocol(p)
+    store = open_store(store)
+    rows = []
+    for protocol in protocols:
+        for task in tasks:
+            settings = {"experiment": "unedited_baseline", "model": model_name(model), "task": task,
+                        "protocol": protocol, "n": n, "seed": seed, "hint": hint, "prompt_form": prompt_form}
+            rows.append(store.row(settings, lambda: evaluate_tasks(
+                *shared_model(model), [task], n=n, seed=seed, protocol=protocol, data_dir=data_dir, hint=hint,
+                prompt_form=prompt_form, progress=progress).iloc[0].to_dict()))
+    return pd.DataFrame(rows)
+
+
+def edit_sample(records, n: int, seed: int, method: str, hparams=None):
+    """``n`` ZsRE records drawn at random (seeded); for MEND only from its held-out split."""
+    pool = list(records)
+    if method.upper() == "MEND":
+        given = vars(hparams) if isinstance(hparams, MENDHyperParams) else hparams if isinstance(hparams, dict) else {}
+        fraction = given.get("train_fraction", MENDHyperParams.train_fraction)
+        split_seed = given.get("seed", MENDHyperParams.seed)
+        pool = split_zsre(pool, fraction, split_seed)[1]
+    return random.Random(seed).sample(pool, min(n, len(pool)))
+
+
+def _update_norm(result) -> float:
+    return float(sum(d.float().norm() ** 2 for d in result.deltas.values()) ** 0.5)
+
+
+def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str = "ROME", n: int = 20, seed: int = 0,
+                        *, hparams=None, store: Store = None, progress: bool = True) -> pd.DataFrame:
+    """Single edits of ``n`` random ZsRE records, each undone before the next: one row per
+    record with reliability, generalization, locality, portability and the seconds it took."""
+    store = open_store(store)
+
+    def compute(req):
+        m, tok = shared_model(model)
+        ref = editing_metrics(m, tok, [req])
+        start = time.perf_counter()
+        res = edit(m, tok, req, method, hparams)
+        seconds = time.perf_counter() - start
+        met = editing_metrics(m, tok, [req], reference=ref).iloc[0]
+        res.restore()
+        return {"case_id": req.case_id, "reliability": met.reliability, "generalization": met.generalization,
+                "locality": met.locality, "portability": met.portability, "seconds": seconds,
+                "delta_norm": _update_norm(res)}
+
+    rows = []
+    for req in tqdm(edit_sample(load_zsre(), n, seed, method, hparams), desc=f"{method} single edits",
+                    disable=not progress):
+        settings = {"experiment": "editing_performance", "model": model_name(model), "method": method.upper(),
+                    "case_id": req.case_id, "hparams": hparams_key(hparams)}
+        rows.append(store.row(settings, lambda: compute(req)))
+    return pd.DataFrame(rows)
+
+
+def raw_updates(model: str | LoadedModel, req, method: str, hparams=None, store: Store = None) -> dict:
+    """``{parameter: ΔW [out, in]}`` that ``method`` computes for ``req`` on the unedited model,
+    computed once and kept in the store (the model is left unedited)."""
+    def compute():
+        res = edit(*shared_model(model), req, method, hparams)
+        res.restore()
+        return res.updates
+
+    settings = {"experiment": "raw_update", "model": model_name(model), "method": method.upper(),
+                "case_id": req.case_id, "hparams": hparams_key(hparams)}
+    return open_store(store).tensors(settings, compute)
+
+
+def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME", max_edits: int = 15,
+                  n_single: int = 20, seed: int = 0, *, hparams=None, store: Store = None,
+                  progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Paper Table 1 / Fig. 5: how much ``method`` changes the matrices it edits.
+
+    Returns ``(rows, cumulative)``. ``rows``: one per edited matrix of each single edit of
+    ``n_single`` random records (``setting="single"``, each from the unedited model) and of
+    each point ``1..max_edits`` of one sequential chain of random records
+    (``setting="sequential"``), with :func:`helpers.editing.weight_change_stats`.
+    ``cumulative``: ``{number of edits: {parameter: ΔW [out, in] since the unedited model}}``
+    of the chain, kept in the store so that a slider over the number of edits needs no new
+    edit. An interrupted chain resumes from its last stored point."""
+    store = open_store(store)
+    records = load_zsre()
+    base = {"model": model_name(model), "method": method.upper(), "hparams": hparams_key(hparams)}
+
+    def single(req):
+        # the update as the regulariser ablation stores it: one edit serves both
+        res = apply_update(shared_model(model).model, raw_updates(model, req, method, hparams, store), method=method)
+        stats = accumulated_change(res.model, [res])[1]
+        res.restore()
+        return {"stats": stats}
+
+    rows = []
+    for req in tqdm(edit_sample(records, n_single, seed, method, hparams), desc=f"{method} single edits",
+                    disable=not progress):
+        row = store.row({"experiment": "weight_change", "setting": "single", "case_id": req.case_id, **base},
+                        lambda: single(req))
+        rows += [{"setting": "single", "edits": 1, "case_id": req.case_id, "parameter": n, **st}
+                 for n, st in row["stats"].items()]
+
+    chain = edit_sample(records, max_edits, seed + 1, method, hparams)
+    if len(chain) < max_edits:
+        raise ValueError(f"only {len(chain)} records can be edited with {method}; max_edits={max_edits} is too many")
+    chain_key = {"experiment": "weight_change", "setting": "sequential", "seed": seed, **base}
+
+    def point(count):  # keyed by the records edited so far: a longer chain extends a shorter one
+        return {**chain_key, "chain": [r.case_id for r in chain[:count]], "edits": count}
+
+    cumulative, stats, done, values = {}, {}, 0, {}
+    while done < max_edits:
+        key = point(done + 1)
+        row, tensors = store.get(key), store.get_tensors(key)
+        if row is None or tensors is None:
+            break
+        done += 1
+        cumulative[done] = {n[len("delta/"):]: t for n, t in tensors.items() if n.startswith("delta/")}
+        stats[done], values = row["stats"], tensors
+    if done < max_edits:
+        m, tok = shared_model(model)
+        applied = [set_parameters(m, {n[len("value/"):]: t for n, t in values.items() if n.startswith("value/")})] \
+            if done else []  # back to the last stored point, bit for bit
+        try:
+            for count in tqdm(range(done + 1, max_edits + 1), desc=f"{method} sequential edits", disable=not progress):
+                applied.append(edit(m, tok, chain[count - 1], method, hparams))
+                cumulative[count], stats[count] = accumulated_change(m, applied)
+                params = dict(m.named_parameters())
+                store.put_tensors(point(count), {**{f"delta/{n}": d for n, d in cumulative[count].items()},
+                                                 **{f"value/{n}": params[n].detach() for n in cumulative[count]}})
+                store.put(point(count), {"stats": stats[count]})
+        finally:
+            for res in reversed(applied):
+                res.restore()
+    for count in range(1, max_edits + 1):
+        rows += [{"setting": "sequential", "edits": count, "case_id": chain[count - 1].case_id, "parameter": n, **st}
+                 for n, st in stats[count].items()]
+    return pd.DataFrame(rows), cumulative
+
+
+def paper_regularizers() -> list[Regularizer]:
+    """Fig. 7's settings: Unregularized, RECT 80/60/40/20 %, Random 40 %, PCA 40 %."""
+    return [Regularizer("none"), *(Regularizer("rect", k) for k in (0.8, 0.6, 0.4, 0.2)),
+            Regularizer("random", 0.4), Regularizer("pca", 0.4)]
+
+
+def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Sequence[str] = ("ROME", "MEMIT"),
+                         regularizers=None, n: int = 20, seed: int = 0, *, hparams: dict | None = None,
+                         store: Store = None, progress: bool = True) -> pd.DataFrame:
+    """Paper Fig. 7: editing performance of each method's single edits of ``n`` random records
+    under each regulariser. Each record's update is computed once; every regulariser is then
+    applied to that same update. One row per (method, regulariser, record)."""
+    store = open_store(store)
+    regularizers = list(regularizers) if regularizers is not None else paper_regularizers()
+    hparams = hparams or {}
+    rows = []
+    for method in methods:
+        hp = hparams.get(method)
+        for req in tqdm(edit_sample(load_zsre(), n, seed, method, hp), desc=f"{method} × regularizers",
+                        disable=not progress):
+            once: dict = {}  # the unedited metrics and the raw update: once per record, only if needed
+
+            def compute(reg):
+                m, tok = shared_model(model)
+                if not once:
+                    once.update(reference=editing_metrics(m, tok, [req]),
+                                updates=raw_updates(model, req, method, hp, store))
+                res = apply_update(m, once["updates"], reg, method=method.upper())
+                met = editing_metrics(m, tok, [req], reference=once["reference"]).iloc[0]
+                res.restore()
+                return {"reliability": met.reliability, "generalization": met.generalization,
+                        "locality": met.locality, "portability": met.portability, "delta_norm": _update_norm(res)}
+
+            for reg in regularizers:
+                settings = {"experiment": "regularizer_ablation", "model": model_name(model), "method": method.upper(),
+                            "case_id": req.case_id, "how": reg.how, "k": reg.k, "reg_seed": reg.seed,
+                            "hparams": hparams_key(hp)}
+                row = store.row(settings, lambda: compute(reg))
+                rows.append({"method": method.upper(), "regularizer": reg.label, "how": reg.how, "k": reg.k,
+                             "case_id": req.case_id, **row})
+    return pd.DataFrame(rows)
+
+
+def ablation_inputs(model: str | LoadedModel, method: str = "ROME", n: int = 20, seed: int = 0, *, hparams=None,
+                    store: Store = None):
+    """``(requests, updates, references)`` for a slider over k: the same records as
+    :func:`regularizer_ablation`, their raw updates (from the store when there) and their
+    pre-edit editing metrics (one single-row frame each)."""
+    store = open_store(store)
+    requests = edit_sample(load_zsre(), n, seed, method, hparams)
+    updates = [raw_updates(model, r, method, hparams, store) for r in requests]
+    unedited = editing_metrics(*shared_model(model), requests)  # all requests in one pass, one row each
+    references = [unedited.iloc[[i]].reset_index(drop=True) for i in range(len(requests))]
+    return requests, updates, references

@@ -1,0 +1,230 @@
+"""The results store: one JSON line per result row, keyed by the settings that produced it.
+
+Rows are appended (and flushed to disk) as soon as they are computed, so a crash loses at
+most the unit in progress; a rerun with the same settings finds them and skips the work.
+Every record carries the store's format number and what produced it (package, torch and
+transformers versions; the seed and settings are the key's). JSON only (never pickle).
+
+A line cut short by a crash can only be the last one: it is dropped (and the file cut back to
+its last complete line) when the store is opened. Anything else that cannot be read — a bad
+line before the end, a record of another format — is an error naming the file and line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import EdithurtError
+from ..files import atomic_write_text, is_disk_full, load_safetensors, save_safetensors
+
+FORMAT = 2  # 1: records without "format" or provenance (before 2026-11-26)
+
+
+class StoreError(EdithurtError, ValueError):
+    """A results store (or a tensor file beside it) that cannot be read or written."""
+
+
+class DiskFullError(StoreError, OSError):
+    """The disk filled up while a result was written; the store is intact up to the last row."""
+
+
+def settings_key(settings: dict) -> str:
+    """A stable hash of a settings dict (key order does not matter)."""
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def hparams_key(hparams) -> object:
+    """What identifies ``hparams`` (None, a YAML path, a dict of overrides, or an hparams
+    object) in a settings dict: itself where it is JSON-like, else its ``repr``."""
+    return hparams if isinstance(hparams, (dict, str, type(None))) else repr(hparams)
+
+
+def provenance() -> dict:
+    """The versions that produce a row (recorded with it, not part of its key)."""
+    from importlib import metadata
+
+    import torch
+    import transformers
+
+    try:
+        package = metadata.version("edithurt")
+    except metadata.PackageNotFoundError:
+        package = "source"
+    return {"edithurt": package, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+class ResultStore:
+    """Append-only JSONL file of ``{"format", "key", "settings", "row", "made_by"}`` records,
+    and tensor files beside it. ``ResultStore(None)`` keeps everything in memory only (a run
+    that was given no store still shares rows between its parts, but cannot resume)."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = None if path is None else Path(path)
+        self._rows: dict[str, dict] = {}
+        self._tensors: dict[str, dict] = {}  # in-memory stores only
+        self._made_by = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        if lines and lines[-1].strip():  # no newline at the end: the last write was cut short
+            self._cut_to(len(data) - len(lines[-1]), lines[-1])
+            lines = lines[:-1]
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise StoreError(
+                    f"{self.path}, line {lineno}: not a JSON record ({e.__class__.__name__}: {e}); the file was "
+                    "changed by hand or damaged. Delete that line (its row is recomputed) or move the file away "
+                    "to start afresh") from None
+            if not isinstance(rec, dict) or rec.get("format", 1) != FORMAT:
+                found = rec.get("format", 1) if isinstance(rec, dict) else "?"
+                hint = (f"convert it with `python -m helpers.runs.store upgrade {self.path}` (keeps every row) or move it "
+                        "away to recompute" if found == 1 else "use the version of this package that wrote it, or "
+                        "move the file away to recompute")
+                raise StoreError(f"{self.path}, line {lineno}: a record of results-store format {found}; this "
+                                 f"version reads format {FORMAT}: {hint}")
+            if not {"key", "settings", "row"} <= set(rec):
+                raise StoreError(f"{self.path}, line {lineno}: a record without key/settings/row; delete that line "
+                                 "or move the file away")
+            self._rows[rec["key"]] = rec
+
+    def _cut_to(self, size: int, tail: bytes) -> None:
+        import warnings
+
+        warnings.warn(f"{self.path}: dropped an unfinished last line ({len(tail)} bytes, a write cut short by a "
+                      "crash); its row will be recomputed", stacklevel=3)
+        with open(self.path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def get(self, settings: dict) -> dict | None:
+        rec = self._rows.get(settings_key(settings))
+        return None if rec is None else rec["row"]
+
+    def put(self, settings: dict, row: dict) -> None:
+        if self._made_by is None:
+            self._made_by = provenance()
+        rec = {"format": FORMAT, "key": settings_key(settings), "settings": settings, "row": row,
+               "made_by": self._made_by}
+        data = (json.dumps(rec, default=_jsonable) + "\n").encode("utf8")
+        if self.path is None:
+            self._rows[rec["key"]] = json.loads(data)
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError as e:
+                os.ftruncate(fd, size)  # no half line left behind
+                if is_disk_full(e):
+                    raise DiskFullError(
+                        f"the disk is full: a result row could not be written to {self.path}. The store is intact "
+                        "up to its last complete row; free some space and run the same command again to resume "
+                        "from there") from e
+                raise
+        finally:
+            os.close(fd)
+        self._rows[rec["key"]] = json.loads(data)
+
+    def row(self, settings: dict, compute) -> dict:
+        """The stored row of ``settings``, or ``compute()`` — stored as it returns."""
+        row = self.get(settings)
+        if row is None:
+            row = compute()
+            self.put(settings, row)
+        return row
+
+    def tensors(self, settings: dict, compute) -> dict:
+        """The stored tensors of ``settings``, or ``compute()`` — stored as it returns."""
+        tensors = self.get_tensors(settings)
+        if tensors is None:
+            tensors = compute()
+            self.put_tensors(settings, tensors)
+        return tensors
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # tensors (edit updates) beside the rows: safetensors files named by the settings' key
+    def _tensor_path(self, settings: dict) -> Path:
+        return self.path.parent / f"{self.path.stem}_tensors" / f"{settings_key(settings)}.safetensors"
+
+    def put_tensors(self, settings: dict, tensors: dict) -> None:
+        if self.path is None:
+            self._tensors[settings_key(settings)] = {k: v.detach().cpu().clone() for k, v in tensors.items()}
+            return
+        path = self._tensor_path(settings)
+        try:
+            save_safetensors(tensors, path)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError(f"the disk is full: {path} could not be written (nothing half-written was "
+                                    "kept); free some space and run the same command again to resume") from e
+            raise
+
+    def get_tensors(self, settings: dict) -> dict | None:
+        if self.path is None:
+            return self._tensors.get(settings_key(settings))
+        path = self._tensor_path(settings)
+        return load_safetensors(path, "delete it and it is recomputed") if path.exists() else None
+
+    def frame(self) -> pd.DataFrame:
+        """Every stored row, with its settings as extra columns."""
+        return pd.DataFrame([{**r["settings"], **r["row"]} for r in self._rows.values()])
+
+
+def upgrade(path: str | os.PathLike) -> int:
+    """Rewrite a format-1 store as format 2 (rows unchanged; ``made_by`` marked unknown).
+    Returns the number of records converted."""
+    path = Path(path)
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a cut-short line: recomputed
+        if rec.get("format", 1) == 1:
+            rec = {"format": FORMAT, **rec, "made_by": {"edithurt": "unknown (written before format 2)"}}
+        out.append(json.dumps(rec))
+    atomic_write_text(path, "\n".join(out) + "\n")
+    return len(out)
+
+
+def _jsonable(x):
+    if hasattr(x, "item"):
+        return x.item()
+    raise TypeError(f"cannot store {type(x).__name__} in a result row")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "upgrade":
+        sys.exit("usage: python -m helpers.runs.store upgrade STORE.jsonl")
+    print(f"{sys.argv[2]}: {upgrade(sys.argv[2])} records now in format {FORMAT}")
+
+
+def open_store(store: str | os.PathLike | ResultStore | None) -> ResultStore:
+    """``store`` as a :class:`ResultStore`: a path opens (or creates) that file, None gives an
+    in-memory store, a store is returned as it is."""
+    return store if isinstance(store, ResultStore) else ResultStore(store)

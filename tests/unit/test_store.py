@@ -1,0 +1,109 @@
+import json
+
+import errno
+import os
+
+import pandas as pd
+import pytest
+
+import helpers.runs.store as results
+from helpers.report.tables import to_markdown, write_table
+from helpers.runs.store import FORMAT, DiskFullError, ResultStore, StoreError, settings_key, upgrade
+
+
+def test_key_ignores_order_and_sees_values():
+    assert settings_key({"a": 1, "b": 2}) == settings_key({"b": 2, "a": 1})
+    assert settings_key({"a": 1}) != settings_key({"a": 2})
+
+
+def test_rows_survive_a_reopen_and_a_torn_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    s = ResultStore(path)
+    s.put({"task": "nli", "n": 5}, {"value": 0.5})
+    s.put({"task": "ner", "n": 5}, {"value": 0.25})
+    intact = path.read_bytes()
+    with open(path, "a") as f:
+        f.write('{"key": "abc", "settings": {"task": "x"')  # a crash mid-write
+    with pytest.warns(UserWarning, match="dropped an unfinished last line"):
+        again = ResultStore(path)
+    assert path.read_bytes() == intact  # cut back, so the next row starts on a line of its own
+    again.put({"task": "x", "n": 5}, {"value": 1.0})
+    assert len(ResultStore(path)) == 3
+    again = ResultStore(path)
+    assert len(again) == 3
+    assert again.get({"n": 5, "task": "ner"}) == {"value": 0.25}
+    assert again.get({"task": "ner", "n": 6}) is None
+    assert set(again.frame().task) == {"nli", "ner", "x"}
+
+
+def test_numpy_scalars_are_stored_as_numbers(tmp_path):
+    import numpy as np
+
+    s = ResultStore(tmp_path / "r.jsonl")
+    s.put({"k": 1}, {"v": np.float64(0.25), "n": np.int64(3)})
+    rec = json.loads((tmp_path / "r.jsonl").read_text())
+    assert rec["row"] == {"v": 0.25, "n": 3}
+
+
+def test_write_table_csv_and_markdown(tmp_path):
+    df = pd.DataFrame({"task": ["nli", "ner"], "value": [0.5, float("nan")]})
+    write_table(df, tmp_path, "t")
+    assert pd.read_csv(tmp_path / "tables" / "t.csv").task.tolist() == ["nli", "ner"]
+    md = (tmp_path / "tables" / "t.md").read_text().splitlines()
+    assert md[0] == "| task | value |" and md[2] == "| nli | 0.500 |" and md[3] == "| ner |  |"
+    assert to_markdown(df).count("\n") == 3
+
+
+def test_a_full_disk_leaves_the_store_as_it_was_and_the_next_write_works(tmp_path, monkeypatch):
+    path = tmp_path / "r.jsonl"
+    store = ResultStore(path)
+    store.put({"a": 1}, {"v": 1})
+    intact = path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results.os, "write", half_then_full)
+    with pytest.raises(DiskFullError, match="free some space and run the same command again"):
+        store.put({"a": 2}, {"v": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == intact and store.get({"a": 2}) is None
+    store.put({"a": 2}, {"v": 2})
+    assert ResultStore(path).get({"a": 2}) == {"v": 2}
+
+
+def test_a_full_disk_while_saving_tensors_leaves_no_partial_file(tmp_path, monkeypatch):
+    import safetensors.torch
+    import torch
+
+    def full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    store = ResultStore(tmp_path / "r.jsonl")
+    with pytest.raises(DiskFullError, match="nothing half-written was kept"):
+        store.put_tensors({"a": 1}, {"w": torch.ones(2)})
+    assert list((tmp_path / "r_tensors").iterdir()) == []
+
+
+def test_an_older_store_is_refused_then_upgraded_with_every_row(tmp_path):
+    path = tmp_path / "r.jsonl"
+    old = [{"key": settings_key({"t": i}), "settings": {"t": i}, "row": {"v": i}} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in old))
+    with pytest.raises(StoreError, match="line 1: a record of results-store format 1"):
+        ResultStore(path)
+    assert upgrade(path) == 3
+    store = ResultStore(path)
+    assert [store.get({"t": i}) for i in range(3)] == [{"v": 0}, {"v": 1}, {"v": 2}]
+    assert all(json.loads(l)["format"] == FORMAT for l in path.read_text().splitlines())
+
+
+def test_a_store_from_a_newer_version_is_refused(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"format": FORMAT + 1, "key": "a", "settings": {}, "row": {}}) + "\n")
+    with pytest.raises(StoreError, match=f"format {FORMAT + 1}; this version reads format {FORMAT}: use the version"):
+        ResultStore(path)
