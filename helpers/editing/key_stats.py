@@ -11,7 +11,6 @@ as the original MEMIT (needs the dataset hub).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm

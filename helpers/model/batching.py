@@ -75,3 +75,11 @@ def encode_continuation(tok, text: str) -> list[int]:
     if not ids:
         raise ValueError(f"continuation {text!r} has no tokens")
     return ids
+
+
+def encode_prompts(tok, prompts: Sequence[str]) -> list[list[int]]:
+    """The token ids of each prompt (special tokens included); an empty one is an error."""
+    enc = [tok(p, add_special_tokens=True).input_ids for p in prompts]
+    if any(len(e) == 0 for e in enc):
+        raise ValueError("an empty prompt cannot be read: every prompt needs at least one token")
+    return enc

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .batching import bounded_batches, encode_continuation, like_length_groups, pad, pad_id, positions
+from .batching import bounded_batches, encode_continuation, encode_prompts, like_length_groups, pad, pad_id, positions
 from .score import Scored
 
 
@@ -79,9 +79,7 @@ def generate(
     if not prompts:
         return []
     device = next(model.parameters()).device
-    enc = [tok(p, add_special_tokens=True).input_ids for p in prompts]
-    if any(len(e) == 0 for e in enc):
-        raise ValueError("an empty prompt cannot be decoded: every prompt needs at least one token")
+    enc = encode_prompts(tok, prompts)
     conts = [[encode_continuation(tok, c) for c in cs] for cs in continuations] if continuations else [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
     out: list[Generation | None] = [None] * len(prompts)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .batching import encode_continuation, like_length_groups, pad, pad_id, positions
+from .batching import encode_continuation, encode_prompts, like_length_groups, pad, pad_id, positions
 
 
 @dataclass
@@ -53,9 +53,7 @@ def score(model, tok, prompts: Sequence[str], continuations: Sequence[str], *, b
     if not prompts:
         return []
     device = next(model.parameters()).device
-    enc = [tok(p, add_special_tokens=True).input_ids for p in prompts]
-    if any(len(e) == 0 for e in enc):
-        raise ValueError("an empty prompt cannot be scored: every prompt needs at least one token")
+    enc = encode_prompts(tok, prompts)
     conts = [encode_continuation(tok, c) for c in continuations]
     seqs = [e + c[:-1] for e, c in zip(enc, conts)]  # the last continuation token is predicted, never read
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))

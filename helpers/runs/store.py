@@ -146,19 +146,11 @@ class ResultStore:
 
     def row(self, settings: dict, compute) -> dict:
         """The stored row of ``settings``, or ``compute()`` — stored as it returns."""
-        row = self.get(settings)
-        if row is None:
-            row = compute()
-            self.put(settings, row)
-        return row
+        return _stored_or_computed(self.get, self.put, settings, compute)
 
     def tensors(self, settings: dict, compute) -> dict:
         """The stored tensors of ``settings``, or ``compute()`` — stored as it returns."""
-        tensors = self.get_tensors(settings)
-        if tensors is None:
-            tensors = compute()
-            self.put_tensors(settings, tensors)
-        return tensors
+        return _stored_or_computed(self.get_tensors, self.put_tensors, settings, compute)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -222,6 +214,14 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "upgrade":
         sys.exit("usage: python -m helpers.runs.store upgrade STORE.jsonl")
     print(f"{sys.argv[2]}: {upgrade(sys.argv[2])} records now in format {FORMAT}")
+
+
+def _stored_or_computed(get, put, settings, compute):
+    found = get(settings)
+    if found is None:
+        found = compute()
+        put(settings, found)
+    return found
 
 
 def open_store(store: str | os.PathLike | ResultStore | None) -> ResultStore:

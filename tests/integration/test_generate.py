@@ -153,18 +153,36 @@ def test_a_shared_instruction_is_read_once_and_changes_nothing(tiny_model, batch
 
 
 def test_one_pass_scoring_equals_reading_prompt_and_continuation_apart(tiny_model):
-    """max_new_tokens=0 with one continuation each and pad_tolerance=inf takes the one-pass path
-    (prompt and continuation together, one left-padded batch); the scores are those of the
-    general path (prompt first, continuation on its cache)."""
-    import math
+    """score() reads prompt and continuation together (left-padded groups); its scores are
+    those of the decoding engine's path (prompt first, continuation on its cache)."""
+    from helpers.model.score import score
 
     model, tok = tiny_model
     prompts = ["The capital of France is", "Who wrote Hamlet? The answer:", "x", "Danielle Darrieux's mother tongue is"]
     conts = [[" Paris"], [" William Shakespeare, of course"], [" y z"], [" French"]]
-    one = generate(model, tok, prompts, 0, conts, progress=False, pad_tolerance=math.inf, batch_tokens=40)
+    one = score(model, tok, prompts, [c[0] for c in conts], batch_tokens=40)
     two = generate(model, tok, prompts, 0, conts, progress=False, pad_tolerance=0.1)
-    for a, b in zip(one, two):
-        (sa,), (sb,) = a.scored, b.scored
+    for sa, b in zip(one, two):
+        (sb,) = b.scored
         assert sa.tokens == sb.tokens and sa.argmax == sb.argmax and sa.greedy == sb.greedy
         assert sa.logprobs == pytest.approx(sb.logprobs, abs=1e-4)
-        assert a.prompt_tokens == b.prompt_tokens
+
+
+def test_score_equals_a_direct_forward_of_prompt_and_continuation(tiny_model):
+    """Each continuation token's log-probability is what one unpadded forward of the prompt
+    followed by the continuation gives at the position before it; score() pads nothing away."""
+    from helpers.model.score import score
+
+    model, tok = tiny_model
+    prompts = ["The capital of France is", "x", "Who wrote Hamlet? The answer:"]
+    conts = [" Paris", " y z", " William Shakespeare"]
+    scored = score(model, tok, prompts, conts)
+    for p, c, s in zip(prompts, conts, scored):
+        ids = tok(p).input_ids
+        target = tok(c, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([ids + target])).logits[0].float(), -1)
+        direct = [float(lp[len(ids) - 1 + j, t]) for j, t in enumerate(target)]
+        assert s.tokens == target
+        assert s.logprobs == pytest.approx(direct, abs=1e-4)
+        assert s.argmax == [int(lp[len(ids) - 1 + j].argmax()) for j in range(len(target))]

@@ -1,0 +1,108 @@
+"""``make bench``, editing: seconds per edit of each method, one ROME edit's counted FLOPs and
+its floor at the measured peak, key statistics, the regularisers. Keys ``edit.*``, ``stats.*``,
+``regularize.*``, ``memory.*`` (see :mod:`bench.run`)."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .evaluation import matmul_peak
+from .memory import sequential_memory
+
+
+def seconds_per_edit(model, tok, method, requests, hparams=None, warm: bool = True) -> float:
+    """Mean seconds per edit over ``requests`` (after one untimed edit of the first when
+    ``warm``: context templates, statistics and MEND's network are then cached)."""
+    from helpers.editing import edit
+
+    if warm:
+        edit(model, tok, requests[0], method, hparams).restore()
+        requests = requests[1:]
+    start = time.perf_counter()
+    for r in requests:
+        edit(model, tok, r, method, hparams).restore()
+    return (time.perf_counter() - start) / len(requests)
+
+
+def edit_matmul_gflop(model, tok, method, request) -> float:
+    """GFLOP of the matrix products one edit runs, counted by ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from helpers.editing import edit
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        edit(model, tok, request, method).restore()
+    return sum(e.flops for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / 1e9
+
+
+def regularize_speed() -> dict:
+    """Seconds for each regulariser at k = 0.4 on a GPT-2 XL-sized update (6400×1600)."""
+    from helpers.editing.regularize import regularize
+
+    gen = torch.Generator().manual_seed(0)
+    delta, weight = torch.randn(6400, 1600, generator=gen), torch.randn(6400, 1600, generator=gen)
+    out = {}
+    for how in ("rect", "random", "pca", "pca_lowrank"):
+        regularize(delta[:64, :64], weight[:64, :64], how, 0.4)
+        start = time.perf_counter()
+        regularize(delta, weight, how, 0.4)
+        out[how] = time.perf_counter() - start
+    return out
+
+
+def stats_rate(model, tok, n_samples: int) -> float:
+    from helpers.editing.key_stats import key_second_moments
+
+    old = os.environ.get("EDITHURT_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["EDITHURT_CACHE"] = tmp
+        try:
+            start = time.perf_counter()
+            key_second_moments(model, tok, ["model.layers.4.mlp.down_proj"], "self", n_samples, model_name="bench")
+            sec = time.perf_counter() - start
+            record = json.loads(next(Path(tmp, "stats").glob("*.json")).read_text())
+        finally:
+            if old is None:
+                os.environ.pop("EDITHURT_CACHE", None)
+            else:
+                os.environ["EDITHURT_CACHE"] = old
+    return record["tokens"] / sec
+
+
+
+def bench_edit(model, tok, res, args):
+    from helpers.data import load_zsre
+    from helpers.editing.mend import split_zsre
+
+    reqs = split_zsre(load_zsre())[1][: args.edits + 1]  # held out from MEND's training
+    res["edit.ROME.seconds_per_edit"] = seconds_per_edit(model, tok, "ROME", reqs)
+    # the same edits the way ROME/MEMIT/EasyEdit's code runs them (whole model, every step)
+    res["edit.ROME.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
+        model, tok, "ROME", reqs[1:3], {"reuse_prefix": False}, warm=False)
+    res["edit.MEMIT.seconds_per_edit"] = seconds_per_edit(model, tok, "MEMIT", reqs)
+    res["edit.MEMIT.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
+        model, tok, "MEMIT", reqs[1:3], {"reuse_prefix": False}, warm=False)
+    res["edit.KN.seconds_per_edit"] = seconds_per_edit(model, tok, "KN", reqs)
+    res["edit.KN.seconds_per_edit_whole_model_every_layer"] = seconds_per_edit(
+        model, tok, "KN", reqs[1:2], {"reuse_prefix": False}, warm=False)
+    res["edit.MEND.seconds_per_edit"] = seconds_per_edit(model, tok, "MEND", reqs)
+    res["stats.tokens_per_s"] = stats_rate(model, tok, 64)
+    res["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["regularize.seconds_6400x1600"] = regularize_speed()
+    if args.memory_edits:
+        mem = sequential_memory(args.memory_edits)
+        res["memory.sequential_edits"] = {"edits": args.memory_edits, **mem}
+        # what the run holds beyond the interpreter and libraries, in float32 model sizes
+        res["memory.sequential_peak_over_model_fp32"] = (mem["peak_mb"] - mem["imports_mb"]) / mem["model_fp32_mb"]
+    # last: the profiler's records would inflate this process's peak memory above
+    res["edit.ROME.matmul_gflop_per_edit"] = edit_matmul_gflop(model, tok, "ROME", reqs[1])
+    peak = res.get("eval.matmul_peak_gflops") or matmul_peak()
+    # the fastest an edit could be if every matrix product ran at the measured peak and
+    # nothing else took time
+    res["edit.ROME.floor_seconds_at_matmul_peak"] = res["edit.ROME.matmul_gflop_per_edit"] / peak
