@@ -23,7 +23,7 @@ the fraction of ``delta``'s elements that stay non-zero (the paper's "top-k%": 0
   reproduced exactly for any ``k``), which is why it is not the default.
 - ``none``: ``delta`` unchanged.
 
-Tensors are ``[out, in]`` (this package's convention; ``helpers.editing.layers.from_param_layout``
+Tensors are ``[out, in]`` (this package's convention; ``helpers.editing.modules.from_param_layout``
 turns a ``Conv1D`` weight into it). Any dtype and device; the ranking is done in float32.
 """
 from __future__ import annotations
