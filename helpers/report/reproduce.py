@@ -51,8 +51,8 @@ def load_profile(name: str) -> dict:
 
 def notebook_parameters(profile_name: str, profile: dict, notebook: str, out_dir: Path,
                         backend: str = "local") -> dict:
-    """The parameters papermill injects into ``notebook``: the profile's common keys and the
-    ``backend`` where the notebook declares them, then its own section. A key the notebook's ``parameters`` cell does not declare is
+    """The parameters papermill injects into ``notebook``: the profile's common keys, its name
+    and the ``backend`` where the notebook declares them, then its own section. A key the notebook's ``parameters`` cell does not declare is
     an error naming the valid ones (a typo would otherwise be silently ignored)."""
     import difflib
 
@@ -64,8 +64,9 @@ def notebook_parameters(profile_name: str, profile: dict, notebook: str, out_dir
                  if difflib.get_close_matches(k, declared, n=1) else repr(k) for k in unknown_keys]
         raise SystemExit(f"profile {profile_name!r}, notebook {notebook}: unknown parameter(s) {', '.join(hints)}. "
                          f"Valid: {', '.join(sorted(declared))}")
-    common = {k: v for k, v in {**profile, "backend": backend}.items() if k != "notebooks" and k in declared}
-    return {**common, **own, "profile": profile_name, "out_dir": str(out_dir)}
+    run = {**profile, "backend": backend, "profile": profile_name}  # what every notebook may declare
+    common = {k: v for k, v in run.items() if k != "notebooks" and k in declared}
+    return {**common, **own, "out_dir": str(out_dir)}
 
 
 def _parameters_cell(notebook: str):
