@@ -160,7 +160,9 @@ class EditRequest:
 
     ``ground_truth`` is the true answer, ``rephrase`` a paraphrase of the prompt (for
     generalization), ``locality_*`` an unrelated question and the model's expected answer,
-    ``portability_*`` a question whose answer follows from the edit.
+    ``portability_*`` a question whose answer follows from the edit. ``prediction``: the
+    answer ZsRE records as a model's prediction (its ``pred`` field), which the paper's scripts
+    pass to the editors as the fact's ``ground_truth`` (KN attributes it).
     """
 
     prompt: str
@@ -173,6 +175,7 @@ class EditRequest:
     portability_prompt: str | None = None
     portability_answer: str | None = None
     case_id: int = field(default=-1, compare=False)
+    prediction: str | None = None
 
 
 def load_zsre(data_dir: str | os.PathLike | None = None) -> list[EditRequest]:
@@ -199,6 +202,7 @@ def load_zsre(data_dir: str | os.PathLike | None = None) -> list[EditRequest]:
                 portability_prompt=port.get("New Question"),
                 portability_answer=port.get("New Answer"),
                 case_id=i,
+                prediction=row.value.get("pred"),
             )
         )
     return out

@@ -84,6 +84,29 @@ def _methods():
 
 
 METHODS = ("ROME", "MEMIT", "KN", "MEND")
+# methods whose next edit depends on more than the weights the earlier edits of its sequence
+# left (MEND's normalising statistics, as the reference keeps them: see helpers.editing.mend)
+CARRY_STATE = ("MEND",)
+
+
+def begin_sequence() -> None:
+    """A new sequence of edits starts: forget what the methods in :data:`CARRY_STATE` carried
+    over from the edits before (call it before a sequence's first edit)."""
+    from . import mend
+
+    mend.begin_sequence()
+
+
+def read_hparams(method: str, path):
+    """The hparams object of ``method`` (ROME, MEMIT, KN, MEND) from an EasyEdit-format YAML file
+    at ``path``, as ``edit(..., hparams=path)`` reads it: bookkeeping keys (paths, devices,
+    logging) are ignored, and module templates a file leaves out are inferred from the model
+    when it edits. A file whose ``alg_name`` names another method is refused."""
+    registry = _methods()
+    key = str(method).upper()
+    if key not in registry:
+        raise unknown("method", method, list(registry))
+    return load_hparams(registry[key][0], key, "", path)
 
 
 def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str, hparams=None,
@@ -173,6 +196,6 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
     return result
 
 
-__all__ = ["edit", "apply_update", "set_parameters", "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH",
+__all__ = ["edit", "read_hparams", "begin_sequence", "CARRY_STATE", "apply_update", "set_parameters", "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH",
            "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
            "Regularizer", "regularize", "weight_change_stats"]

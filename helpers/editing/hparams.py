@@ -4,7 +4,8 @@
 ``helpers/editing/hparams/<METHOD>/<model>.yaml``), a YAML path, a dict of overrides on the
 shipped file, or an hparams object. Unknown keys are an error naming the closest valid key;
 EasyEdit's bookkeeping keys that do not change the algorithm (device, fp16, stats_dir, ...)
-are accepted and ignored.
+are accepted and ignored. Numbers written as ``5e-1`` (which YAML reads as text) are read as
+floats, as EasyEdit's ``construct_float_from_scientific_notation`` does.
 """
 from __future__ import annotations
 
@@ -26,7 +27,13 @@ IGNORED_KEYS = {"alg_name", "model_name", "device", "model_parallel", "fp16", "s
                 "val_batch_size", "accumulate_bs", "val_steps", "log_interval", "val_interval",
                 "early_stop_patience", "early_stop_key", "eval_only", "half", "save", "verbose",
                 "silent", "max_epochs", "max_iters", "grad_clip", "opt", "final_eval", "model_save_pt",
-                "hidden_dim", "n_epochs", "model_name_or_path"}
+                "hidden_dim", "n_epochs", "model_name_or_path",
+                # MEMIT: read by EasyEdit's hparams class and used by no computation
+                "layer_selection",
+                # KN: read and unused by the reference (it has no limit on the tokens it edits)
+                "n_toks",
+                # MEND training bookkeeping: how often to log and evaluate
+                "eval_log_interval"}
 
 
 class HparamsError(EdithurtError, ValueError):
@@ -49,7 +56,17 @@ def from_mapping(cls, values: dict, source: str = "hparams"):
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise HparamsError(f"{source}: missing {cls.__name__} key(s) {missing}")
-    return cls(**{k: v for k, v in values.items() if k in fields})
+    return cls(**{k: _typed(fields[k], v, source) for k, v in values.items() if k in fields})
+
+
+def _typed(f, value, source):
+    """A YAML value as the field's type where YAML read a float as text (``5e-1``)."""
+    if isinstance(value, str) and (f.type is float or str(f.type).startswith("float")):
+        try:
+            return float(value)
+        except ValueError:
+            raise HparamsError(f"{source}: {f.name} should be a number, got {value!r}") from None
+    return value
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -65,7 +82,11 @@ def load_hparams(cls, method: str, model_name: str, hparams: Any = None):
     if isinstance(hparams, cls):
         return hparams
     if isinstance(hparams, (str, os.PathLike)):
-        return from_mapping(cls, read_yaml(hparams), str(hparams))
+        values = read_yaml(hparams)
+        named = values.get("alg_name")
+        if named is not None and str(named).upper() != method.upper():
+            raise HparamsError(f"{hparams} is a {named} file (alg_name: {named}), not {method.upper()}")
+        return from_mapping(cls, values, str(hparams))
     shipped = shipped_file(method, model_name)
     if not shipped.exists():
         if isinstance(hparams, dict) and not (set(f.name for f in dataclasses.fields(cls)) - set(hparams) - _defaults(cls)):

@@ -8,27 +8,39 @@ they are: ``ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹`` with keys ``K`` and residuals ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from ..model.loading import short_name
 from .modules import from_param_layout, get_module, module_input_at
 from .positions import in_template, subject_last_index
-from .rome import ROMEHyperParams, optimize_target, read_at_subject, templates_for
+from .rome import ROMEHyperParams, check_hparams, loss_layer_of, optimize_target, read_at_subject, template_groups
+from .templates import flatten
 
 
 @dataclass
 class MEMITHyperParams(ROMEHyperParams):
     """ROME's keys (MEMIT's files use the same ones); ``layers`` lists every edited layer, the
-    last one being where the targets ``z`` are read."""
+    last one being where the targets ``z`` are read. The context templates are memit's own:
+    the bare prompt and five sampled texts of 10 tokens (its ``get_context_templates`` fixes
+    them, and its files have no ``context_template_length_params``; setting that key here is
+    this package's option, not the reference's)."""
 
     clamp_norm_factor: float = 0.75
     mom2_adjustment: bool = True
+    context_template_length_params: list = field(default_factory=lambda: [[10, 5]])
+
+    TEMPLATE_BRACES: ClassVar[str] = " "
+    USES_LOSS_LAYER: ClassVar[bool] = True
 
 
-def keys_at(model, tok, requests, hp, layer, templates) -> torch.Tensor:
-    """Each request's key at ``layer``, averaged over the context templates: ``[n, in]``."""
+def keys_at(model, tok, requests, hp, layer, groups) -> torch.Tensor:
+    """Each request's key at ``layer``: ``[n, in]``, averaged within each group of context
+    templates, then over the groups (memit's ``compute_ks``: the bare prompt, a group of its
+    own, weighs as much as all the sampled texts together)."""
+    templates = flatten(groups)
     texts, idx = [], []
     for r in requests:
         for t in templates:
@@ -36,25 +48,33 @@ def keys_at(model, tok, requests, hp, layer, templates) -> torch.Tensor:
             texts.append(text)
             idx.append(subject_last_index(tok, text, r.subject, start))
     k = module_input_at(model, tok, hp.rewrite_module_tmp.format(layer), texts, idx)
-    return k.view(len(requests), len(templates), -1).mean(1)
+    k = k.view(len(requests), len(templates), -1)
+    bounds = [0]
+    for g in groups:
+        bounds.append(bounds[-1] + len(g))
+    return torch.stack([k[:, a:b].mean(1) for a, b in zip(bounds, bounds[1:])], dim=1).mean(1)
 
 
 def apply(model, tok, requests, hp: MEMITHyperParams) -> dict[str, torch.Tensor]:
     from .key_stats import key_second_moments
 
-    templates = templates_for(model, tok, hp)
+    check_hparams(model, hp)
+    groups = template_groups(model, tok, hp)
+    templates = flatten(groups)
     mom2s = key_second_moments(model, tok, [hp.rewrite_module_tmp.format(l) for l in hp.layers],
                                hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, short_name(model))
     z_layer = hp.layers[-1]
     z_module = get_module(model, hp.layer_module_tmp.format(z_layer))
-    zs = torch.stack([optimize_target(model, tok, r, hp, z_module, templates, z_layer) for r in requests])  # [n, hidden]
+    loss_layer = loss_layer_of(model, hp, z_layer)
+    zs = torch.stack([optimize_target(model, tok, r, hp, z_module, templates, z_layer, loss_layer=loss_layer)
+                      for r in requests])  # [n, hidden]
     prompts, subjects = [r.prompt for r in requests], [r.subject for r in requests]
     updates: dict[str, torch.Tensor] = {}
     params = dict(model.named_parameters())
     originals = {}
     try:
         for i, layer in enumerate(hp.layers):
-            ks = keys_at(model, tok, requests, hp, layer, templates).double()  # [n, in]
+            ks = keys_at(model, tok, requests, hp, layer, groups).double()  # [n, in]
             _, cur = read_at_subject(model, tok, z_module, prompts, subjects)  # [n, hidden]
             resid = (zs - cur).double() / (len(hp.layers) - i)
             name = hp.rewrite_module_tmp.format(layer)

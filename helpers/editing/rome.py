@@ -11,6 +11,7 @@ The update ``ΔW = r ⊗ u`` with ``r = (v - W k_prompt) / (k_prompt · u)`` map
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -35,7 +36,8 @@ class ROMEHyperParams:
     mom2_update_weight: float = 15000.0
     fact_token: str = "subject_last"
     context_template_length_params: list = field(default_factory=lambda: [[5, 10], [10, 10]])
-    context_templates: list[str] | None = None  # fixed templates instead of sampled ones
+    # fixed templates instead of sampled ones: a flat list, or a list of groups (see templates.as_groups)
+    context_templates: list | None = None
     template_seed: int = 0
     attn_module_tmp: str | None = None
     ln_f_module: str | None = None
@@ -47,6 +49,43 @@ class ROMEHyperParams:
     # speed only, not part of the algorithm: compute the tokens before the subject and the
     # layers below the edit once (see optimize_target); False runs the whole model every step
     reuse_prefix: bool = True
+
+    # what a brace in a sampled template becomes (rome: removed; memit: a space)
+    TEMPLATE_BRACES: ClassVar[str] = ""
+    # the reference's ROME reads its loss from the model's logits whatever v_loss_layer says
+    USES_LOSS_LAYER: ClassVar[bool] = False
+
+
+FACT_TOKENS = ("subject_last",)
+
+
+def check_hparams(model, hp) -> None:
+    """Refuse settings this package would otherwise ignore (the reference reads them)."""
+    from .hparams import HparamsError
+    from .modules import num_layers
+
+    if hp.fact_token not in FACT_TOKENS:
+        raise HparamsError(f"fact_token {hp.fact_token!r} is not implemented (only {FACT_TOKENS}): the key and value "
+                           "are read at the subject's last token; set fact_token: subject_last")
+    n = num_layers(model)
+    last = n - 1
+    loss_layer = hp.v_loss_layer % n if -n <= hp.v_loss_layer < n else None
+    if loss_layer is None:
+        raise HparamsError(f"v_loss_layer {hp.v_loss_layer} is out of range: the model has {n} layers (0..{last}, "
+                           "or -1 for the last)")
+    if not hp.USES_LOSS_LAYER and loss_layer != last:
+        raise HparamsError(f"v_loss_layer {hp.v_loss_layer}: ROME reads its loss from the model's output, as the "
+                           f"reference's compute_v does whatever v_loss_layer says; set v_loss_layer: {last} (or -1)")
+
+
+def loss_layer_of(model, hp, layer: int) -> int | None:
+    """The block whose output the target's NLL is read from (``max(v_loss_layer, layer)``,
+    memit's ``compute_z``), or None for the model's last block (its output: the logits)."""
+    from .modules import num_layers
+
+    n = num_layers(model)
+    at = max(hp.v_loss_layer % n, layer)
+    return None if at == n - 1 or not hp.USES_LOSS_LAYER else at
 
 
 def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, inv_cov=None) -> torch.Tensor:
@@ -61,7 +100,7 @@ def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, i
 
 
 def optimize_target(model, tok, request, hp, module, templates, layer: int | None = None,
-                    reuse_prefix: bool | None = None) -> torch.Tensor:
+                    reuse_prefix: bool | None = None, loss_layer: int | None = None) -> torch.Tensor:
     """The output ``module`` should give at the subject's last token so that the model predicts
     ``request.target_new`` after the prompt in every context template: its current output
     plus a vector ``δ`` found by Adam (ROME's ``compute_v``, MEMIT's ``compute_z``).
@@ -69,6 +108,11 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
     Loss: the target's NLL averaged over templates, plus ``kl_factor`` × KL of the next-token
     distribution at the subject of "<subject> is a" from its unedited value, plus
     ``v_weight_decay`` × ‖δ‖/‖init‖²; ‖δ‖ is clamped to ``clamp_norm_factor`` × ‖init‖.
+    As in the reference, ``v_num_grad_steps`` forward passes make ``v_num_grad_steps − 1``
+    updates (its loop breaks at the last step before the backward pass), and the loop stops
+    early once the loss is below ``early_stop_loss``. ``loss_layer`` (None: the model's
+    output): read the NLL from that block's output through the final norm and the output
+    head (memit's ``compute_z``; the KL term always reads the model's output).
 
     ``module`` lies in block ``layer``. With ``reuse_prefix`` (the default) the tokens before
     each text's subject-last token, and every layer up to ``layer``, are computed once: they
@@ -89,10 +133,11 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
         reuse_prefix = getattr(hp, "reuse_prefix", True)
     from ..model.stack import DecoderStack
 
-    if reuse_prefix and layer is not None and DecoderStack.supports(model):
+    if reuse_prefix and layer is not None and loss_layer is None and DecoderStack.supports(model):
         rows_fwd = _SuffixRows(model, module, enc, lookup, layer, pad_with, device)
     else:
-        rows_fwd = _FullRows(model, module, enc, lookup, pad_with, device)
+        loss_module = None if loss_layer is None else get_module(model, hp.layer_module_tmp.format(loss_layer))
+        rows_fwd = _FullRows(model, module, enc, lookup, pad_with, device, loss_module)
     n_rw = len(rewriting)
     # logits at position p predict token p+1: the target's tokens are scored at the last
     # len(target) positions of prompt + target[:-1]
@@ -106,6 +151,10 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
     rows = torch.arange(len(texts), device=device)
     look = rows_fwd.edit_col
     head = model.get_output_embeddings()
+    if loss_layer is not None:
+        norm_f = get_module(model, hp.ln_f_module) if hp.ln_f_module else DecoderStack(model).norm
+        head_w = get_module(model, hp.lm_head_module) if hp.lm_head_module else head
+        nll_head = lambda h: torch.nn.functional.linear(norm_f(h), head_w.weight, getattr(head_w, "bias", None))  # noqa: E731
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -114,21 +163,24 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
     delta = torch.zeros_like(init, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
     try:
-        for _ in range(hp.v_num_grad_steps):
+        for step in range(hp.v_num_grad_steps):
             hidden = rows_fwd.final_hidden(delta)
             # the vocabulary projection only where a loss is read: the target positions and
             # the KL prompts' subject token
             kl_logp = torch.log_softmax(head(hidden[rows[n_rw:], look[n_rw:]]).float(), dim=-1)
             if kl_init is None:
                 kl_init = kl_logp.detach().clone()
-            logp = torch.log_softmax(head(hidden[tgt_rows, tgt_pos]).float(), dim=-1)
+            if loss_layer is None:
+                logp = torch.log_softmax(head(hidden[tgt_rows, tgt_pos]).float(), dim=-1)
+            else:
+                logp = torch.log_softmax(nll_head(rows_fwd.loss_hidden[tgt_rows, tgt_pos]).float(), dim=-1)
             tok_lp = logp.gather(1, tgt_ids[:, None]).squeeze(1)
             nll = -(tok_lp.sum() / len(target)) / n_rw
             kl = hp.kl_factor * torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
             # ROME's own weight-decay term: ||δ|| / ||init||² (not squared in δ)
             decay = hp.v_weight_decay * (delta.norm() / init.float().norm() ** 2)
             loss = nll + kl + decay
-            if loss.item() < hp.early_stop_loss:
+            if loss.item() < hp.early_stop_loss or step == hp.v_num_grad_steps - 1:
                 break
             opt.zero_grad()
             loss.backward()
@@ -147,8 +199,9 @@ class _FullRows:
     """Every step: the whole model on the whole texts (right-padded), ``δ`` added by a hook on
     ``module``."""
 
-    def __init__(self, model, module, enc, lookup, pad_with, device):
-        self.model, self.module = model, module
+    def __init__(self, model, module, enc, lookup, pad_with, device, loss_module=None):
+        self.model, self.module, self.loss_module = model, module, loss_module
+        self.loss_hidden = None
         self.ids, self.mask = pad(enc, pad_with, device, side="right")
         self.edit_col = torch.tensor(lookup, device=device)
         self.rows = torch.arange(len(enc), device=device)
@@ -164,8 +217,14 @@ class _FullRows:
             hidden[self.rows, self.edit_col] += delta.to(hidden.dtype)
             return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
+        def keep(out):
+            self.loss_hidden = out[0] if isinstance(out, tuple) else out
+
         with hooked(self.module, on_output=add):
-            return self.model.base_model(input_ids=self.ids, attention_mask=self.mask).last_hidden_state
+            if self.loss_module is None:
+                return self.model.base_model(input_ids=self.ids, attention_mask=self.mask).last_hidden_state
+            with hooked(self.loss_module, on_output=keep):
+                return self.model.base_model(input_ids=self.ids, attention_mask=self.mask).last_hidden_state
 
 
 class _SuffixRows:
@@ -237,39 +296,72 @@ def compute_v(model, tok, request, hp: ROMEHyperParams, layer: int, templates):
     return v, k[0], out[0]
 
 
-def rome_update(model, tok, request, hp: ROMEHyperParams, templates, inv_cov=None) -> dict[str, torch.Tensor]:
-    """``{parameter name: ΔW as [out, in]}`` for one request (one layer: ``hp.layers[0]``)."""
-    layer = hp.layers[0]
-    u = compute_u(model, tok, request, hp, layer, templates, inv_cov)
-    v, k_prompt, out_prompt = compute_v(model, tok, request, hp, layer, templates)
-    right = (v - out_prompt) / torch.dot(k_prompt, u)
-    return {f"{hp.rewrite_module_tmp.format(layer)}.weight": torch.outer(right, u)}
+def rome_update(model, tok, request, hp: ROMEHyperParams, templates, inv_covs=None) -> dict[str, torch.Tensor]:
+    """``{parameter name: ΔW as [out, in]}`` for one request. With several ``hp.layers`` they
+    are edited one after another, lowest first, each layer's ``u`` and ``v`` computed with the
+    lower layers' updates in place (rome's ``execute_rome``); the model is left as it was."""
+    from .modules import from_param_layout
+
+    params = dict(model.named_parameters())
+    updates: dict[str, torch.Tensor] = {}
+    originals: dict[str, torch.Tensor] = {}
+    try:
+        for layer in sorted(hp.layers):
+            name = f"{hp.rewrite_module_tmp.format(layer)}.weight"
+            u = compute_u(model, tok, request, hp, layer, templates, (inv_covs or {}).get(layer))
+            v, k_prompt, out_prompt = compute_v(model, tok, request, hp, layer, templates)
+            right = (v - out_prompt) / torch.dot(k_prompt, u)
+            upd = torch.outer(right, u)
+            updates[name] = updates.get(name, 0) + upd
+            if len(hp.layers) > 1:
+                module = get_module(model, hp.rewrite_module_tmp.format(layer))
+                w = params[name]
+                originals.setdefault(name, w.detach().clone())
+                with torch.no_grad():
+                    from_param_layout(w, module).add_(upd.to(w.dtype))
+    finally:
+        with torch.no_grad():
+            for name, w in originals.items():
+                params[name].copy_(w)
+    return updates
 
 
 _TEMPLATES: dict = {}
 
 
-def templates_for(model, tok, hp) -> list[str]:
-    """The context templates: fixed ones from the hparams, else sampled once per model."""
-    from .templates import context_templates
+def template_groups(model, tok, hp) -> list[list[str]]:
+    """The context templates in their groups (:mod:`.templates`): fixed ones from the hparams,
+    else sampled once per model and setting."""
+    from .templates import as_groups, context_template_groups, flatten
 
     if hp.context_templates:
-        bad = [t for t in hp.context_templates if t.count("{}") != 1]
+        groups = as_groups(hp.context_templates)
+        bad = [t for t in flatten(groups) if not isinstance(t, str) or t.count("{}") != 1]
         if bad:
             from .hparams import HparamsError
 
             raise HparamsError(f"context_templates must each hold exactly one '{{}}': {bad}")
-        return list(hp.context_templates)
-    key = (id(model), str(hp.context_template_length_params), hp.template_seed)
+        return groups
+    key = (id(model), str(hp.context_template_length_params), hp.template_seed, hp.TEMPLATE_BRACES)
     if key not in _TEMPLATES:
-        _TEMPLATES[key] = context_templates(model, tok, hp.context_template_length_params, hp.template_seed)
+        _TEMPLATES[key] = context_template_groups(model, tok, hp.context_template_length_params, hp.template_seed,
+                                                  hp.TEMPLATE_BRACES)
     return _TEMPLATES[key]
 
 
+def templates_for(model, tok, hp) -> list[str]:
+    """All context templates, one list (what ROME averages over, and every method's value
+    optimisation runs on)."""
+    from .templates import flatten
+
+    return flatten(template_groups(model, tok, hp))
+
+
 def apply(model, tok, requests, hp: ROMEHyperParams) -> dict[str, torch.Tensor]:
-    inv_cov = None
+    check_hparams(model, hp)
+    inv_covs = None
     if hp.mom2_adjustment:
         from .key_stats import inverse_key_covariance
 
-        inv_cov = inverse_key_covariance(model, tok, hp.rewrite_module_tmp.format(hp.layers[0]), hp)
-    return rome_update(model, tok, requests[0], hp, templates_for(model, tok, hp), inv_cov)
+        inv_covs = {l: inverse_key_covariance(model, tok, hp.rewrite_module_tmp.format(l), hp) for l in hp.layers}
+    return rome_update(model, tok, requests[0], hp, templates_for(model, tok, hp), inv_covs)

@@ -1,23 +1,55 @@
 """ROME/MEMIT context templates: short texts sampled from the model itself, each followed by
-". {}", so an edit is learnt in many contexts, not only at the start of a text."""
+". {}", so an edit is learnt in many contexts, not only at the start of a text.
+
+The templates come in groups: ``["{}"]`` (the bare prompt) and one group per
+``(length, count)`` of ``length_params``. ROME averages its key over all templates alike;
+MEMIT averages within each group, then over the groups, so the bare prompt weighs as much as
+all the sampled texts together (rome's ``get_context_templates`` and memit's
+``get_context_templates`` / ``compute_ks``).
+"""
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from ..model.generate import generate
 
-# EasyEdit's seed words: each sampled text starts with one of them.
+# The seed words of the reference code: each sampled text starts with one of them.
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
 
 
-def context_templates(model, tok, length_params=((5, 10), (10, 10)), seed: int = 0) -> list[str]:
-    """``["{}"]`` plus, for each ``(length, count)``, ``count`` texts of ``length`` tokens in all
-    (seed word included) sampled with top-5 sampling, as format strings ending in ``". {}"``."""
-    out = ["{}"]
+def context_template_groups(model, tok, length_params=((5, 10), (10, 10)), seed: int = 0,
+                            brace_replacement: str = "") -> list[list[str]]:
+    """``[["{}"], group 1, ...]``: for each ``(length, count)``, ``count // 5`` texts per seed
+    word, sampled with top-5 sampling up to ``length`` tokens in all (the seed word and any
+    begin-of-text token count, as in the reference's ``generate_fast``), each as a format string
+    ending in ``". {}"``. Braces in a sampled text become ``brace_replacement`` (ROME removes
+    them, MEMIT puts a space)."""
+    groups = [["{}"]]
+    # the reference pads the seed words to one length and samples until the batch is `length` long
+    prompt_len = max(len(tok(w, add_special_tokens=True).input_ids) for w in SEED_WORDS)
     for length, count in length_params:
         per_word = max(int(count) // len(SEED_WORDS), 1)
         prompts = [w for w in SEED_WORDS for _ in range(per_word)]
-        gens = generate(model, tok, prompts, max(int(length) - 1, 1), sample_top_k=5,
+        gens = generate(model, tok, prompts, max(int(length) - prompt_len, 1), sample_top_k=5,
                         seed=seed + int(length), progress=False)
+        group = []
         for word, g in zip(prompts, gens):
-            text = (word + g.text).replace("{", " ").replace("}", " ")
-            out.append(text + ". {}")
-    return out
+            text = (word + g.text).replace("{", brace_replacement).replace("}", brace_replacement)
+            group.append(text + ". {}")
+        groups.append(group)
+    return groups
+
+
+def as_groups(templates: Sequence) -> list[list[str]]:
+    """Fixed templates from the hparams as groups: a list of lists is taken as it is; a flat
+    list becomes the bare ``"{}"`` (if listed) and the group of all the others, the structure
+    the sampled templates have."""
+    if all(isinstance(t, str) for t in templates):
+        bare = [t for t in templates if t == "{}"]
+        rest = [t for t in templates if t != "{}"]
+        return [g for g in (bare, rest) if g]
+    return [list(g) for g in templates]
+
+
+def flatten(groups: Sequence[Sequence[str]]) -> list[str]:
+    return [t for g in groups for t in g]

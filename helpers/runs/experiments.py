@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import Regularizer, apply_update, edit, editing_metrics, set_parameters
+from ..editing import CARRY_STATE, Regularizer, apply_update, begin_sequence, edit, editing_metrics, set_parameters
 from ..editing.mend import MENDHyperParams, split_zsre
 from ..editing.weight_change import accumulated_change
 from ..evaluation import TASKS, evaluate_tasks, get_task
@@ -73,6 +73,7 @@ def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str =
     def compute(req):
         m, tok = shared_model(model)
         ref = editing_metrics(m, tok, [req])
+        begin_sequence()  # each edit on its own (a fresh run of the reference)
         start = time.perf_counter()
         res = edit(m, tok, req, method, hparams)
         seconds = time.perf_counter() - start
@@ -95,6 +96,7 @@ def raw_updates(model: str | LoadedModel, req, method: str, hparams=None, store:
     """``{parameter: ΔW [out, in]}`` that ``method`` computes for ``req`` on the unedited model,
     computed once and kept in the store (the model is left unedited)."""
     def compute():
+        begin_sequence()
         res = edit(*shared_model(model), req, method, hparams)
         res.restore()
         return res.updates
@@ -154,8 +156,12 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
         stats[done], values = row["stats"], tensors
     if done < max_edits:
         m, tok = shared_model(model)
-        applied = [set_parameters(m, {n[len("value/"):]: t for n, t in values.items() if n.startswith("value/")})] \
-            if done else []  # back to the last stored point, bit for bit
+        begin_sequence()
+        if method.upper() in CARRY_STATE:  # its state between edits is not stored: replay them
+            applied = [edit(m, tok, chain[c], method, hparams) for c in range(done)]
+        else:
+            applied = [set_parameters(m, {n[len("value/"):]: t for n, t in values.items() if n.startswith("value/")})] \
+                if done else []  # back to the last stored point, bit for bit
         try:
             for count in tqdm(range(done + 1, max_edits + 1), desc=f"{method} sequential edits", disable=not progress):
                 applied.append(edit(m, tok, chain[count - 1], method, hparams))

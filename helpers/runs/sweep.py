@@ -31,7 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import METHODS, EditHealthError, Regularizer, edit, set_parameters
+from ..editing import CARRY_STATE, METHODS, EditHealthError, Regularizer, begin_sequence, edit, set_parameters
 from ..errors import EdithurtError, unknown
 from ..evaluation import TASKS, evaluate_tasks, get_task
 from ..evaluation.tasks import check_protocol
@@ -230,8 +230,11 @@ class ChainUnit:
             if not pending:
                 return
         # resume from the furthest stored state not beyond the first point still to compute
+        # (a method that carries state between edits replays its sequence from the start)
         start, state = 0, None
-        for c in sorted((c for c in self.chain.checkpoints if 0 < c <= pending[0]), reverse=True):
+        begin_sequence()
+        resumable = str(self.chain.method).upper() not in CARRY_STATE
+        for c in sorted((c for c in self.chain.checkpoints if 0 < c <= pending[0] and resumable), reverse=True):
             state = store.get_tensors(self.state_key(c))
             if state is not None:
                 start = c

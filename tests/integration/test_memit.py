@@ -85,3 +85,49 @@ def test_shipped_memit_files():
     assert hp.layers == [13, 14, 15, 16, 17] and hp.mom2_update_weight == 20000 and hp.clamp_norm_factor == 0.75
     hp = load_hparams(memit.MEMITHyperParams, "MEMIT", "llama-7b")
     assert hp.layers == [4, 5, 6, 7, 8] and hp.mom2_update_weight == 15000
+
+
+def test_keys_are_averaged_within_template_groups_then_over_groups(tiny_model):
+    """memit's compute_ks: the bare prompt (a group of its own) weighs 1/2, not 1/len(templates)."""
+    from helpers.editing.modules import module_input_at
+    from helpers.editing.positions import in_template, subject_last_index
+
+    model, tok = tiny_model
+    hp = memit.MEMITHyperParams(**memit_hparams(model))
+    groups = [["{}"], ["I think that. {}", "The story goes. {}", "Once upon a time. {}"]]
+    got = memit.keys_at(model, tok, REQS[:1], hp, 0, groups)[0]
+
+    def key(t):
+        text, start = in_template(t, REQS[0].prompt, REQS[0].subject)
+        idx = subject_last_index(tok, text, REQS[0].subject, start)
+        return module_input_at(model, tok, hp.rewrite_module_tmp.format(0), [text], [idx])[0]
+
+    bare, rest = key("{}"), torch.stack([key(t) for t in groups[1]]).mean(0)
+    want = (bare + rest) / 2
+    assert torch.allclose(got, want, atol=1e-5 * want.abs().max())
+    flat = (bare + 3 * rest) / 4
+    assert not torch.allclose(got, flat, atol=1e-3 * want.abs().max())
+    # a flat list of fixed templates takes the same two-group form
+    assert memit.template_groups(model, tok, memit.MEMITHyperParams(
+        **memit_hparams(model, context_templates=["{}", *groups[1]]))) == groups
+
+
+def test_the_loss_layer_is_read_through_the_final_norm_and_head(tiny_model):
+    """memit's compute_z reads the NLL from layer max(v_loss_layer, z layer): read at the last
+    block through ln_f and the head it equals the model's own output."""
+    from helpers.editing.rome import loss_layer_of, optimize_target
+
+    model, tok = tiny_model
+    hp = memit.MEMITHyperParams(**memit_hparams(model, layers=[0], v_num_grad_steps=4, early_stop_loss=-1.0,
+                                                ln_f_module="transformer.ln_f" if model.config.model_type == "gpt2"
+                                                else "model.norm",
+                                                lm_head_module="lm_head"))
+    z_module = get_module(model, hp.layer_module_tmp.format(0))
+    plain = optimize_target(model, tok, REQS[0], hp, z_module, TEMPLATES, 0)
+    at_last = optimize_target(model, tok, REQS[0], hp, z_module, TEMPLATES, 0, loss_layer=1)
+    assert torch.allclose(plain, at_last, atol=1e-4 * plain.abs().max())
+    at_z = optimize_target(model, tok, REQS[0], hp, z_module, TEMPLATES, 0, loss_layer=0)
+    assert not torch.allclose(plain, at_z, atol=1e-3 * plain.abs().max())
+    assert loss_layer_of(model, hp, 0) is None  # -1: the last block, read as the model's output
+    assert loss_layer_of(model, memit.MEMITHyperParams(**memit_hparams(model, v_loss_layer=0)), 1) is None
+    assert loss_layer_of(model, memit.MEMITHyperParams(**memit_hparams(model, v_loss_layer=0)), 0) == 0

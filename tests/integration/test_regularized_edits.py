@@ -95,10 +95,10 @@ def test_mend_updates_take_a_regularizer_through_apply_update(tiny_model):
     from helpers.editing import mend
     from helpers.editing.modules import from_param_layout, get_module
 
+    from tests.integration.test_mend import inner_names
+
     model, tok = tiny_model
-    gpt2 = type(model).__name__.startswith("GPT2")
-    names = (["transformer.h.1.mlp.c_fc.weight", "transformer.h.1.mlp.c_proj.weight"] if gpt2 else
-             ["model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight"])
+    names = inner_names(model)
     hp = mend.MENDHyperParams(inner_params=names, rank=8)
     factors = mend.gradient_factors(model, tok, [REQ], names)
     with torch.no_grad():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import EditRequest
-from helpers.editing import EditError, HparamsError, LayerError, edit, rome
+from helpers.editing import EditError, HparamsError, LayerError, apply_update, edit, memit, rome
 from helpers.errors import UnknownNameError
 
 REQ = EditRequest(prompt="The mother tongue of Danielle Darrieux is", subject="Danielle Darrieux",
@@ -181,3 +181,81 @@ def test_hparams_from_a_yaml_path_an_object_and_bad_files(tmp_path):
         load_hparams(rome.ROMEHyperParams, "ROME", "anything", str(path))
     with pytest.raises(HparamsError, match="no ROME hparams shipped for model 'tiny-thing'"):
         load_hparams(rome.ROMEHyperParams, "ROME", "tiny-thing", {"layers": [1]})
+
+
+def _count_adam_steps(monkeypatch):
+    steps = []
+    real = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or real(self, *a, **k))
+    return steps
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_value_optimisation_makes_one_update_fewer_than_its_steps(tiny_model, monkeypatch, reuse_prefix):
+    """The reference's loop breaks at it == v_num_grad_steps - 1 before the backward pass."""
+    model, tok = tiny_model
+    hp = rome.ROMEHyperParams(**tiny_hparams(model, v_num_grad_steps=5, early_stop_loss=-1.0))
+    steps = _count_adam_steps(monkeypatch)
+    module = rome.get_module(model, hp.rewrite_module_tmp.format(1))
+    rome.optimize_target(model, tok, REQ, hp, module, TEMPLATES, 1, reuse_prefix=reuse_prefix)
+    assert len(steps) == 4
+    steps.clear()
+    rome.optimize_target(model, tok, REQ, dataclasses.replace(hp, v_num_grad_steps=1), module, TEMPLATES, 1)
+    assert steps == []  # one step: the initial value, unchanged
+
+
+def test_several_rome_layers_are_edited_in_turn(tiny_model):
+    """rome's execute_rome: lowest layer first, each next layer's u and v computed with the
+    layers below already updated; the model is left as it was."""
+    model, tok = tiny_model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    two = rome.ROMEHyperParams(**tiny_hparams(model, layers=[1, 0]))
+    upd = rome.rome_update(model, tok, REQ, two, TEMPLATES)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    names = [f"{two.rewrite_module_tmp.format(l)}.weight" for l in (0, 1)]
+    assert sorted(upd) == sorted(names)
+    first = rome.rome_update(model, tok, REQ, dataclasses.replace(two, layers=[0]), TEMPLATES)
+    assert torch.allclose(upd[names[0]], first[names[0]], atol=1e-6 * first[names[0]].abs().max())
+    res = apply_update(model, first)
+    try:
+        second = rome.rome_update(model, tok, REQ, dataclasses.replace(two, layers=[1]), TEMPLATES)
+    finally:
+        res.restore()
+    assert torch.allclose(upd[names[1]], second[names[1]], atol=1e-5 * second[names[1]].abs().max())
+
+
+def test_settings_rome_would_ignore_are_refused(tiny_model):
+    model, tok = tiny_model
+    with pytest.raises(HparamsError, match="fact_token 'last' is not implemented"):
+        edit(model, tok, REQ, "ROME", tiny_hparams(model, fact_token="last"))
+    with pytest.raises(HparamsError, match="ROME reads its loss from the model's output"):
+        edit(model, tok, REQ, "ROME", tiny_hparams(model, v_loss_layer=0))
+    with pytest.raises(HparamsError, match="out of range"):
+        edit(model, tok, REQ, "ROME", tiny_hparams(model, v_loss_layer=9))
+    edit(model, tok, REQ, "ROME", tiny_hparams(model, v_loss_layer=1, v_num_grad_steps=2)).restore()  # the last layer
+
+
+def test_sampled_templates_follow_the_reference(tiny_model, monkeypatch):
+    """Groups ["{}"] + one per (length, count); count // 5 texts per seed word, sampled up to
+    `length` tokens in all; braces removed (ROME) or spaced (MEMIT)."""
+    from types import SimpleNamespace
+
+    from helpers.editing import templates
+
+    model, tok = tiny_model
+    calls = []
+
+    def fake_generate(m, t, prompts, max_new, **kw):
+        calls.append((list(prompts), max_new))
+        return [SimpleNamespace(text=" a {b} c") for _ in prompts]
+
+    monkeypatch.setattr(templates, "generate", fake_generate)
+    groups = templates.context_template_groups(model, tok, [[5, 10], [10, 5]], brace_replacement="")
+    assert [len(g) for g in groups] == [1, 10, 5] and groups[0] == ["{}"]
+    assert groups[1][0] == "The a b c. {}" and groups[1][2] == "Therefore a b c. {}"
+    longest = max(len(tok(w).input_ids) for w in templates.SEED_WORDS)
+    assert [n for _, n in calls] == [5 - longest, 10 - longest]
+    spaced = templates.context_template_groups(model, tok, [[10, 5]], brace_replacement=" ")
+    assert spaced[1][0] == "The a  b  c. {}"
+    assert rome.ROMEHyperParams.TEMPLATE_BRACES == "" and memit.MEMITHyperParams.TEMPLATE_BRACES == " "
+    assert memit.MEMITHyperParams(**tiny_hparams(model)).context_template_length_params == [[10, 5]]
