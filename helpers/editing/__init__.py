@@ -84,6 +84,10 @@ def _methods():
 
 
 METHODS = ("ROME", "MEMIT", "KN", "MEND")
+# The revision of what the methods compute: stored results carry it in their keys, so results
+# of an earlier revision are recomputed, never mixed in. 2: the methods as the paper's code
+# computes them (KN's site and edit, MEMIT's templates, N-1 value updates, MEND's network).
+REVISION = 2
 # methods whose next edit depends on more than the weights the earlier edits of its sequence
 # left (MEND's normalising statistics, as the reference keeps them: see helpers.editing.mend)
 CARRY_STATE = ("MEND",)
@@ -196,6 +200,6 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
     return result
 
 
-__all__ = ["edit", "read_hparams", "begin_sequence", "CARRY_STATE", "apply_update", "set_parameters", "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH",
+__all__ = ["edit", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "apply_update", "set_parameters", "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH",
            "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
            "Regularizer", "regularize", "weight_change_stats"]

@@ -24,7 +24,7 @@ from ..evaluation import TASKS, evaluate_tasks, get_task
 from ..evaluation.tasks import check_protocol
 from ..model.loading import LoadedModel
 from .session import model_name, shared_model
-from .store import ResultStore, hparams_key, open_store
+from .store import ResultStore, edit_settings, open_store
 
 Store = str | os.PathLike | ResultStore | None
 
@@ -86,8 +86,8 @@ def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str =
     rows = []
     for req in tqdm(edit_sample(load_zsre(), n, seed, method, hparams), desc=f"{method} single edits",
                     disable=not progress):
-        settings = {"experiment": "editing_performance", "model": model_name(model), "method": method.upper(),
-                    "case_id": req.case_id, "hparams": hparams_key(hparams)}
+        settings = {"experiment": "editing_performance", "model": model_name(model), **edit_settings(method, hparams),
+                    "case_id": req.case_id}
         rows.append(store.row(settings, lambda: compute(req)))
     return pd.DataFrame(rows)
 
@@ -101,8 +101,8 @@ def raw_updates(model: str | LoadedModel, req, method: str, hparams=None, store:
         res.restore()
         return res.updates
 
-    settings = {"experiment": "raw_update", "model": model_name(model), "method": method.upper(),
-                "case_id": req.case_id, "hparams": hparams_key(hparams)}
+    settings = {"experiment": "raw_update", "model": model_name(model), **edit_settings(method, hparams),
+                "case_id": req.case_id}
     return open_store(store).tensors(settings, compute)
 
 
@@ -120,7 +120,7 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
     edit. An interrupted chain resumes from its last stored point."""
     store = open_store(store)
     records = load_zsre()
-    base = {"model": model_name(model), "method": method.upper(), "hparams": hparams_key(hparams)}
+    base = {"model": model_name(model), **edit_settings(method, hparams)}
 
     def single(req):
         # the update as the regulariser ablation stores it: one edit serves both
@@ -213,9 +213,9 @@ def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Seq
                         "locality": met.locality, "portability": met.portability, "delta_norm": _update_norm(res)}
 
             for reg in regularizers:
-                settings = {"experiment": "regularizer_ablation", "model": model_name(model), "method": method.upper(),
-                            "case_id": req.case_id, "how": reg.how, "k": reg.k, "reg_seed": reg.seed,
-                            "hparams": hparams_key(hp)}
+                settings = {"experiment": "regularizer_ablation", "model": model_name(model),
+                            **edit_settings(method, hp), "case_id": req.case_id, "how": reg.how, "k": reg.k,
+                            "reg_seed": reg.seed}
                 row = store.row(settings, lambda: compute(reg))
                 rows.append({"method": method.upper(), "regularizer": reg.label, "how": reg.how, "k": reg.k,
                              "case_id": req.case_id, **row})

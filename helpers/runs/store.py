@@ -44,6 +44,14 @@ def hparams_key(hparams) -> object:
     return hparams if isinstance(hparams, (dict, str, type(None))) else repr(hparams)
 
 
+def edit_settings(method: str, hparams) -> dict:
+    """What identifies an edit's computation in a settings dict: the method, its hparams and the
+    revision of the methods' code (results of another revision are recomputed)."""
+    from ..editing import REVISION
+
+    return {"method": str(method).upper(), "hparams": hparams_key(hparams), "methods_revision": REVISION}
+
+
 def provenance() -> dict:
     """The versions that produce a row (recorded with it, not part of its key)."""
     from importlib import metadata

@@ -39,7 +39,7 @@ from ..model.loading import LoadedModel
 from .backends import get_backend
 from .experiments import edit_sample
 from .session import Session, model_name
-from .store import ResultStore, hparams_key, open_store, settings_key
+from .store import ResultStore, edit_settings, open_store, settings_key
 
 ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds"]
 
@@ -172,7 +172,7 @@ class ChainUnit:
                              f"with {chain.method}")
         b = chain.batch_size
         self.batches = [sample[i * b:(i + 1) * b] for i in range(chain.edits)]
-        self.edit_key = {"model": model, "method": chain.method, "hparams": hparams_key(hparams),
+        self.edit_key = {"model": model, **edit_settings(chain.method, hparams),
                          "regularizer": regularizer_key(chain.regularizer)}
 
     @property
