@@ -85,9 +85,10 @@ def _methods():
 
 METHODS = ("ROME", "MEMIT", "KN", "MEND")
 # The revision of what the methods compute: stored results carry it in their keys, so results
-# of an earlier revision are recomputed, never mixed in. 2: the methods as the paper's code
-# computes them (KN's site and edit, MEMIT's templates, N-1 value updates, MEND's network).
-REVISION = 2
+# of an earlier revision are recomputed, never mixed in. 3: the methods as the paper's code
+# computes them (KN's site and edit, MEMIT's templates, N-1 value updates, MEND's network,
+# templates decoded and normalised as generate_fast does).
+REVISION = 3
 # methods whose next edit depends on more than the weights the earlier edits of its sequence
 # left (MEND's normalising statistics, as the reference keeps them: see helpers.editing.mend)
 CARRY_STATE = ("MEND",)

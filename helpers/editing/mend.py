@@ -16,7 +16,8 @@ the edited prompt (``cedit``), plus ``cloc`` × the KL of the locality answer's 
 the unedited model's; gradients averaged over ``accumulate_bs`` batches, their total norm
 clipped to ``grad_clip``, one Adam step (``lr``) for the network and the steps ``η`` together
 (the reference's separate ``lr_lr`` optimiser never sees a gradient: its step follows the
-other's ``zero_grad``). Left out: validation and early stopping (``max_iters`` batches are run).
+other's ``zero_grad``). Every encoding is cut to ``max_length`` (40) tokens, and ``max_iters − 1``
+batches are run, as in the reference. Left out: validation and early stopping.
 
 Edit time (``mend_main``): the edit input is the prompt followed by the target with a leading
 space, the labels the target's tokens as the tokenizer gives them (left-padded with the
@@ -243,15 +244,17 @@ class MEND(nn.Module):
 
 
 # ------------------------------------------------------------------ batches and losses
-def edit_batch(tok, prompts, targets, device, label_space: bool = True):
+def edit_batch(tok, prompts, targets, device, label_space: bool = True, max_length: int | None = None):
     """``(ids, mask, labels)``: ``prompt + " " + target`` left-padded with the padding token,
     and the targets' tokens (``tok(target)``, with the leading space at edit time, without it in
     training, as the reference's ``mend_main`` and ZsRE collation encode them) left-padded. At
-    edit time the padded labels are kept (the reference scores them); in training they are -100."""
+    edit time the padded labels are kept (the reference scores them); in training they are -100.
+    ``max_length``: keep each encoding's first tokens (training: the reference's ZsRE collation
+    truncates at 40)."""
     targets = [(" " if t[:1] != " " else "") + t if label_space else t for t in targets]
     texts = [p + (t if label_space else " " + t) for p, t in zip(prompts, targets)]
-    enc = [tok(t, add_special_tokens=True).input_ids for t in texts]
-    lab = [tok(t, add_special_tokens=True).input_ids for t in targets]
+    enc = [tok(t, add_special_tokens=True).input_ids[:max_length] for t in texts]
+    lab = [tok(t, add_special_tokens=True).input_ids[:max_length] for t in targets]
     ids, mask = pad(enc, pad_id(tok), device)
     labels, lmask = pad(lab, pad_id(tok), device)
     if not label_space:
@@ -305,12 +308,14 @@ def _to_layout(model, name, upd):
     return upd.T if is_conv1d(module) else upd
 
 
-def locality_batch(tok, records, device):
+def locality_batch(tok, records, device, max_length: int | None = None):
     """``(ids, mask, kl_mask)``: ``loc + " " + loc_ans``, and which of the last positions the
-    KL reads (as many as ``tok(loc_ans)`` has tokens, its attention mask)."""
+    KL reads (as many as ``tok(loc_ans)`` has tokens, its attention mask); each encoding cut to
+    its first ``max_length`` tokens."""
     texts = [r.locality_prompt + " " + r.locality_answer for r in records]
-    ids, mask = pad([tok(t, add_special_tokens=True).input_ids for t in texts], pad_id(tok), device)
-    _, kl_mask = pad([tok(r.locality_answer, add_special_tokens=True).input_ids for r in records], pad_id(tok), device)
+    ids, mask = pad([tok(t, add_special_tokens=True).input_ids[:max_length] for t in texts], pad_id(tok), device)
+    _, kl_mask = pad([tok(r.locality_answer, add_special_tokens=True).input_ids[:max_length] for r in records],
+                     pad_id(tok), device)
     return ids, mask, kl_mask
 
 
@@ -330,13 +335,15 @@ def train_mend(model, tok, records, hp: MENDHyperParams, progress: bool = True) 
     log = {"edit_loss": [], "loc_kl": [], "skipped": 0}
     order: list = []
     accumulated = [torch.zeros_like(p) for p in outer]
-    for it in tqdm(range(1, hp.max_iters + 1), desc="training MEND", disable=not progress, leave=False):
+    # the reference's loop counts a batch, then stops once the count reaches max_iters: max_iters - 1 batches
+    for it in tqdm(range(1, hp.max_iters), desc="training MEND", disable=not progress, leave=False):
         if len(order) < hp.batch_size:  # a new epoch, reshuffled
             order = list(records)
             rng.shuffle(order)
         batch, order = order[:hp.batch_size], order[hp.batch_size:]
-        edit_in = edit_batch(tok, [r.prompt for r in batch], [r.target_new for r in batch], device, label_space=False)
-        lids, lmask, kl_mask = locality_batch(tok, batch, device)
+        edit_in = edit_batch(tok, [r.prompt for r in batch], [r.target_new for r in batch], device, label_space=False,
+                             max_length=hp.max_length)
+        lids, lmask, kl_mask = locality_batch(tok, batch, device, hp.max_length)
         n_kl = kl_mask.shape[1]
         with torch.no_grad():
             base = torch.log_softmax(model(input_ids=lids, attention_mask=lmask).logits[:, -n_kl:].float(), -1)
@@ -418,9 +425,14 @@ def load_archive(path, net: MEND) -> None:
         raise CacheError(f"{path} does not fit these inner_params ({str(e).splitlines()[0]})") from None
 
 
+# the revision of train_mend: a network cached by another revision is trained again
+TRAINING_REVISION = 2
+
+
 def _cache_key(model_name: str, hp: MENDHyperParams) -> str:
     at_edit_only = {"edit_statistics", "edit_lr_order", "lr_scale", "archive"}
-    blob = json.dumps({k: v for k, v in asdict(hp).items() if k not in at_edit_only}, sort_keys=True)
+    settings = {k: v for k, v in asdict(hp).items() if k not in at_edit_only}
+    blob = json.dumps({**settings, "training_revision": TRAINING_REVISION}, sort_keys=True)
     return f"{model_name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
@@ -464,9 +476,11 @@ _NETS: dict = {}
 
 def begin_sequence() -> None:
     """A new sequence of edits starts: with ``edit_statistics: reference`` the networks'
-    normalising statistics restart at its first edit (as in a fresh run of the reference)."""
+    normalising statistics restart at its first edit (as in a fresh run of the reference);
+    networks run with their trained statistics keep them."""
     for net in _NETS.values():
-        net.restart_statistics()
+        if net.training:  # edit_statistics: reference
+            net.restart_statistics()
 
 
 def apply(model, tok, requests, hp: MENDHyperParams) -> dict[str, torch.Tensor]:

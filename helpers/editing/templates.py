@@ -9,6 +9,7 @@ all the sampled texts together (rome's ``get_context_templates`` and memit's
 """
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 from ..model.generate import generate
@@ -22,8 +23,10 @@ def context_template_groups(model, tok, length_params=((5, 10), (10, 10)), seed:
     """``[["{}"], group 1, ...]``: for each ``(length, count)``, ``count // 5`` texts per seed
     word, sampled with top-5 sampling up to ``length`` tokens in all (the seed word and any
     begin-of-text token count, as in the reference's ``generate_fast``), each as a format string
-    ending in ``". {}"``. Braces in a sampled text become ``brace_replacement`` (ROME removes
-    them, MEMIT puts a space)."""
+    ending in ``". {}"`` (:func:`sampled_text`). Braces in a sampled text become
+    ``brace_replacement`` (ROME removes them, MEMIT puts a space). Unlike the reference, which
+    samples on past an end-of-text token and drops it, a sample ends at one (rare among the
+    top 5 tokens this early)."""
     groups = [["{}"]]
     # the reference pads the seed words to one length and samples until the batch is `length` long
     prompt_len = max(len(tok(w, add_special_tokens=True).input_ids) for w in SEED_WORDS)
@@ -34,10 +37,21 @@ def context_template_groups(model, tok, length_params=((5, 10), (10, 10)), seed:
                         seed=seed + int(length), progress=False)
         group = []
         for word, g in zip(prompts, gens):
-            text = (word + g.text).replace("{", brace_replacement).replace("}", brace_replacement)
+            text = sampled_text(tok, word, g.tokens)
+            text = text.replace("{", brace_replacement).replace("}", brace_replacement)
             group.append(text + ". {}")
         groups.append(group)
     return groups
+
+
+def sampled_text(tok, prompt: str, new_tokens: Sequence[int]) -> str:
+    """The reference's text of a sample: prompt and new tokens decoded together (a SentencePiece
+    tokenizer drops the space before a sequence's first word, so decoding the new tokens alone
+    would glue them to the prompt), special tokens skipped, NFKD-normalised, blank lines made
+    spaces (``generate_fast``)."""
+    ids = tok(prompt, add_special_tokens=True).input_ids + list(new_tokens)
+    text = tok.decode(ids, skip_special_tokens=True)
+    return unicodedata.normalize("NFKD", text).replace("\n\n", " ").replace("<|endoftext|>", "")
 
 
 def as_groups(templates: Sequence) -> list[list[str]]:

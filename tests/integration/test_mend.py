@@ -62,6 +62,10 @@ def test_edit_batch_and_loss_follow_mend_main(tiny_model):
     _, _, train_labels = mend.edit_batch(tok, ["a", "b"], ["x", "a longer answer"], "cpu", label_space=False)
     assert train_labels[1].tolist() == tok("a longer answer").input_ids
     assert (train_labels[0] == -100).sum() == train_labels.shape[1] - len(tok("x").input_ids)
+    # cut at max_length tokens (the collation's truncation at 40)
+    long = " ".join(["word"] * 60)
+    ids, _, labels = mend.edit_batch(tok, [long], [long], "cpu", label_space=False, max_length=40)
+    assert ids.shape[1] == 40 and labels.shape[1] == 40
 
 
 def test_low_rank_layer_computes_the_reference_lrlinear_on_a_hand_made_input():
@@ -146,7 +150,8 @@ def test_training_accumulates_clips_and_lowers_the_edit_loss(tiny_model, monkeyp
     monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or real_step(self, *a, **k))
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, m, *a, **k: clips.append(m) or real_clip(p, m, *a, **k))
     net, log = mend.train_mend(model, tok, REQS * 4, hp, progress=False)
-    assert len(steps) == 10 and clips == [100.0] * 10
+    # the reference runs max_iters - 1 batches: 29, a step after every third
+    assert len(log["edit_loss"]) == 29 and len(steps) == 9 and clips == [100.0] * 9
     first, last = sum(log["edit_loss"][:6]) / 6, sum(log["edit_loss"][-6:]) / 6
     assert last < first
 
@@ -169,7 +174,9 @@ def test_reference_statistics_restart_with_each_sequence(tiny_model, tmp_path, m
     assert counts[0] > 0 and counts[1] > counts[0] and counts[2:] == counts[:2]
     trained = mend_hparams(model, edit_statistics="trained")
     before = [t.count.clone() for t in mend.load_or_train(model, tok, trained, "tiny", progress=False).transforms.values()]
-    edit(model, tok, REQS[0], "MEND", trained).restore()
+    for _ in range(2):  # a new sequence leaves the trained statistics alone
+        mend.begin_sequence()
+        edit(model, tok, REQS[0], "MEND", trained).restore()
     net = [n for k, n in mend._NETS.items() if not n.training][0]
     assert [t.count for t in net.transforms.values()] == before
 

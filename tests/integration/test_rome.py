@@ -237,7 +237,8 @@ def test_settings_rome_would_ignore_are_refused(tiny_model):
 
 def test_sampled_templates_follow_the_reference(tiny_model, monkeypatch):
     """Groups ["{}"] + one per (length, count); count // 5 texts per seed word, sampled up to
-    `length` tokens in all; braces removed (ROME) or spaced (MEMIT)."""
+    `length` tokens in all, decoded with the seed word, blank lines made spaces; braces removed
+    (ROME) or spaced (MEMIT)."""
     from types import SimpleNamespace
 
     from helpers.editing import templates
@@ -245,9 +246,11 @@ def test_sampled_templates_follow_the_reference(tiny_model, monkeypatch):
     model, tok = tiny_model
     calls = []
 
+    sample = tok(" a {b}\n\nc", add_special_tokens=False).input_ids
+
     def fake_generate(m, t, prompts, max_new, **kw):
         calls.append((list(prompts), max_new))
-        return [SimpleNamespace(text=" a {b} c") for _ in prompts]
+        return [SimpleNamespace(tokens=sample) for _ in prompts]
 
     monkeypatch.setattr(templates, "generate", fake_generate)
     groups = templates.context_template_groups(model, tok, [[5, 10], [10, 5]], brace_replacement="")
