@@ -4,21 +4,19 @@ from __future__ import annotations
 
 
 def subject_last_index(tok, text: str, subject: str, start: int | None = None) -> int:
-    """Index of the last token of ``subject`` in the tokenisation of the whole ``text``
-    (character offsets, so merges across the subject's boundary are handled). ``start``: the
-    subject's character offset in ``text`` (default: its first occurrence)."""
+    """Index of the subject's last token in ``text``, counted as the reference counts it
+    (``repr_tools.get_words_idxs_in_templates``): the number of tokens of the text up to the
+    subject's end, minus one. Where the tokenizer merges the subject's end with what follows
+    (a subject that is a prefix of a longer word), that index is the reference's, not
+    necessarily a token that covers the subject. ``start``: the subject's character offset in
+    ``text`` (default: its first occurrence)."""
     start = text.find(subject) if start is None else start
     if start < 0 or text[start:start + len(subject)] != subject:
         raise ValueError(f"subject {subject!r} does not occur in {text!r}")
-    end = start + len(subject)
-    enc = tok(text, add_special_tokens=True, return_offsets_mapping=True)
-    last = None
-    for i, (a, b) in enumerate(enc["offset_mapping"]):
-        if a < end and b > a:
-            last = i
-    if last is None:
+    n = len(tok(text[:start + len(subject)], add_special_tokens=True).input_ids)
+    if n == 0:
         raise ValueError(f"no token of {text!r} covers the subject {subject!r}")
-    return last
+    return n - 1
 
 
 def in_template(template: str, prompt: str, subject: str) -> tuple[str, int]:

@@ -16,6 +16,15 @@ def test_subject_last_index_ends_at_the_subject(smol_tokenizer, text, subject):
     assert not tok.decode(ids[:i]).endswith(subject)
 
 
+def test_subject_last_index_counts_as_the_reference_does(smol_tokenizer):
+    """len(tok(text up to the subject's end)) - 1, also where the subject's end merges with the
+    next characters (the reference's repr_tools rule)."""
+    tok = smol_tokenizer
+    for text, subject in [("Parisian food is good", "Paris"), ("Apple A5 was created by", "Apple A5")]:
+        end = text.index(subject) + len(subject)
+        assert subject_last_index(tok, text, subject) == len(tok(text[:end]).input_ids) - 1
+
+
 def test_the_subject_is_found_in_the_prompt_not_in_the_template(smol_tokenizer):
     tok = smol_tokenizer
     text, start = in_template("Apple A5 is a chip. {}", "Apple A5 was created by", "Apple A5")
