@@ -201,6 +201,6 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
     return result
 
 
-__all__ = ["edit", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "apply_update", "set_parameters", "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH",
-           "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
+__all__ = ["edit", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "apply_update", "set_parameters",
+           "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH", "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
            "Regularizer", "regularize", "weight_change_stats"]
