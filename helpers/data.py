@@ -85,20 +85,27 @@ def read_json_lines(path: Path) -> list[Row]:
     return rows
 
 
-def read_tsv(path: Path, columns: list[str]) -> list[Row]:
-    """Rows of a tab-separated file with a header line holding at least ``columns``."""
+def read_tsv(path: Path, columns: list[str], csv_quoting: bool = False) -> list[Row]:
+    """Rows of a tab-separated file with a header line holding at least ``columns``. Cells are
+    taken as written (GLUE's files are not quoted); ``csv_quoting`` reads them with the csv
+    module's default quoting instead, as the released scripts did (a cell that starts with a
+    quote mark loses its quotes)."""
     with open(_existing(path), encoding="utf8", newline="") as f:
-        lines = f.read().split("\n")
-    header = lines[0].rstrip("\r").split("\t")
+        if csv_quoting:
+            reader = csv.reader(f, delimiter="\t")
+            records = [(reader.line_num, cells) for cells in reader]
+        else:
+            records = [(n, next(csv.reader([line.rstrip("\r")], delimiter="\t", quoting=csv.QUOTE_NONE), []))
+                       for n, line in enumerate(f.read().split("\n"), 1)]
+    records = [(n, cells) for n, cells in records if any(c.strip() for c in cells)]
+    if not records:
+        raise DataFormatError(path, 1, "the file is empty: expected a header line")
+    header = records[0][1]
     missing = [c for c in columns if c not in header]
     if missing:
         raise DataFormatError(path, 1, f"header lacks column(s) {missing} (header: {header})")
     rows = []
-    for lineno, line in enumerate(lines[1:], 2):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        cells = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE))
+    for lineno, cells in records[1:]:
         if len(cells) != len(header):
             raise DataFormatError(path, lineno, f"expected {len(header)} tab-separated cells, got {len(cells)}")
         rows.append(Row(dict(zip(header, cells)), path, lineno))
@@ -107,7 +114,7 @@ def read_tsv(path: Path, columns: list[str]) -> list[Row]:
 
 @dataclass(frozen=True)
 class ConllSentence:
-    """One blank-line block of a CoNLL-2003 file: words and their NER tags (IOB1)."""
+    """One blank-line block of a CoNLL-2003 file: words and their NER tags (B-/I-/O)."""
 
     words: tuple[str, ...]
     tags: tuple[str, ...]

@@ -1,7 +1,7 @@
-"""Scoring functions of the downstream tasks, each small enough to check by hand.
+"""The paper protocol's scoring functions of the downstream tasks, each small enough to check by
+hand (the released scripts' scoring is :mod:`.released`).
 
-ROUGE comes from ``rouge-score`` (paper protocol) or the ``rouge`` package the authors used
-(released protocol); nothing here re-implements it.
+ROUGE comes from ``rouge-score``; nothing here re-implements it.
 """
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ def exact_match(prediction: str, answers: Sequence[str]) -> bool:
 
 
 def span_match(prediction: str, answers: Sequence[str]) -> bool:
-    """Some contiguous word span of the normalised prediction equals a normalised answer
-    (the released code's open-domain QA hit)."""
+    """Some contiguous word span of the normalised prediction equals a normalised answer: the
+    released open-QA rule cleaned of its quirks (:func:`helpers.evaluation.released.open_qa`
+    searches the prompt too and stops early once a flag is set). No protocol uses it; it is the
+    lenient reading of an open answer for whoever wants one."""
     words = normalize_answer(prediction).split()
     targets = {normalize_answer(a) for a in answers}
     targets.discard("")
@@ -54,9 +56,10 @@ def number_match(prediction: str, gold: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------- NER
-def entities_iob1(words: Sequence[str], tags: Sequence[str]) -> list[tuple[str, str]]:
-    """``(type, text)`` of each entity under the IOB1 scheme of CoNLL-2003: an entity starts
-    at ``B-X``, or at ``I-X`` not continuing an ``X`` entity, and runs over ``I-X``."""
+def entities(words: Sequence[str], tags: Sequence[str]) -> list[tuple[str, str]]:
+    """``(type, text)`` of each gold entity: an entity starts at ``B-X`` and runs over the
+    ``I-X`` tags that follow it. (The data is B-/I- tagged, every entity starting at ``B-``;
+    an ``I-X`` that does not continue an ``X`` entity, which it never holds, starts one.)"""
     out, cur_type, cur = [], None, []
     for w, t in zip(words, tags):
         kind, _, typ = t.partition("-")
@@ -71,46 +74,33 @@ def entities_iob1(words: Sequence[str], tags: Sequence[str]) -> list[tuple[str, 
     return out
 
 
-def entities_released(words: Sequence[str], tags: Sequence[str]) -> list[tuple[str, str]]:
-    """The released code's reading, one scan per type: an entity starts only at ``B-X`` and
-    runs up to the next ``O`` (so ``I-``-initial entities are missed and adjacent entities
-    merge); with no ``O`` after it, it stops before the sentence's last word."""
-    out = []
-    n = len(tags)
-    for typ in sorted({t[2:] for t in tags if t.startswith("B-")}):
-        k = 0
-        while k < n:
-            if tags[k] == f"B-{typ}":
-                m = next((i for i in range(k, n) if tags[i] == "O"), n - 1)
-                out.append((typ, " ".join(words[k:m])))
-                k = m
-            k += 1
-    return out
-
-
-def released_entity_hits(gold: Sequence[str], output: str, typ: str) -> tuple[int, int]:
-    """(found, counted) for one prompt as the released code tallies them: each gold entity
-    found as a (case-sensitive) substring of the output is a hit; with no gold entity, an
-    empty output is one hit of one, and a non-empty one counts one miss for MISC only."""
-    if not gold:
-        if not output:
-            return 1, 1
-        return 0, (1 if typ == "MISC" else 0)
-    return sum(g in output for g in gold), len(gold)
+def entity_key(entity: str) -> str:
+    """What two entity strings are compared by: single spaces, none before "," or "." (the
+    sentence is shown to the model that way), no surrounding spaces, periods or quote marks,
+    lower case. Applied to the model's entities and the gold ones alike (so the gold "U.S."
+    matches the listed "U.S.", which parsing leaves as "U.S")."""
+    text = " ".join(entity.split()).replace(" ,", ",").replace(" .", ".")
+    return text.strip(" .\"'").lower()
 
 
 def parse_entity_list(output: str) -> set[str]:
     """Entities the model listed: the first line, split at commas and semicolons.
     "None"/"N/A" and empty pieces mean no entity."""
     first = output.strip().split("\n")[0]
-    pieces = {" ".join(p.split()).strip(" .\"'") for p in re.split(r"[,;]", first)}
-    return {p for p in pieces if p and p.lower() not in {"none", "n/a", "no entity", "no entities"}}
+    pieces = {" ".join(p.split()) for p in re.split(r"[,;]", first)}
+    return {p for p in pieces if entity_key(p) and entity_key(p) not in {"none", "n/a", "no entity", "no entities"}}
 
 
 def f1_counts(predicted: set[str], gold: set[str]) -> tuple[int, int, int]:
-    """(true positives, predicted, gold) counts, compared case-insensitively."""
-    p = {x.lower() for x in predicted}
-    g = {x.lower() for x in gold}
+    """(true positives, predicted, gold) counts, entities compared by :func:`entity_key`. A gold
+    entity whose name holds a comma counts as listed when all its comma-separated parts are
+    (a comma-separated list cannot write it otherwise)."""
+    p = {entity_key(x) for x in predicted}
+    g = {entity_key(x) for x in gold}
+    for name in g:
+        parts = {entity_key(x) for x in re.split(r"[,;]", name)}
+        if len(parts) > 1 and parts <= p:
+            p = (p - parts) | {name}
     return len(p & g), len(p), len(g)
 
 
@@ -136,17 +126,3 @@ def rouge_mean(prediction: str, reference: str) -> float:
         _ROUGE_SCORER = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
     s = _ROUGE_SCORER.score(reference, prediction)
     return (s["rouge1"].fmeasure + s["rouge2"].fmeasure + s["rougeL"].fmeasure) / 3
-
-
-def rouge_mean_released(prediction: str, reference: str) -> float:
-    """The released code's ROUGE: the ``rouge`` package's F of rouge-1/2/l, averaged; an
-    output of at most one character scores 0."""
-    if len(prediction.strip()) <= 1:
-        return 0.0
-    from rouge import Rouge
-
-    try:
-        s = Rouge().get_scores(prediction, reference)[0]
-    except (ValueError, RecursionError):  # the package raises on outputs with no words
-        return 0.0
-    return (s["rouge-1"]["f"] + s["rouge-2"]["f"] + s["rouge-l"]["f"]) / 3

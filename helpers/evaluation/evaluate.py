@@ -10,8 +10,10 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ..errors import unknown
+from ..model.batching import encode_prompts
 from ..model.generate import generate
-from .tasks import TASKS, check_protocol, get_task, load_task
+from . import released
+from .tasks import TASKS, Reply, check_protocol, get_task, load_task
 
 PROMPT_FORMS = ("plain", "chat")
 COLUMNS = ["task", "protocol", "metric", "value", "chance", "n", "prompts", "valid_rate", "gold_nll",
@@ -21,7 +23,7 @@ COLUMNS = ["task", "protocol", "metric", "value", "chance", "n", "prompts", "val
 def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None = None, seed: int = 0,
                    protocol: str = "paper", *, data_dir: str | os.PathLike | None = None, hint: bool = True,
                    prompt_form: str = "plain", batch_tokens: int = 2048, lower_layers=None,
-                   progress: bool = True, **engine) -> pd.DataFrame:
+                   after_edit: bool = False, progress: bool = True, **engine) -> pd.DataFrame:
     """Zero-shot greedy evaluation on ``tasks`` (docs/protocol.md, "Tasks"), ``n`` seeded examples each (None: the
     full test sets). One row per task:
 
@@ -36,6 +38,8 @@ def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None
     continuations), ``tokens_per_second`` (prompt tokens, generation included): the row's cost
 
     ``prompt_form="chat"`` wraps each prompt in the tokenizer's chat template (instruct models).
+    ``after_edit``: under ``released``, score as the authors' after-edit scripts do (they
+    differ from the before-edit ones on BoolQ and MuTual; docs/protocol.md).
     ``lower_layers``: a :class:`helpers.model.lower_layers.LowerLayerCache` shared by the points of a
     sweep whose edits all lie at or above its layer (identical results, less work).
     ``engine``: further options of :func:`helpers.model.generate.generate` (``pad_tolerance``,
@@ -58,7 +62,12 @@ def evaluate_tasks(model, tok, tasks: Sequence[str] | str = TASKS, n: int | None
         gens = generate(model, tok, texts, task.max_new_tokens, conts, batch_tokens=batch_tokens,
                         lower_layers=lower_layers, progress=progress, desc=name, **engine)
         seconds = time.perf_counter() - start
-        value, valid = task.score(prompts, [g.text for g in gens], protocol)
+        if protocol == "released":
+            ids = encode_prompts(tok, texts)
+            replies = [Reply(g.text, released.transcript(tok, e, g.tokens, g.end_token)) for e, g in zip(ids, gens)]
+        else:
+            replies = [Reply(g.text) for g in gens]
+        value, valid = task.score(prompts, replies, protocol, after_edit=after_edit)
         nlls = [g.scored[0].nll for p, g in zip(prompts, gens) if p.gold_text]
         label_acc = math.nan
         if task.labels:

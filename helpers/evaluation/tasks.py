@@ -7,9 +7,9 @@ headline score. Two protocols:
 ``paper``
     the paper's Table 2 prompts and metrics (the default);
 ``released``
-    the authors' released scripts: their prompt strings verbatim and their scoring
-    (substring hits, the ``rouge`` package, their NER entity reading). docs/protocol.md ("Protocols") lists the
-    differences.
+    the authors' released scripts: their prompt strings verbatim and their scoring replayed
+    exactly on the text they scored (:mod:`.released`), before or after an edit as the scripts
+    differ. docs/protocol.md ("Protocols") lists the differences.
 
 A :class:`Prompt` also carries the gold continuation (``gold_text``, for ``gold_nll``) and,
 for classification tasks, the label strings (for ``label_acc``): the measures that still see
@@ -24,15 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .. import data
-from . import answers
+from . import answers, released
 from ..errors import unknown
 
 PROTOCOLS = ("paper", "released")
+# Part of every stored task row's key: rows scored by an earlier revision are recomputed.
+# 2: released scoring replays the scripts on their transcripts; NER gold normalised as the
+#    model's entities; continuations tokenised together with their prompt.
+SCORING_REVISION = 2
 
 
 @dataclass(frozen=True)
 class Example:
-    """One test item: ``id`` is its index in the full test file (stable across subsamples)."""
+    """One test item: ``id`` is its index in the protocol's full list of the task's examples
+    (stable across subsamples; for NER the protocols' lists differ, see :class:`NER`)."""
 
     task: str
     id: int
@@ -53,6 +58,17 @@ class Prompt:
     gold_text: str | None
     target: Any
     kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A model's answer to one prompt: ``text``, its new tokens decoded (no end token), what
+    the paper protocol scores; ``transcript``, the whole sequence as the released scripts
+    decoded it (:func:`helpers.evaluation.released.transcript`), what the released protocol
+    scores (empty when not made)."""
+
+    text: str
+    transcript: str = ""
 
 
 class Task:
@@ -76,8 +92,28 @@ class Task:
     def prompts(self, ex: Example, protocol: str, hint: bool = True) -> list[Prompt]:
         raise NotImplementedError
 
-    def score(self, prompts: list[Prompt], outputs: list[str], protocol: str) -> tuple[float, float]:
-        """(headline score, share of outputs in a valid answer form)."""
+    def score(self, prompts: list[Prompt], replies: list[Reply], protocol: str,
+              after_edit: bool = False) -> tuple[float, float]:
+        """(headline score, share of outputs in a valid answer form). ``after_edit`` picks,
+        under ``released``, the scripts run after an edit (they differ on BoolQ and MuTual)."""
+        if len(replies) != len(prompts):
+            raise ValueError(f"{len(replies)} replies for {len(prompts)} prompts")
+        if protocol == "released" and any(not r.transcript for r in replies):
+            raise ValueError("the released protocol scores the scripts' transcripts: every Reply needs one "
+                             "(helpers.evaluation.released.transcript)")
+        if protocol == "paper":
+            return self.score_paper(prompts, [r.text for r in replies])
+        return self.score_released(prompts, replies, after_edit)
+
+    def score_paper(self, prompts: list[Prompt], outputs: list[str]) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def score_released(self, prompts: list[Prompt], replies: list[Reply], after_edit: bool) -> tuple[float, float]:
+        """The mean of the per-prompt (hit, valid) of :meth:`released_hit`."""
+        pairs = [self.released_hit(p, r.transcript, after_edit) for p, r in zip(prompts, replies)]
+        return _mean(h for h, _ in pairs), _mean(v for _, v in pairs)
+
+    def released_hit(self, prompt: Prompt, transcript: str, after_edit: bool) -> tuple[float, bool]:
         raise NotImplementedError
 
     def load(self, data_dir=None, protocol="paper") -> list[Example]:
@@ -88,34 +124,19 @@ class Task:
 class Classification(Task):
     """One new token; the label is parsed from it. ``words`` are the label words in the
     order of ``labels``; the paper protocol reads the first word of the output, the released
-    one tests whether the label word occurs in it (case-insensitive)."""
+    one does what the task's script does (:mod:`.released`)."""
 
     words: ClassVar[tuple[str, ...]]
     max_new_tokens = 1
-    released_case_sensitive: ClassVar[bool] = False
 
     def parse_paper(self, output: str) -> int | None:
         s = output.strip().lstrip(string.punctuation + " ").lower()
         first = "".join(ch for ch in s.split(" ")[0] if ch.isalnum()) if s else ""
         return self.words.index(first) if first in self.words else None
 
-    def score(self, prompts, outputs, protocol):
-        hits = valid = 0
-        for p, out in zip(prompts, outputs):
-            if protocol == "paper":
-                label = self.parse_paper(out)
-                valid += label is not None
-                hits += label == p.target
-            else:
-                text = out if self.released_case_sensitive else out.lower()
-                found = [w in text for w in self.released_words()]
-                valid += any(found)
-                hits += found[p.target]
-        n = max(len(prompts), 1)
-        return hits / n, valid / n
-
-    def released_words(self) -> tuple[str, ...]:
-        return self.words
+    def score_paper(self, prompts, outputs):
+        labels = [self.parse_paper(out) for out in outputs]
+        return _mean(lab == p.target for p, lab in zip(prompts, labels)), _mean(lab is not None for lab in labels)
 
     def prompt(self, ex, text, label_index):
         return Prompt(ex, text, self.labels[label_index], label_index)
@@ -126,7 +147,10 @@ class NLI(Classification):
     chance, labels, words = 0.5, (" true", " false"), ("true", "false")
 
     def rows(self, data_dir, protocol):
-        return data.read_tsv(data.task_path(self.file, data_dir), ["sentence1", "sentence2", "label"])
+        # the scripts read the file with csv's default quoting, which strips the quote marks
+        # around 69 first sentences; the file's own text keeps them
+        return data.read_tsv(data.task_path(self.file, data_dir), ["sentence1", "sentence2", "label"],
+                             csv_quoting=protocol == "released")
 
     def example(self, row, index):
         label = row.field("label")
@@ -137,6 +161,9 @@ class NLI(Classification):
     def prompts(self, ex, protocol, hint=True):
         f = ex.fields
         return [self.prompt(ex, f"{f['s1']} entails the {f['s2']}. True or False? answer:", 0 if f["entails"] else 1)]
+
+    def released_hit(self, prompt, transcript, after_edit):
+        return released.nli(transcript, prompt.target == 0)
 
 
 class ClosedQA(Classification):
@@ -156,6 +183,9 @@ class ClosedQA(Classification):
             f"'yes' or 'no'. passage: {f['passage']} question: {f['question']}. answer:"
         )
         return [self.prompt(ex, text, 0 if f["answer"] else 1)]
+
+    def released_hit(self, prompt, transcript, after_edit):
+        return released.boolq(transcript, prompt.target == 0, after_edit)
 
 
 class Sentiment(Classification):
@@ -180,14 +210,13 @@ class Sentiment(Classification):
                     "The answer should be exact 'positive' or 'negative'.")
         return [self.prompt(ex, f"{head} text: {ex.fields['text']} answer:", 0 if ex.fields["positive"] else 1)]
 
+    def released_hit(self, prompt, transcript, after_edit):
+        return released.sentiment(transcript, prompt.target == 0)
+
 
 class Dialogue(Classification):
     name, file, metric = "dialogue", "test-dialogue", "recall4@1"
     chance, labels, words = 0.25, (" A", " B", " C", " D"), ("a", "b", "c", "d")
-    released_case_sensitive = True
-
-    def released_words(self):
-        return ("A", "B", "C", "D")
 
     def parse_paper(self, output):
         s = output.strip().lstrip("(").strip()
@@ -217,12 +246,15 @@ class Dialogue(Classification):
                     f"(C){o[2]}(D){o[3]} A: Among A through D, the answer is")
         return [self.prompt(ex, text, f["answer"])]
 
+    def released_hit(self, prompt, transcript, after_edit):
+        return released.dialogue(transcript, "ABCD"[prompt.target], after_edit)
+
 
 # ------------------------------------------------------------------------- generation
 class Reasoning(Task):
     """GSM8K with the gold rationale as a hint (the released code's setting; ``hint=False``
-    asks without it). Paper: the gold number is one of the numbers in the output; released:
-    the gold number's digits occur as a substring of the output."""
+    asks without it). Paper: the gold number is one of the numbers in the output (any of them:
+    "12 + 6 = 18" counts for 18); released: the gold number's text occurs in the answer."""
 
     name, file, metric, max_new_tokens, chance = "reasoning", "test-reasoning.jsonl", "solve_rate", 5, 0.0
 
@@ -251,22 +283,21 @@ class Reasoning(Task):
             text = f"Q: {f['question']} A:Let's think step by step.{middle} Therefore, the answer (arabic numerals) is:"
         return [Prompt(ex, text, f" {f['gold']}", f["gold"])]
 
-    def score(self, prompts, outputs, protocol):
-        if protocol == "paper":
-            hits = [answers.number_match(o, p.target) for p, o in zip(prompts, outputs)]
-        else:
-            hits = [p.target in o for p, o in zip(prompts, outputs)]
-        valid = [bool(answers.numbers_in(o)) for o in outputs]
-        return _mean(hits), _mean(valid)
+    def score_paper(self, prompts, outputs):
+        hits = [answers.number_match(o, p.target) for p, o in zip(prompts, outputs)]
+        return _mean(hits), _mean(bool(answers.numbers_in(o)) for o in outputs)
+
+    def released_hit(self, prompt, transcript, after_edit):
+        return released.reasoning(transcript, prompt.target)
 
 
 class OpenQA(Task):
     """Natural Questions with a passage. Paper: exact match of the answer line (the first
-    non-empty line of the output, an 'Answer:' prefix removed); released: any contiguous
-    word span of the output matches (docs/protocol.md, "Protocols")."""
+    non-empty line of the output, an 'Answer:' prefix removed); released: the script's word and
+    span matches over the whole transcript, prompt included (:func:`.released.open_qa`)."""
 
     name, file, metric, max_new_tokens, chance = "open_qa", "test-OpenDomainQA.jsonl", "exact_match", 20, 0.0
-    released_metric = "span_match"
+    released_metric = "script_match"
 
     def rows(self, data_dir, protocol):
         return data.read_json_lines(data.task_path(self.file, data_dir))
@@ -287,12 +318,15 @@ class OpenQA(Task):
         line = next((l for l in output.split("\n") if l.strip()), "").strip()
         return line[len("answer:"):].strip() if line.lower().startswith("answer:") else line
 
-    def score(self, prompts, outputs, protocol):
-        if protocol == "paper":
-            hits = [answers.exact_match(self.answer_line(o), p.target) for p, o in zip(prompts, outputs)]
-        else:
-            hits = [answers.span_match(o, p.target) for p, o in zip(prompts, outputs)]
-        return _mean(hits), _mean([bool(o.strip()) for o in outputs])
+    def score_paper(self, prompts, outputs):
+        hits = [answers.exact_match(self.answer_line(o), p.target) for p, o in zip(prompts, outputs)]
+        return _mean(hits), _mean(bool(o.strip()) for o in outputs)
+
+    def score_released(self, prompts, replies, after_edit):
+        """The script's count over the examples in order (its flag carries from one example to
+        the next), divided by their number; valid: some new text."""
+        counts = released.open_qa([r.transcript for r in replies], [p.target for p in prompts])
+        return _mean(counts), _mean(bool(r.text.strip()) for r in replies)
 
 
 class Summarization(Task):
@@ -307,17 +341,22 @@ class Summarization(Task):
     def prompts(self, ex, protocol, hint=True):
         return [Prompt(ex, f"{ex.fields['dialogue']}\nTL;DR:", f" {ex.fields['summary'].strip()}", ex.fields["summary"])]
 
-    def score(self, prompts, outputs, protocol):
-        rouge = answers.rouge_mean if protocol == "paper" else answers.rouge_mean_released
-        return _mean([rouge(o.strip(), p.target) for p, o in zip(prompts, outputs)]), _mean([len(o.strip()) > 1 for o in outputs])
+    def score_paper(self, prompts, outputs):
+        return (_mean(answers.rouge_mean(o.strip(), p.target) for p, o in zip(prompts, outputs)),
+                _mean(len(o.strip()) > 1 for o in outputs))
+
+    def released_hit(self, prompt, transcript, after_edit):
+        return released.summarization(transcript, prompt.target)
 
 
 class NER(Task):
     """CoNLL-2003, four prompts per sentence. Paper: entity-level micro F1 of the listed
-    entities against the gold ones (IOB1 reading); released: per type, the share of gold
-    entities found as substrings of the output (its own entity reading), averaged over
-    the four types. The paper protocol skips ``-DOCSTART-`` blocks (3250 sentences); the
-    released one keeps them (3466)."""
+    entities against the gold ones (:func:`.answers.entities`, compared by
+    :func:`.answers.entity_key`); released: per type, the share of gold entities (the script's
+    own reading, :func:`.released.entities`) found in the answer, averaged over the four types.
+    The paper protocol skips ``-DOCSTART-`` blocks (3250 sentences); the released one keeps
+    them (3466), as its script does. ``gold_text`` (for ``gold_nll``) is the paper's reading
+    under both protocols."""
 
     name, file, metric, max_new_tokens = "ner", "test-NER.txt", "entity_f1", 10
     released_metric = "entity_recall"
@@ -341,28 +380,30 @@ class NER(Task):
 
     def prompts(self, ex, protocol, hint=True):
         f = ex.fields
-        read = answers.entities_iob1 if protocol == "paper" else answers.entities_released
-        ents = read(f["words"], f["tags"])
+        paper = answers.entities(f["words"], f["tags"])
+        scored = paper if protocol == "paper" else released.entities(f["words"], f["tags"])
         out = []
         for typ, word in self.TYPES:
-            gold = [text for t, text in ents if t == typ]
+            gold = [e for t, e in paper if t == typ]
             text = f"Please identify {word} Entity from the given text. Text: {f['text']} Entity:"
             gold_text = " " + ", ".join(dict.fromkeys(gold)) if gold else None
-            out.append(Prompt(ex, text, gold_text, gold, kind=typ))
+            out.append(Prompt(ex, text, gold_text, [e for t, e in scored if t == typ], kind=typ))
         return out
 
-    def score(self, prompts, outputs, protocol):
-        valid = _mean([bool(o.strip()) for o in outputs])
-        if protocol == "paper":
-            counts = [answers.f1_counts(answers.parse_entity_list(o), set(p.target)) for p, o in zip(prompts, outputs)]
-            return answers.micro_f1(counts), valid
+    def score_paper(self, prompts, outputs):
+        counts = [answers.f1_counts(answers.parse_entity_list(o), set(p.target)) for p, o in zip(prompts, outputs)]
+        return answers.micro_f1(counts), _mean(bool(o.strip()) for o in outputs)
+
+    def score_released(self, prompts, replies, after_edit):
+        """The script's tally per type, then the mean of the types' shares (a type with nothing
+        counted is left out, where the script would divide by zero); valid: some new text."""
         per_type = {}
-        for p, o in zip(prompts, outputs):
-            found, counted = answers.released_entity_hits(p.target, o, p.kind)
+        for p, r in zip(prompts, replies):
+            found, counted = released.ner(r.transcript, p.target, p.kind)
             f, c = per_type.get(p.kind, (0, 0))
             per_type[p.kind] = (f + found, c + counted)
         shares = [f / c for f, c in per_type.values() if c]
-        return _mean(shares), valid
+        return _mean(shares), _mean(bool(r.text.strip()) for r in replies)
 
 
 def _mean(xs) -> float:

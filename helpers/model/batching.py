@@ -5,6 +5,7 @@ editing methods (right-padded reads of short prompts) and the benchmarks.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -69,11 +70,22 @@ def bounded_batches(order: Sequence[int], widths: Sequence[int], max_batch_size:
         yield batch
 
 
-def encode_continuation(tok, text: str) -> list[int]:
-    """The token ids of a continuation (a gold answer, a label), tokenised on its own."""
+def encode_continuation(tok, prompt: str, prompt_ids: Sequence[int], text: str) -> list[int]:
+    """The token ids of ``text`` (a gold answer, a label, an edit target) as it continues ``prompt``
+    (whose own ids are ``prompt_ids``): prompt and text tokenised together, the prompt's tokens cut
+    off, as EasyEdit scores a target. Tokenised alone, a continuation can differ from how it reads
+    after its prompt: a SentencePiece tokenizer (LLaMA's) turns " true" on its own into "▁" + "▁true",
+    a token the joint text never has. Where the joint tokens do not start with the prompt's own (the
+    text merged with the prompt's last token) the continuation is tokenised alone, with a warning."""
+    joint = tok(prompt + text, add_special_tokens=True).input_ids
+    n = len(prompt_ids)
+    if len(joint) > n and list(joint[:n]) == list(prompt_ids):
+        return list(joint[n:])
     ids = tok(text, add_special_tokens=False).input_ids
     if not ids:
         raise ValueError(f"continuation {text!r} has no tokens")
+    warnings.warn("a continuation changed its prompt's last tokens when tokenised with it; it was tokenised on "
+                  "its own instead (its first token may differ from how the model would read it)", stacklevel=2)
     return ids
 
 

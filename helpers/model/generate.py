@@ -30,13 +30,15 @@ from .score import Scored
 @dataclass
 class Generation:
     """What :func:`generate` returns per prompt: the greedy new ``tokens`` (end-of-sequence
-    excluded), their ``text``, the prompt's length in tokens, and one :class:`Scored` per
-    continuation asked for."""
+    excluded), their ``text``, the prompt's length in tokens, one :class:`Scored` per
+    continuation asked for, and ``end_token``: the stop token decoding ended on (None when it
+    ran to ``max_new_tokens``)."""
 
     prompt_tokens: int
     tokens: list[int]
     text: str
     scored: list[Scored] = field(default_factory=list)
+    end_token: int | None = None
 
 
 def generate(
@@ -58,7 +60,7 @@ def generate(
     seed: int = 0,
 ) -> list[Generation]:
     """Greedy-decode ``max_new_tokens`` after each prompt; score ``continuations[i]`` (a list
-    of strings, each tokenised on its own, leading space included) after prompt ``i``.
+    of strings, leading space included, each tokenised together with its prompt) after prompt ``i``.
 
     ``batch_tokens`` bounds a prefill group's size × its longest prompt, ``decode_tokens`` a
     decode batch's size × (longest prompt + ``max_new_tokens``) (its key/value memory),
@@ -80,7 +82,8 @@ def generate(
         return []
     device = next(model.parameters()).device
     enc = encode_prompts(tok, prompts)
-    conts = [[encode_continuation(tok, c) for c in cs] for cs in continuations] if continuations else [[] for _ in prompts]
+    conts = ([[encode_continuation(tok, p, e, c) for c in cs] for p, e, cs in zip(prompts, enc, continuations)]
+             if continuations else [[] for _ in prompts])
     order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
     out: list[Generation | None] = [None] * len(prompts)
     sampler = _Sampler(sample_top_k, seed, device) if sample_top_k else None
@@ -205,6 +208,7 @@ def _run_batch(model, tok, seqs, conts, max_new_tokens, device, sampler=None, gr
 
     stop = _stop_ids(model, tok)
     new = [[] for _ in seqs]
+    ends: list[int | None] = [None] * len(seqs)
     done = torch.zeros(len(seqs), dtype=torch.bool, device=device)
     step_mask = mask
     for step in range(max_new_tokens):
@@ -213,6 +217,7 @@ def _run_batch(model, tok, seqs, conts, max_new_tokens, device, sampler=None, gr
             if not done[r]:
                 if int(nxt[r]) in stop:
                     done[r] = True
+                    ends[r] = int(nxt[r])
                 else:
                     new[r].append(int(nxt[r]))
         if bool(done.all()) or step == max_new_tokens - 1:
@@ -224,8 +229,8 @@ def _run_batch(model, tok, seqs, conts, max_new_tokens, device, sampler=None, gr
 
     scored = _score_continuations(model, cache, mask, lengths, first_logprobs, conts, pad_with, device)
     return [
-        Generation(len(s) + (prefix.length if prefix else 0), n, tok.decode(n, skip_special_tokens=True), sc)
-        for s, n, sc in zip(seqs, new, scored)
+        Generation(len(s) + (prefix.length if prefix else 0), n, tok.decode(n, skip_special_tokens=True), sc, end)
+        for s, n, sc, end in zip(seqs, new, scored, ends)
     ]
 
 

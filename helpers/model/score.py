@@ -44,8 +44,9 @@ class Scored:
 
 def score(model, tok, prompts: Sequence[str], continuations: Sequence[str], *, batch_tokens: int = 2048,
           progress: bool = False, desc: str = "score") -> list[Scored]:
-    """One :class:`Scored` per ``(prompts[i], continuations[i])``: the continuation (tokenised
-    on its own, leading space included) teacher-forced after the prompt. To score several
+    """One :class:`Scored` per ``(prompts[i], continuations[i])``: the continuation (leading
+    space included; its tokens are those it has when tokenised together with the prompt,
+    :func:`helpers.model.batching.encode_continuation`) teacher-forced after the prompt. To score several
     continuations after one prompt, repeat the prompt. ``batch_tokens`` bounds a group's padded
     size (sequences longer than it are read alone). Output in the order of ``prompts``."""
     if len(continuations) != len(prompts):
@@ -54,7 +55,7 @@ def score(model, tok, prompts: Sequence[str], continuations: Sequence[str], *, b
         return []
     device = next(model.parameters()).device
     enc = encode_prompts(tok, prompts)
-    conts = [encode_continuation(tok, c) for c in continuations]
+    conts = [encode_continuation(tok, p, e, c) for p, e, c in zip(prompts, enc, continuations)]
     seqs = [e + c[:-1] for e, c in zip(enc, conts)]  # the last continuation token is predicted, never read
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     groups = like_length_groups([len(seqs[i]) for i in order], batch_tokens, math.inf)

@@ -24,7 +24,7 @@ from ..evaluation import TASKS, evaluate_tasks, get_task
 from ..evaluation.tasks import check_protocol
 from ..model.loading import LoadedModel
 from .session import model_name, shared_model
-from .store import ResultStore, edit_settings, open_store
+from .store import ResultStore, edit_settings, open_store, task_settings
 
 Store = str | os.PathLike | ResultStore | None
 
@@ -42,7 +42,7 @@ def unedited_baseline(model: str | LoadedModel = "smollm2-135m", tasks: Sequence
     for protocol in protocols:
         for task in tasks:
             settings = {"experiment": "unedited_baseline", "model": model_name(model), "task": task,
-                        "protocol": protocol, "n": n, "seed": seed, "hint": hint, "prompt_form": prompt_form}
+                        **task_settings(protocol), "n": n, "seed": seed, "hint": hint, "prompt_form": prompt_form}
             rows.append(store.row(settings, lambda: evaluate_tasks(
                 *shared_model(model), [task], n=n, seed=seed, protocol=protocol, data_dir=data_dir, hint=hint,
                 prompt_form=prompt_form, progress=progress).iloc[0].to_dict()))

@@ -52,6 +52,14 @@ def edit_settings(method: str, hparams) -> dict:
     return {"method": str(method).upper(), "hparams": hparams_key(hparams), "methods_revision": REVISION}
 
 
+def task_settings(protocol: str) -> dict:
+    """What identifies a task row's scoring in a settings dict: the protocol and the revision of
+    the scoring code (rows of another revision are recomputed)."""
+    from ..evaluation import SCORING_REVISION
+
+    return {"protocol": protocol, "scoring_revision": SCORING_REVISION}
+
+
 def provenance() -> dict:
     """The versions that produce a row (recorded with it, not part of its key)."""
     from importlib import metadata

@@ -39,7 +39,7 @@ from ..model.loading import LoadedModel
 from .backends import get_backend
 from .experiments import edit_sample
 from .session import Session, model_name
-from .store import ResultStore, edit_settings, open_store, settings_key
+from .store import ResultStore, edit_settings, open_store, settings_key, task_settings
 
 ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds"]
 
@@ -193,7 +193,7 @@ class ChainUnit:
 
     def row_key(self, count: int, task: str) -> dict:
         key = {"experiment": "side_effects", "model": self.model, "task": task, "n": self.n, "task_seed": self.seed,
-               "protocol": self.protocol}
+               **task_settings(self.protocol)}
         return key if count == 0 else {**key, **self.edit_key, "edits": self._edited(count)}
 
     def state_key(self, count: int) -> dict:
@@ -268,7 +268,7 @@ class ChainUnit:
             if store.get(self.row_key(count, task)) is not None:
                 continue
             row = evaluate_tasks(m, tok, [task], n=self.n, seed=self.seed, protocol=self.protocol,
-                                 lower_layers=cache, progress=False).iloc[0].to_dict()
+                                 lower_layers=cache, after_edit=count > 0, progress=False).iloc[0].to_dict()
             store.put(self.row_key(count, task), row)
             on_row(f"{self.chain.label}: {count} edits, {task}")
 

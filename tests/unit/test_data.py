@@ -129,3 +129,24 @@ def test_malformed_summarization_json_names_line(data_copy):
     with pytest.raises(DataFormatError, match="invalid JSON") as e:
         helpers.load_task("summarization", data_dir=data_copy)
     assert e.value.line == 3
+
+
+def test_a_perfect_ner_answer_scores_one_on_the_whole_file():
+    # every prompt answered with exactly its gold entities (or "None"): entity F1 must be 1, which
+    # fails if gold entities ending in "." ("U.S.", "Inc.") are compared unnormalised
+    from helpers.evaluation.tasks import Reply
+
+    t = helpers.get_task("ner")
+    prompts = [p for e in helpers.load_task("ner") for p in t.prompts(e, "paper")]
+    assert any(p.target and p.target[0].endswith(".") for p in prompts)
+    assert t.score(prompts, [Reply(p.gold_text or " None") for p in prompts], "paper") == (1.0, 1.0)
+
+
+def test_released_nli_reads_the_file_as_the_scripts_did():
+    # csv's default quoting strips the quote marks around 69 first sentences; the paper protocol
+    # keeps the file's text
+    paper, rel = helpers.load_task("nli"), helpers.load_task("nli", protocol="released")
+    differ = [(a, b) for a, b in zip(paper, rel) if a.fields != b.fields]
+    assert len(paper) == len(rel) == 2489 and len(differ) == 69
+    a, b = differ[0]
+    assert a.fields["s1"].startswith('"') and not b.fields["s1"].startswith('"')
