@@ -150,3 +150,21 @@ def test_released_nli_reads_the_file_as_the_scripts_did():
     assert len(paper) == len(rel) == 2489 and len(differ) == 69
     a, b = differ[0]
     assert a.fields["s1"].startswith('"') and not b.fields["s1"].startswith('"')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answer", ["empty", "gold"])
+def test_released_open_qa_replays_the_script_on_the_real_prompts(answer):
+    # the first 40 examples in file order (the script's flag is set by example 6)
+    from tests.unit.test_released import END, script_open_qa
+
+    from helpers.evaluation.tasks import Reply
+
+    t = helpers.get_task("open_qa")
+    prompts = [t.prompts(e, "released")[0] for e in helpers.load_task("open_qa", protocol="released")[:40]]
+    # "gold": the gold answer, then the 20-token limit (no end token); "empty": the end token at once
+    new = [" " + p.target[0] if answer == "gold" else "" for p in prompts]
+    replies = [Reply(n, END + p.text + (n or END)) for p, n in zip(prompts, new)]
+    value, _ = t.score(prompts, replies, "released")
+    assert value * len(prompts) == pytest.approx(script_open_qa([r.transcript for r in replies], [p.target for p in prompts]))
+    assert (value > 0.25) if answer == "gold" else (value < 0.05)
