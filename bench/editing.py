@@ -41,6 +41,51 @@ def edit_matmul_gflop(model, tok, method, request) -> float:
     return sum(e.flops for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / 1e9
 
 
+def batched_single_edits(model, tok, requests, sizes=(8, 32)) -> dict:
+    """Single ROME updates of independent requests: one at a time (each request's value
+    optimised alone, ``value_batch_rows: 1``) against one batched call
+    (:func:`helpers.editing.single_updates`); the batched updates' smallest cosine with the
+    one-at-a-time ones. The one-at-a-time time per request is measured on the first
+    ``sizes[0]`` requests (it does not depend on how many there are)."""
+    from helpers.editing import single_updates
+
+    single_updates(model, tok, requests[:1], "ROME")  # warm: templates
+    alone_n = requests[: sizes[0]]
+    start = time.perf_counter()
+    alone = single_updates(model, tok, alone_n, "ROME", {"value_batch_rows": 1})
+    per_request_alone = (time.perf_counter() - start) / len(alone_n)
+    out = {"ROME.one_at_a_time_seconds_per_request": per_request_alone}
+    cos = []
+    for size in sizes:
+        start = time.perf_counter()
+        together = single_updates(model, tok, requests[:size], "ROME")
+        per_request = (time.perf_counter() - start) / size
+        out[f"ROME.batched_{size}_seconds_per_request"] = per_request
+        out[f"per_request_speedup_{size}"] = per_request_alone / per_request
+        for a, b in zip(alone, together):
+            cos += [float(torch.nn.functional.cosine_similarity(a[n].flatten().double(), b[n].flatten().double(), 0))
+                    for n in a]
+    out["min_cos_vs_single"] = min(cos)
+    return out
+
+
+def memit_seconds_per_fact(model, tok, requests, sizes=(1, 8, 32)) -> dict:
+    """Seconds per fact of one MEMIT edit of ``size`` facts, the facts' targets optimised
+    together (the default) and one at a time (``value_batch_rows: 1``, as the reference)."""
+    from helpers.editing import edit
+
+    edit(model, tok, requests[:1], "MEMIT").restore()  # warm: templates and statistics
+    out = {}
+    for size in sizes:
+        for name, hp in (("", None), ("_one_at_a_time", {"value_batch_rows": 1})):
+            if size == 1 and hp:
+                continue  # the same computation
+            start = time.perf_counter()
+            edit(model, tok, requests[:size], "MEMIT", hp).restore()
+            out[f"batch_{size}{name}"] = (time.perf_counter() - start) / size
+    return out
+
+
 def regularize_speed() -> dict:
     """Seconds for each regulariser at k = 0.4 on a GPT-2 XL-sized update (6400×1600)."""
     from helpers.editing.regularize import regularize
@@ -88,6 +133,11 @@ def bench_edit(model, tok, res, args):
     res["edit.MEMIT.seconds_per_edit"] = seconds_per_edit(model, tok, "MEMIT", reqs)
     res["edit.MEMIT.seconds_per_edit_whole_model_every_step"] = seconds_per_edit(
         model, tok, "MEMIT", reqs[1:3], {"reuse_prefix": False}, warm=False)
+    many = split_zsre(load_zsre())[1][: max(args.batched_sizes)]
+    for key, value in batched_single_edits(model, tok, many, tuple(args.batched_sizes)).items():
+        res[f"edit.batched.{key}"] = value
+    for key, value in memit_seconds_per_fact(model, tok, many, (1, *args.batched_sizes)).items():
+        res[f"edit.MEMIT.seconds_per_fact.{key}"] = value
     res["edit.KN.seconds_per_edit"] = seconds_per_edit(model, tok, "KN", reqs)
     res["edit.KN.seconds_per_edit_whole_model_every_layer"] = seconds_per_edit(
         model, tok, "KN", reqs[1:2], {"reuse_prefix": False}, warm=False)
@@ -106,3 +156,4 @@ def bench_edit(model, tok, res, args):
     # the fastest an edit could be if every matrix product ran at the measured peak and
     # nothing else took time
     res["edit.ROME.floor_seconds_at_matmul_peak"] = res["edit.ROME.matmul_gflop_per_edit"] / peak
+    res["edit.ROME.over_floor"] = res["edit.ROME.seconds_per_edit"] / res["edit.ROME.floor_seconds_at_matmul_peak"]

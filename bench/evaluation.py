@@ -97,6 +97,32 @@ def engine(model, tok, per_task, flops: Flops, batch_tokens: int, **options) -> 
             "model_gflop": model_flops / 1e9}, df
 
 
+def scoring(model, tok, per_task: int, flops: Flops, raw: dict, peak: float) -> dict:
+    """The teacher-forced scoring path (:func:`helpers.model.score.score`, no decoding) on the
+    mix's prompts with their gold continuations: tokens read per second (prompt and
+    continuation), against the raw forward (each prompt alone, last logits only) and the
+    matrix-multiply peak; with any padding in a group (the default) and at most 10%."""
+    from helpers.model.score import score
+
+    pairs = [(p.text, p.gold_text) for name in TASKS for ex in load_task(name, n=per_task, seed=0)
+             for p in get_task(name).prompts(ex, "paper") if p.gold_text]
+    prompts, conts = [p for p, _ in pairs], [c for _, c in pairs]
+    score(model, tok, prompts[:4], conts[:4])  # warm-up
+    out = {}
+    for name, tolerance in (("", float("inf")), ("pad_tolerance_0.1.", 0.1)):
+        start = time.perf_counter()
+        scored = score(model, tok, prompts, conts, pad_tolerance=tolerance)
+        sec = time.perf_counter() - start
+        lengths = [len(tok(p).input_ids) + len(s.tokens) - 1 for p, s in zip(prompts, scored)]
+        gflop = sum(flops.prompt(n, logits=len(s.tokens)) for n, s in zip(lengths, scored)) / 1e9
+        rate = sum(lengths) / sec
+        out.update({f"{name}seconds": sec, f"{name}prompt_tokens_per_s": rate,
+                    f"{name}fraction_of_raw_forward": rate / raw["prompt_tokens_per_s"],
+                    f"{name}mfu": gflop / sec / peak})
+    out["pairs"] = len(pairs)
+    return out
+
+
 def engine_cached(model, tok, per_task, layer, raw) -> dict:
     """The engine at a later sweep point: the lower layers' work, cached at the first point
     (the unedited model, here), is not redone."""
@@ -193,6 +219,8 @@ def bench_eval(model, tok, res, args):
     res["eval.fraction_of_raw_forward"] = eng["prompt_tokens_per_s"] / raw["prompt_tokens_per_s"]
     res["eval.raw_forward_mfu"] = mix_flops / raw["seconds"] / (res["eval.matmul_peak_gflops"] * 1e9)
     res["eval.mfu"] = eng["model_gflop"] / eng["seconds"] / res["eval.matmul_peak_gflops"]
+    for key, value in scoring(model, tok, args.per_task, flops, raw, res["eval.matmul_peak_gflops"]).items():
+        res[f"eval.scoring.{key}"] = value
     res["eval.prefill_shapes"] = prefill_shapes(model, tok, mix)
     # the engine's changes one by one, same run: padded length-sorted batches (as before), then
     # prefill groups of like length, then the shared instruction read once (the default)

@@ -50,6 +50,8 @@ def main(argv=None):
     ap.add_argument("--edits", type=int, default=4, help="edits timed per method (after one warm-up)")
     ap.add_argument("--memory-edits", type=int, default=20, help="sequential edits for the memory check (0: skip)")
     ap.add_argument("--batch-tokens", type=int, default=2048)
+    ap.add_argument("--batched-sizes", type=int, nargs="+", default=[8, 32],
+                    help="independent requests optimised together (ROME single updates, MEMIT batches)")
     ap.add_argument("--repeats", type=int, default=3, help="alternated timings of the raw forward and the engine")
     ap.add_argument("--cached-layers", type=int, nargs="*", default=[6, 27],
                     help="sweep points with the layers below these cached (ROME edits layer 6, MEND 27-29)")

@@ -83,6 +83,13 @@ def _methods():
             "MEND": (mend.MENDHyperParams, mend.apply, True)}
 
 
+def _each(key: str):
+    """A method's one-update-per-request function, where it batches the work (else None)."""
+    from . import memit, rome
+
+    return {"ROME": rome.apply_each, "MEMIT": memit.apply_each}.get(key)
+
+
 METHODS = ("ROME", "MEMIT", "KN", "MEND")
 # The revision of what the methods compute: stored results carry it in their keys, so results
 # of an earlier revision are recomputed, never mixed in. 3: the methods as the paper's code
@@ -114,6 +121,18 @@ def read_hparams(method: str, path):
     return load_hparams(registry[key][0], key, "", path)
 
 
+def _check_requests(reqs) -> None:
+    if not reqs:
+        raise EditError("no edit requests given")
+    for r in reqs:
+        if not isinstance(r, EditRequest):
+            raise EditError(f"requests must be EditRequest objects, got {type(r).__name__}")
+        if not r.target_new or not r.target_new.strip():
+            raise EditError(f"empty target_new for the prompt {r.prompt!r}")
+        if not r.subject or r.subject not in r.prompt:
+            raise EditError(f"the subject {r.subject!r} does not occur in the prompt {r.prompt!r}")
+
+
 def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str, hparams=None,
          regularizer: UpdateShaper | None = None, max_norm_growth: float | None = MAX_NORM_GROWTH) -> EditResult:
     """Edit ``model`` in place with ``method`` (ROME, MEMIT, KN, MEND). ``hparams``: None (the
@@ -136,13 +155,7 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
     if len(reqs) > 1 and not batch_ok:
         raise EditError(f"{key} edits one fact at a time; got a batch of {len(reqs)}. Call edit() once per "
                         "request (sequential editing), or use MEMIT or MEND for batch editing.")
-    for r in reqs:
-        if not isinstance(r, EditRequest):
-            raise EditError(f"requests must be EditRequest objects, got {type(r).__name__}")
-        if not r.target_new or not r.target_new.strip():
-            raise EditError(f"empty target_new for the prompt {r.prompt!r}")
-        if not r.subject or r.subject not in r.prompt:
-            raise EditError(f"the subject {r.subject!r} does not occur in the prompt {r.prompt!r}")
+    _check_requests(reqs)
     hp = load_hparams(cls, key, short_name(model), hparams)
     if getattr(hp, "layers", None):
         check_layers(model, hp.layers)
@@ -152,6 +165,32 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
     except EditHealthError as e:
         facts = "; ".join(f"{r.subject!r} -> {r.target_new!r}" for r in reqs[:3]) + (" ..." if len(reqs) > 3 else "")
         raise EditHealthError(f"{key} edit of {facts}: {e}") from None
+
+
+def single_updates(model, tok, requests: Sequence[EditRequest], method: str, hparams=None) -> list[dict[str, torch.Tensor]]:
+    """One update per request (``{parameter name: ΔW as [out, in]}``), each what
+    ``edit(model, tok, request, method, hparams)`` would compute for that request alone on the
+    model as it is; the model is left unchanged. ROME and MEMIT optimise the requests' target
+    vectors together (one batched pass per step, :func:`helpers.editing.rome.optimize_targets`),
+    KN and MEND edit one request at a time. Add one with :func:`apply_update` (and undo it with
+    ``.restore()``) to measure each edit on its own."""
+    registry = _methods()
+    key = str(method).upper()
+    if key not in registry:
+        raise unknown("method", method, list(registry))
+    reqs = list(requests)
+    _check_requests(reqs)
+    hp = load_hparams(registry[key][0], key, short_name(model), hparams)
+    if getattr(hp, "layers", None):
+        check_layers(model, hp.layers)
+    each = _each(key)
+    if each is not None:
+        return each(model, tok, reqs, hp)
+    out = []
+    for r in reqs:
+        begin_sequence()  # each on its own, as a fresh run of the reference
+        out.append(registry[key][1](model, tok, [r], hp))
+    return out
 
 
 def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateShaper | None = None, *,
@@ -201,6 +240,7 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
     return result
 
 
-__all__ = ["edit", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "apply_update", "set_parameters",
+__all__ = ["edit", "single_updates", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "apply_update",
+           "set_parameters",
            "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH", "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
            "Regularizer", "regularize", "weight_change_stats"]

@@ -1,7 +1,8 @@
 """MEMIT (Meng et al., 2023): many facts at once, spread over several MLP output matrices.
 
 For each request, the residual stream after the last edited layer should hold ``z`` (found
-like ROME's value, :func:`rome.optimize_target`, on the layer's output). Layer by layer, the
+like ROME's value, :func:`rome.optimize_targets`, on the layer's output; all requests'
+together). Layer by layer, the
 remaining gap ``z - h`` is divided among the layers still to edit and written by a
 least-squares update that also keeps the keys of ordinary text (second moment ``C``) where
 they are: ``ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹`` with keys ``K`` and residuals ``R``.
@@ -16,7 +17,7 @@ import torch
 from ..model.loading import short_name
 from .modules import from_param_layout, get_module, module_input_at
 from .positions import in_template, subject_last_index
-from .rome import ROMEHyperParams, check_hparams, loss_layer_of, optimize_target, read_at_subject, template_groups
+from .rome import ROMEHyperParams, check_hparams, loss_layer_of, optimize_targets, read_at_subject, template_groups
 from .templates import flatten
 
 
@@ -56,18 +57,42 @@ def keys_at(model, tok, requests, hp, layer, groups) -> torch.Tensor:
 
 
 def apply(model, tok, requests, hp: MEMITHyperParams) -> dict[str, torch.Tensor]:
+    """``{parameter name: ΔW as [out, in]}`` of one MEMIT edit of all ``requests`` together."""
+    setting = _setting(model, tok, hp)
+    return _spread(model, tok, requests, hp, _targets(model, tok, requests, hp, setting), setting)
+
+
+def apply_each(model, tok, requests, hp: MEMITHyperParams) -> list[dict[str, torch.Tensor]]:
+    """One update per request, each what :func:`apply` gives for that request alone; the
+    requests' target vectors are optimised together."""
+    setting = _setting(model, tok, hp)
+    zs = _targets(model, tok, requests, hp, setting)
+    return [_spread(model, tok, [r], hp, z[None], setting) for r, z in zip(requests, zs)]
+
+
+def _setting(model, tok, hp):
     from .key_stats import key_second_moments
 
     check_hparams(model, hp)
     groups = template_groups(model, tok, hp)
-    templates = flatten(groups)
     mom2s = key_second_moments(model, tok, [hp.rewrite_module_tmp.format(l) for l in hp.layers],
                                hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, short_name(model))
+    return groups, mom2s
+
+
+def _targets(model, tok, requests, hp, setting) -> torch.Tensor:
+    """Each request's target output of the last edited block (memit's ``compute_z``): ``[n, hidden]``."""
     z_layer = hp.layers[-1]
     z_module = get_module(model, hp.layer_module_tmp.format(z_layer))
-    loss_layer = loss_layer_of(model, hp, z_layer)
-    zs = torch.stack([optimize_target(model, tok, r, hp, z_module, templates, z_layer, loss_layer=loss_layer)
-                      for r in requests])  # [n, hidden]
+    return optimize_targets(model, tok, requests, hp, z_module, flatten(setting[0]), z_layer,
+                            loss_layer=loss_layer_of(model, hp, z_layer))
+
+
+def _spread(model, tok, requests, hp, zs, setting) -> dict[str, torch.Tensor]:
+    """The updates of ``hp.layers`` that move the last block's output towards ``zs``, the
+    residual spread over the layers, each layer's update solved with the earlier ones in place."""
+    groups, mom2s = setting
+    z_module = get_module(model, hp.layer_module_tmp.format(hp.layers[-1]))
     prompts, subjects = [r.prompt for r in requests], [r.subject for r in requests]
     updates: dict[str, torch.Tensor] = {}
     params = dict(model.named_parameters())

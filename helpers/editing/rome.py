@@ -49,6 +49,10 @@ class ROMEHyperParams:
     # speed only, not part of the algorithm: compute the tokens before the subject and the
     # layers below the edit once (see optimize_target); False runs the whole model every step
     reuse_prefix: bool = True
+    # speed only: how many template texts a batched value optimisation reads at once (several
+    # independent requests' values are optimised together, see optimize_targets; 1: one request
+    # at a time, as the reference does)
+    value_batch_rows: int = 1024
 
     # what a brace in a sampled template becomes (rome: removed; memit: a space)
     TEMPLATE_BRACES: ClassVar[str] = ""
@@ -101,54 +105,91 @@ def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, i
 
 def optimize_target(model, tok, request, hp, module, templates, layer: int | None = None,
                     reuse_prefix: bool | None = None, loss_layer: int | None = None) -> torch.Tensor:
-    """The output ``module`` should give at the subject's last token so that the model predicts
-    ``request.target_new`` after the prompt in every context template: its current output
-    plus a vector ``δ`` found by Adam (ROME's ``compute_v``, MEMIT's ``compute_z``).
+    """The output ``module`` should give at the subject's last token for one request
+    (:func:`optimize_targets` with one request): ``[out]``."""
+    return optimize_targets(model, tok, [request], hp, module, templates, layer, reuse_prefix, loss_layer)[0]
 
-    Loss: the target's NLL averaged over templates, plus ``kl_factor`` × KL of the next-token
-    distribution at the subject of "<subject> is a" from its unedited value, plus
+
+def optimize_targets(model, tok, requests, hp, module, templates, layer: int | None = None,
+                     reuse_prefix: bool | None = None, loss_layer: int | None = None,
+                     max_rows: int | None = None, trace: list | None = None) -> torch.Tensor:
+    """The output ``module`` should give at the subject's last token so that the model predicts
+    each request's ``target_new`` after its prompt in every context template: its current
+    output plus a vector ``δ`` found by Adam (ROME's ``compute_v``, MEMIT's ``compute_z``).
+    ``[len(requests), out]``.
+
+    Loss, per request: the target's NLL averaged over templates, plus ``kl_factor`` × KL of the
+    next-token distribution at the subject of "<subject> is a" from its unedited value, plus
     ``v_weight_decay`` × ‖δ‖/‖init‖²; ‖δ‖ is clamped to ``clamp_norm_factor`` × ‖init‖.
     As in the reference, ``v_num_grad_steps`` forward passes make ``v_num_grad_steps − 1``
-    updates (its loop breaks at the last step before the backward pass), and the loop stops
-    early once the loss is below ``early_stop_loss``. ``loss_layer`` (None: the model's
+    updates (its loop breaks at the last step before the backward pass), and a request stops
+    early once its loss is below ``early_stop_loss``. ``loss_layer`` (None: the model's
     output): read the NLL from that block's output through the final norm and the output
     head (memit's ``compute_z``; the KL term always reads the model's output).
+
+    Independent requests are optimised together — one forward and backward pass per step over
+    all their texts (at most ``max_rows`` texts at once, default ``hp.value_batch_rows``) — and each
+    gets exactly its one-at-a-time result up to float rounding: its ``δ`` is its own row, its
+    loss touches only that row, Adam works elementwise, and a request that stops early is held
+    where it stopped.
 
     ``module`` lies in block ``layer``. With ``reuse_prefix`` (the default) the tokens before
     each text's subject-last token, and every layer up to ``layer``, are computed once: they
     cannot depend on ``δ`` (attention is causal and ``δ`` enters at that token), so each step
     runs only the rest of each text through the layers above ``layer``. ``reuse_prefix=False``
     runs the whole model on the whole texts every step, as ROME's code does (same result up to
-    float rounding; kept as the reference the fast path is tested against). None: ``hp.reuse_prefix``."""
+    float rounding; kept as the reference the fast path is tested against). None: ``hp.reuse_prefix``.
+    ``trace``: a list that receives, per chunk of requests, each step's losses ``[chunk size]``."""
+    per_request = len(templates) + 1
+    size = max(1, (max_rows or getattr(hp, "value_batch_rows", 1024)) // per_request)
+    return torch.cat([_optimize_chunk(model, tok, requests[i:i + size], hp, module, templates, layer, reuse_prefix,
+                                      loss_layer, trace) for i in range(0, len(requests), size)])
+
+
+def _optimize_chunk(model, tok, requests, hp, module, templates, layer, reuse_prefix, loss_layer, trace) -> torch.Tensor:
     device = next(model.parameters()).device
-    target = tok(" " + request.target_new.strip(), add_special_tokens=False).input_ids
-    placed = [in_template(t, request.prompt, request.subject) for t in templates]
-    rewriting = [text + tok.decode(target[:-1]) for text, _ in placed]
-    texts = rewriting + [f"{request.subject} is a"]
-    lookup = [subject_last_index(tok, t, request.subject, start)
-              for t, start in zip(texts, [s for _, s in placed] + [0])]
+    texts, lookup, owner, targets = [], [], [], []
+    n_rw = len(templates)
+    for r, request in enumerate(requests):
+        target = tok(" " + request.target_new.strip(), add_special_tokens=False).input_ids
+        placed = [in_template(t, request.prompt, request.subject) for t in templates]
+        # the rewriting texts, then "<subject> is a" (the KL prompt)
+        block = [text + tok.decode(target[:-1]) for text, _ in placed] + [f"{request.subject} is a"]
+        lookup += [subject_last_index(tok, t, request.subject, start)
+                   for t, start in zip(block, [s for _, s in placed] + [0])]
+        texts += block
+        owner += [r] * len(block)
+        targets.append(target)
     enc = [tok(t, add_special_tokens=True).input_ids for t in texts]
     pad_with = pad_id(tok)
     if reuse_prefix is None:
         reuse_prefix = getattr(hp, "reuse_prefix", True)
     from ..model.stack import DecoderStack
 
+    first = [r * (n_rw + 1) for r in range(len(requests))]  # each request's first rewriting text
+    owner_t = torch.tensor(owner, device=device)
     if reuse_prefix and layer is not None and loss_layer is None and DecoderStack.supports(model):
-        rows_fwd = _SuffixRows(model, module, enc, lookup, layer, pad_with, device)
+        rows_fwd = _SuffixRows(model, module, enc, lookup, layer, pad_with, device, owner_t, first)
     else:
         loss_module = None if loss_layer is None else get_module(model, hp.layer_module_tmp.format(loss_layer))
-        rows_fwd = _FullRows(model, module, enc, lookup, pad_with, device, loss_module)
-    n_rw = len(rewriting)
-    # logits at position p predict token p+1: the target's tokens are scored at the last
+        rows_fwd = _FullRows(model, module, enc, lookup, pad_with, device, owner_t, first, loss_module)
+    # logits at position p predict token p+1: a target's tokens are scored at the last
     # len(target) positions of prompt + target[:-1]
-    tgt_rows = torch.tensor([i for i in range(n_rw) for _ in target], device=device)
-    tgt_pos = torch.tensor([rows_fwd.ends[i] - len(target) + j for i in range(n_rw) for j in range(len(target))],
-                           device=device)
-    tgt_ids = torch.tensor(target * n_rw, device=device)
-    if int(tgt_pos.min()) < int(rows_fwd.edit_col[:n_rw].min()):
-        raise ValueError(f"the target {request.target_new!r} merged into the prompt's last tokens when tokenised "
-                         f"together ({texts[0]!r}): its tokens cannot be scored separately")
-    rows = torch.arange(len(texts), device=device)
+    tgt_rows, tgt_pos, tgt_ids, tgt_owner, tgt_weight = [], [], [], [], []
+    for r, target in enumerate(targets):
+        for i in range(first[r], first[r] + n_rw):
+            for j, t in enumerate(target):
+                tgt_rows.append(i)
+                tgt_pos.append(rows_fwd.ends[i] - len(target) + j)
+                tgt_ids.append(t)
+                tgt_owner.append(r)
+                tgt_weight.append(1.0 / (len(target) * n_rw))
+        if min(tgt_pos[-len(target) * n_rw:]) < int(rows_fwd.edit_col[first[r]]):
+            raise ValueError(f"the target {requests[r].target_new!r} merged into the prompt's last tokens when "
+                             f"tokenised together ({texts[first[r]]!r}): its tokens cannot be scored separately")
+    tgt_rows, tgt_pos, tgt_ids, tgt_owner = (torch.tensor(x, device=device) for x in (tgt_rows, tgt_pos, tgt_ids, tgt_owner))
+    tgt_weight = torch.tensor(tgt_weight, device=device)
+    kl_rows = torch.tensor([f + n_rw for f in first], device=device)
     look = rows_fwd.edit_col
     head = model.get_output_embeddings()
     if loss_layer is not None:
@@ -159,15 +200,17 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
     for p in model.parameters():
         p.requires_grad_(False)
     kl_init = None
-    init = rows_fwd.init
-    delta = torch.zeros_like(init, dtype=torch.float32, requires_grad=True)
+    init = rows_fwd.init.float()  # [R, out]
+    init_norm = init.norm(dim=-1)
+    delta = torch.zeros_like(init, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    active = torch.ones(len(requests), dtype=torch.bool, device=device)
     try:
         for step in range(hp.v_num_grad_steps):
             hidden = rows_fwd.final_hidden(delta)
             # the vocabulary projection only where a loss is read: the target positions and
             # the KL prompts' subject token
-            kl_logp = torch.log_softmax(head(hidden[rows[n_rw:], look[n_rw:]]).float(), dim=-1)
+            kl_logp = torch.log_softmax(head(hidden[kl_rows, look[kl_rows]]).float(), dim=-1)  # [R, V]
             if kl_init is None:
                 kl_init = kl_logp.detach().clone()
             if loss_layer is None:
@@ -175,33 +218,45 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
             else:
                 logp = torch.log_softmax(nll_head(rows_fwd.loss_hidden[tgt_rows, tgt_pos]).float(), dim=-1)
             tok_lp = logp.gather(1, tgt_ids[:, None]).squeeze(1)
-            nll = -(tok_lp.sum() / len(target)) / n_rw
-            kl = hp.kl_factor * torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
+            nll = -torch.zeros(len(requests), device=device).index_add(0, tgt_owner, tok_lp * tgt_weight)
+            # KL(new ‖ unedited) per KL prompt (torch's kl_div with log targets, batchmean over one row)
+            kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
             # ROME's own weight-decay term: ||δ|| / ||init||² (not squared in δ)
-            decay = hp.v_weight_decay * (delta.norm() / init.float().norm() ** 2)
-            loss = nll + kl + decay
-            if loss.item() < hp.early_stop_loss or step == hp.v_num_grad_steps - 1:
+            decay = hp.v_weight_decay * (delta.norm(dim=-1) / init_norm ** 2)
+            loss = nll + hp.kl_factor * kl + decay  # [R]
+            if trace is not None:
+                trace.append(loss.detach().clone())
+            stop = loss.detach() < hp.early_stop_loss
+            if step == hp.v_num_grad_steps - 1:
+                stop[:] = True
+            active &= ~stop
+            if not bool(active.any()):
                 break
             opt.zero_grad()
-            loss.backward()
+            loss[active].sum().backward()
+            held = delta.detach().clone()
             opt.step()
-            max_norm = hp.clamp_norm_factor * init.float().norm()
             with torch.no_grad():
-                if delta.norm() > max_norm:
-                    delta.mul_(max_norm / delta.norm())
+                # a request that stopped stays where it stopped (Adam's momentum would move it)
+                delta[~active] = held[~active]
+                max_norm = hp.clamp_norm_factor * init_norm
+                norms = delta.norm(dim=-1)
+                over = active & (norms > max_norm)
+                delta[over] *= (max_norm[over] / norms[over])[:, None]
     finally:
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)
-    return (init.float() + delta).detach()
+    return (init + delta).detach()
 
 
 class _FullRows:
     """Every step: the whole model on the whole texts (right-padded), ``δ`` added by a hook on
     ``module``."""
 
-    def __init__(self, model, module, enc, lookup, pad_with, device, loss_module=None):
+    def __init__(self, model, module, enc, lookup, pad_with, device, owner, first, loss_module=None):
         self.model, self.module, self.loss_module = model, module, loss_module
         self.loss_hidden = None
+        self.owner = owner  # [rows]: the request each text belongs to
         self.ids, self.mask = pad(enc, pad_with, device, side="right")
         self.edit_col = torch.tensor(lookup, device=device)
         self.rows = torch.arange(len(enc), device=device)
@@ -209,12 +264,12 @@ class _FullRows:
         seen = {}
         with torch.no_grad(), hooked(module, on_output=lambda y: seen.__setitem__("y", y[0] if isinstance(y, tuple) else y)):
             model.base_model(input_ids=self.ids, attention_mask=self.mask)
-        self.init = seen["y"][0, lookup[0]].detach().clone()
+        self.init = seen["y"][first, self.edit_col[first]].detach().clone()  # [R, out]
 
     def final_hidden(self, delta):
         def add(out):
             hidden = (out[0] if isinstance(out, tuple) else out).clone()
-            hidden[self.rows, self.edit_col] += delta.to(hidden.dtype)
+            hidden[self.rows, self.edit_col] += delta[self.owner].to(hidden.dtype)
             return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
         def keep(out):
@@ -234,11 +289,12 @@ class _SuffixRows:
     residual stream, so adding ``δ`` to it equals adding ``δ`` to the block's output, which is
     computed once too."""
 
-    def __init__(self, model, module, enc, lookup, layer, pad_with, device):
+    def __init__(self, model, module, enc, lookup, layer, pad_with, device, owner, first):
         from ..model.stack import DecoderStack, KeyValues
 
         self.stack = stack = DecoderStack(model)
         self.layer = layer
+        self.owner = owner  # [rows]: the request each text belongs to
         prefixes = [e[:i] for e, i in zip(enc, lookup)]
         suffixes = [e[i:] for e, i in zip(enc, lookup)]
         width = max(len(p) for p in prefixes)
@@ -258,13 +314,13 @@ class _SuffixRows:
             below = KeyValues(prefix=dict(kv.seen) if width else {})
             self.after = stack.run(stack.embed(suf_ids, self.positions), self.positions, self.key_mask,
                                    0, layer + 1, below)
-        self.init = seen["y"][0, 0].detach().clone()
+        self.init = seen["y"][first, 0].detach().clone()  # [R, out]
 
     def final_hidden(self, delta):
         from ..model.stack import KeyValues
 
         hidden = self.after.clone()
-        hidden[:, 0] += delta.to(hidden.dtype)
+        hidden[:, 0] += delta[self.owner].to(hidden.dtype)
         hidden = self.stack.run(hidden, self.positions, self.key_mask, self.layer + 1, None,
                                 KeyValues(prefix=self.prefix))
         return self.stack.norm(hidden)
@@ -357,11 +413,35 @@ def templates_for(model, tok, hp) -> list[str]:
     return flatten(template_groups(model, tok, hp))
 
 
+def _inverse_covariances(model, tok, hp):
+    if not hp.mom2_adjustment:
+        return None
+    from .key_stats import inverse_key_covariance
+
+    return {l: inverse_key_covariance(model, tok, hp.rewrite_module_tmp.format(l), hp) for l in hp.layers}
+
+
 def apply(model, tok, requests, hp: ROMEHyperParams) -> dict[str, torch.Tensor]:
     check_hparams(model, hp)
-    inv_covs = None
-    if hp.mom2_adjustment:
-        from .key_stats import inverse_key_covariance
+    return rome_update(model, tok, requests[0], hp, templates_for(model, tok, hp), _inverse_covariances(model, tok, hp))
 
-        inv_covs = {l: inverse_key_covariance(model, tok, hp.rewrite_module_tmp.format(l), hp) for l in hp.layers}
-    return rome_update(model, tok, requests[0], hp, templates_for(model, tok, hp), inv_covs)
+
+def apply_each(model, tok, requests, hp: ROMEHyperParams) -> list[dict[str, torch.Tensor]]:
+    """One update per request, each what :func:`apply` gives for that request alone on the
+    model as it is. With one layer the requests' values are optimised together
+    (:func:`optimize_targets`); several layers depend on each other's updates, so each
+    request is then edited on its own."""
+    check_hparams(model, hp)
+    templates, inv_covs = templates_for(model, tok, hp), _inverse_covariances(model, tok, hp)
+    if len(hp.layers) > 1:
+        return [rome_update(model, tok, r, hp, templates, inv_covs) for r in requests]
+    layer = hp.layers[0]
+    module = get_module(model, hp.rewrite_module_tmp.format(layer))
+    vs = optimize_targets(model, tok, requests, hp, module, templates, layer)
+    ks, outs = read_at_subject(model, tok, module, [r.prompt for r in requests], [r.subject for r in requests])
+    name = f"{hp.rewrite_module_tmp.format(layer)}.weight"
+    out = []
+    for r, v, k, o in zip(requests, vs, ks, outs):
+        u = compute_u(model, tok, r, hp, layer, templates, (inv_covs or {}).get(layer))
+        out.append({name: torch.outer((v - o) / torch.dot(k, u), u)})
+    return out

@@ -4,7 +4,8 @@ Nothing is decoded. Each prompt is read together with its continuation in one pa
 tokens followed by the continuation's tokens but its last — and only the positions that predict
 the continuation's tokens are projected to the vocabulary. Sequences are sorted by length and
 read in left-padded groups of at most ``batch_tokens`` padded tokens (short edit prompts: one
-padded group is one forward instead of one per length).
+padded group is one forward instead of one per length); ``pad_tolerance`` can keep long
+sequences of unlike length apart.
 """
 from __future__ import annotations
 
@@ -43,12 +44,15 @@ class Scored:
 
 
 def score(model, tok, prompts: Sequence[str], continuations: Sequence[str], *, batch_tokens: int = 2048,
-          progress: bool = False, desc: str = "score") -> list[Scored]:
+          pad_tolerance: float = math.inf, progress: bool = False, desc: str = "score") -> list[Scored]:
     """One :class:`Scored` per ``(prompts[i], continuations[i])``: the continuation (leading
     space included; its tokens are those it has when tokenised together with the prompt,
     :func:`helpers.model.batching.encode_continuation`) teacher-forced after the prompt. To score several
     continuations after one prompt, repeat the prompt. ``batch_tokens`` bounds a group's padded
-    size (sequences longer than it are read alone). Output in the order of ``prompts``."""
+    size (sequences longer than it are read alone); a sequence joins a group only if padding it
+    to the group's longest adds at most ``pad_tolerance`` × its length (default: any padding;
+    0.1, the decoding engine's, pays for long prompts on a CPU, where padding is pure loss).
+    Output in the order of ``prompts``."""
     if len(continuations) != len(prompts):
         raise ValueError(f"{len(continuations)} continuations for {len(prompts)} prompts")
     if not prompts:
@@ -58,7 +62,7 @@ def score(model, tok, prompts: Sequence[str], continuations: Sequence[str], *, b
     conts = [encode_continuation(tok, p, e, c) for p, e, c in zip(prompts, enc, continuations)]
     seqs = [e + c[:-1] for e, c in zip(enc, conts)]  # the last continuation token is predicted, never read
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    groups = like_length_groups([len(seqs[i]) for i in order], batch_tokens, math.inf)
+    groups = like_length_groups([len(seqs[i]) for i in order], batch_tokens, pad_tolerance)
     out: list[Scored | None] = [None] * len(prompts)
     with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
         for g in groups:
