@@ -17,7 +17,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import CARRY_STATE, Regularizer, apply_update, begin_sequence, edit, editing_metrics, set_parameters
+from ..editing import (CARRY_STATE, Regularizer, apply_update, begin_sequence, edit, editing_metrics, set_parameters,
+                       single_updates)
 from ..editing.mend import MENDHyperParams, split_zsre
 from ..editing.weight_change import accumulated_change
 from ..evaluation import TASKS, evaluate_tasks, get_task
@@ -92,6 +93,11 @@ def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str =
     return pd.DataFrame(rows)
 
 
+def _raw_update_key(model, req, method: str, hparams) -> dict:
+    return {"experiment": "raw_update", "model": model_name(model), **edit_settings(method, hparams),
+            "case_id": req.case_id}
+
+
 def raw_updates(model: str | LoadedModel, req, method: str, hparams=None, store: Store = None) -> dict:
     """``{parameter: ΔW [out, in]}`` that ``method`` computes for ``req`` on the unedited model,
     computed once and kept in the store (the model is left unedited)."""
@@ -101,9 +107,18 @@ def raw_updates(model: str | LoadedModel, req, method: str, hparams=None, store:
         res.restore()
         return res.updates
 
-    settings = {"experiment": "raw_update", "model": model_name(model), **edit_settings(method, hparams),
-                "case_id": req.case_id}
-    return open_store(store).tensors(settings, compute)
+    return open_store(store).tensors(_raw_update_key(model, req, method, hparams), compute)
+
+
+def prefetch_raw_updates(model: str | LoadedModel, requests, method: str, hparams=None, store: Store = None) -> None:
+    """Compute the :func:`raw_updates` of those ``requests`` the store lacks in one batched call
+    (:func:`helpers.editing.single_updates`: ROME's and MEMIT's values optimised together) and
+    store them, so that the per-request calls that follow find them."""
+    store = open_store(store)
+    missing = [r for r in requests if store.get_tensors(_raw_update_key(model, r, method, hparams)) is None]
+    if missing:
+        for r, upd in zip(missing, single_updates(*shared_model(model), missing, method, hparams)):
+            store.put_tensors(_raw_update_key(model, r, method, hparams), upd)
 
 
 def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME", max_edits: int = 15,
@@ -130,8 +145,11 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
         return {"stats": stats}
 
     rows = []
-    for req in tqdm(edit_sample(records, n_single, seed, method, hparams), desc=f"{method} single edits",
-                    disable=not progress):
+    sample = edit_sample(records, n_single, seed, method, hparams)
+    if any(store.get({"experiment": "weight_change", "setting": "single", "case_id": r.case_id, **base}) is None
+           for r in sample):
+        prefetch_raw_updates(model, sample, method, hparams, store)
+    for req in tqdm(sample, desc=f"{method} single edits", disable=not progress):
         row = store.row({"experiment": "weight_change", "setting": "single", "case_id": req.case_id, **base},
                         lambda: single(req))
         rows += [{"setting": "single", "edits": 1, "case_id": req.case_id, "parameter": n, **st}
@@ -197,8 +215,16 @@ def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Seq
     rows = []
     for method in methods:
         hp = hparams.get(method)
-        for req in tqdm(edit_sample(load_zsre(), n, seed, method, hp), desc=f"{method} × regularizers",
-                        disable=not progress):
+        sample = edit_sample(load_zsre(), n, seed, method, hp)
+
+        def key(req, reg):
+            return {"experiment": "regularizer_ablation", "model": model_name(model), **edit_settings(method, hp),
+                    "case_id": req.case_id, "how": reg.how, "k": reg.k, "reg_seed": reg.seed}
+
+        todo = [r for r in sample if any(store.get(key(r, reg)) is None for reg in regularizers)]
+        if todo:
+            prefetch_raw_updates(model, todo, method, hp, store)
+        for req in tqdm(sample, desc=f"{method} × regularizers", disable=not progress):
             once: dict = {}  # the unedited metrics and the raw update: once per record, only if needed
 
             def compute(reg):
@@ -213,10 +239,7 @@ def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Seq
                         "locality": met.locality, "portability": met.portability, "delta_norm": _update_norm(res)}
 
             for reg in regularizers:
-                settings = {"experiment": "regularizer_ablation", "model": model_name(model),
-                            **edit_settings(method, hp), "case_id": req.case_id, "how": reg.how, "k": reg.k,
-                            "reg_seed": reg.seed}
-                row = store.row(settings, lambda: compute(reg))
+                row = store.row(key(req, reg), lambda: compute(reg))
                 rows.append({"method": method.upper(), "regularizer": reg.label, "how": reg.how, "k": reg.k,
                              "case_id": req.case_id, **row})
     return pd.DataFrame(rows)
@@ -229,6 +252,7 @@ def ablation_inputs(model: str | LoadedModel, method: str = "ROME", n: int = 20,
     pre-edit editing metrics (one single-row frame each)."""
     store = open_store(store)
     requests = edit_sample(load_zsre(), n, seed, method, hparams)
+    prefetch_raw_updates(model, requests, method, hparams, store)
     updates = [raw_updates(model, r, method, hparams, store) for r in requests]
     unedited = editing_metrics(*shared_model(model), requests)  # all requests in one pass, one row each
     references = [unedited.iloc[[i]].reset_index(drop=True) for i in range(len(requests))]
