@@ -43,7 +43,7 @@ def edit_matmul_gflop(model, tok, method, request) -> float:
 
 def batched_single_edits(model, tok, requests, sizes=(8, 32)) -> dict:
     """Single ROME updates of independent requests: one at a time (each request's value
-    optimised alone, ``value_batch_rows: 1``) against one batched call
+    optimised alone, ``value_batch_tokens: 0``) against one batched call
     (:func:`helpers.editing.single_updates`); the batched updates' smallest cosine with the
     one-at-a-time ones. The one-at-a-time time per request is measured on the first
     ``sizes[0]`` requests (it does not depend on how many there are)."""
@@ -52,7 +52,7 @@ def batched_single_edits(model, tok, requests, sizes=(8, 32)) -> dict:
     single_updates(model, tok, requests[:1], "ROME")  # warm: templates
     alone_n = requests[: sizes[0]]
     start = time.perf_counter()
-    alone = single_updates(model, tok, alone_n, "ROME", {"value_batch_rows": 1})
+    alone = single_updates(model, tok, alone_n, "ROME", {"value_batch_tokens": 0})
     per_request_alone = (time.perf_counter() - start) / len(alone_n)
     out = {"ROME.one_at_a_time_seconds_per_request": per_request_alone}
     cos = []
@@ -71,13 +71,13 @@ def batched_single_edits(model, tok, requests, sizes=(8, 32)) -> dict:
 
 def memit_seconds_per_fact(model, tok, requests, sizes=(1, 8, 32)) -> dict:
     """Seconds per fact of one MEMIT edit of ``size`` facts, the facts' targets optimised
-    together (the default) and one at a time (``value_batch_rows: 1``, as the reference)."""
+    together (the default) and one at a time (``value_batch_tokens: 0``, as the reference)."""
     from helpers.editing import edit
 
     edit(model, tok, requests[:1], "MEMIT").restore()  # warm: templates and statistics
     out = {}
     for size in sizes:
-        for name, hp in (("", None), ("_one_at_a_time", {"value_batch_rows": 1})):
+        for name, hp in (("", None), ("_one_at_a_time", {"value_batch_tokens": 0})):
             if size == 1 and hp:
                 continue  # the same computation
             start = time.perf_counter()

@@ -41,7 +41,7 @@ def test_values_optimised_together_equal_one_at_a_time(tiny_deep_model, early_st
     module = rome.get_module(model, hp.rewrite_module_tmp.format(1))
     alone = torch.stack([rome.optimize_target(model, tok, r, hp, module, hp.context_templates, 1) for r in REQUESTS])
     together = rome.optimize_targets(model, tok, REQUESTS, hp, module, hp.context_templates, 1)
-    chunked = rome.optimize_targets(model, tok, REQUESTS, hp, module, hp.context_templates, 1, max_rows=8)
+    chunked = rome.optimize_targets(model, tok, REQUESTS, hp, module, hp.context_templates, 1, max_tokens=1)
     for a, b, c in zip(alone, together, chunked):
         assert close(b, a) and close(c, a)
     if early_stop_loss == 1e9:  # every request stops before its first update: v is the module's output
