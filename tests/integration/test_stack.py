@@ -103,12 +103,13 @@ def test_the_reused_prefix_gives_the_references_outputs_and_gradients(tiny_deep_
     texts = [t + " Eng" for t, _ in placed] + [f"{REQ.subject} is a"]
     lookup = [subject_last_index(tok, t, REQ.subject, s) for t, s in zip(texts, [s for _, s in placed] + [0])]
     enc = [tok(t).input_ids for t in texts]
-    full = rome._FullRows(model, module, enc, lookup, 0, "cpu")
-    fast = rome._SuffixRows(model, module, enc, lookup, layer, 0, "cpu")
+    owner = torch.zeros(len(enc), dtype=torch.long)  # one request: every text is its own
+    full = rome._FullRows(model, module, enc, lookup, 0, "cpu", owner, [0])
+    fast = rome._SuffixRows(model, module, enc, lookup, layer, 0, "cpu", owner, [0])
     assert torch.allclose(full.init, fast.init, atol=1e-6)
     torch.manual_seed(1)
-    delta = (torch.randn_like(full.init) * full.init.norm() / 4).requires_grad_(True)
-    probe = torch.randn(full.init.shape[0])
+    delta = (torch.randn_like(full.init) * full.init.norm() / 4).requires_grad_(True)  # [1, out]
+    probe = torch.randn(full.init.shape[-1])
     grads, outs = [], []
     for rows in (full, fast):
         hidden = rows.final_hidden(delta)
