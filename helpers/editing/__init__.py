@@ -150,8 +150,6 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
         raise unknown("method", method, list(registry) or METHODS)
     cls, apply, batch_ok = registry[key]
     reqs = [requests] if isinstance(requests, EditRequest) else list(requests)
-    if not reqs:
-        raise EditError("no edit requests given")
     if len(reqs) > 1 and not batch_ok:
         raise EditError(f"{key} edits one fact at a time; got a batch of {len(reqs)}. Call edit() once per "
                         "request (sequential editing), or use MEMIT or MEND for batch editing.")

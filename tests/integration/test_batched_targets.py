@@ -98,7 +98,11 @@ def test_single_memit_updates_equal_separate_edits(tiny_deep_model, tmp_path, mo
         assert all(close(upd[n], ref[n]) for n in ref)
 
 
-def test_other_methods_fall_back_to_one_at_a_time(tiny_deep_model):
+def test_single_updates_checks_its_requests_as_edit_does(tiny_deep_model):
+    from helpers.editing import EditError
+
     model, tok = tiny_deep_model
-    with pytest.raises(Exception, match="EditRequest"):
+    with pytest.raises(EditError, match="EditRequest"):
         single_updates(model, tok, ["not a request"], "ROME")
+    with pytest.raises(EditError, match="no edit requests"):
+        single_updates(model, tok, [], "ROME")
