@@ -52,8 +52,9 @@ class ROMEHyperParams:
     reuse_prefix: bool = True
     # speed only: how many template tokens (from each text's subject on, with reuse_prefix) a
     # batched value optimisation reads at once; independent requests' values are optimised
-    # together up to it (see optimize_targets). None: 2048 on a CPU (larger chunks ran slower
-    # there), 16384 on a GPU; 0: one request at a time, as the reference does
+    # together up to it (see optimize_targets). None: 256 on a CPU (a few requests a chunk: on 2
+    # cores larger chunks ran slower, README "Performance"), 16384 on a GPU; 0: one request at a
+    # time, as the reference does
     value_batch_tokens: int | None = None
 
     # what a brace in a sampled template becomes (rome: removed; memit: a space)
@@ -145,7 +146,7 @@ def optimize_targets(model, tok, requests, hp, module, templates, layer: int | N
     ``trace``: a list that receives, per chunk of requests, each step's losses ``[chunk size]``."""
     budget = getattr(hp, "value_batch_tokens", None) if max_tokens is None else max_tokens
     if budget is None:
-        budget = 2048 if next(model.parameters()).device.type == "cpu" else 16384
+        budget = 256 if next(model.parameters()).device.type == "cpu" else 16384
     suffix_only = (getattr(hp, "reuse_prefix", True) if reuse_prefix is None else reuse_prefix) and layer is not None
     need = sum(_template_tokens(tok, r, templates, suffix_only) for r in requests)
     # as few chunks as the budget allows, of nearly equal size (0: one request each)
