@@ -34,6 +34,32 @@ def save_safetensors(tensors: dict, path: str | os.PathLike) -> None:
         raise
 
 
+def save_parquet(frame, path: str | os.PathLike) -> None:
+    """``frame`` (a pandas DataFrame) to ``path`` as Parquet, atomically (a temporary file
+    renamed over it; on failure nothing half-written is kept and the error is raised)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_parquet(path: str | os.PathLike, fix: str):
+    """A Parquet file this package wrote, as a DataFrame; a damaged one is a
+    :class:`CacheError` saying ``fix``."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{path} is not a readable Parquet file ({e}); it was damaged or not written by this "
+                         f"package: {fix}") from None
+
+
 def is_disk_full(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, errno.EDQUOT)
 

@@ -17,6 +17,7 @@ damage when a model is at chance (docs/protocol.md).
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import string
@@ -31,7 +32,8 @@ PROTOCOLS = ("paper", "released")
 # Part of every stored task row's key: rows scored by an earlier revision are recomputed.
 # 2: released scoring replays the scripts on their transcripts; NER gold normalised as the
 #    model's entities; continuations tokenised together with their prompt.
-SCORING_REVISION = 2
+# 3: every row comes with its per-prompt records (rows of revision 2 have none).
+SCORING_REVISION = 3
 
 
 @dataclass(frozen=True)
@@ -94,24 +96,38 @@ class Task:
 
     def score(self, prompts: list[Prompt], replies: list[Reply], protocol: str,
               after_edit: bool = False) -> tuple[float, float]:
-        """(headline score, share of outputs in a valid answer form). ``after_edit`` picks,
-        under ``released``, the scripts run after an edit (they differ on BoolQ and MuTual)."""
+        """(headline score, share of outputs in a valid answer form), computed from the
+        per-prompt records of :meth:`score_each`. ``after_edit`` picks, under ``released``, the
+        scripts run after an edit (they differ on BoolQ and MuTual)."""
+        sums = record_sums(self.score_each(prompts, replies, protocol, after_edit))
+        return float(self.value_from_sums(sums, protocol)), float(sums["valid"] / sums["prompts"])
+
+    def score_each(self, prompts: list[Prompt], replies: list[Reply], protocol: str,
+                   after_edit: bool = False) -> list[dict]:
+        """One record per prompt: ``score`` (its part of the headline metric: a hit, a ROUGE,
+        an F1), ``valid`` (an answer in a valid form), and what :meth:`value_from_sums` needs
+        beyond them (NER: entity counts). The headline metric is :meth:`value_from_sums` of
+        the records' column sums, so it can be recomputed on any resample of the examples."""
         if len(replies) != len(prompts):
             raise ValueError(f"{len(replies)} replies for {len(prompts)} prompts")
         if protocol == "released" and any(not r.transcript for r in replies):
             raise ValueError("the released protocol scores the scripts' transcripts: every Reply needs one "
                              "(helpers.evaluation.released.transcript)")
         if protocol == "paper":
-            return self.score_paper(prompts, [r.text for r in replies])
-        return self.score_released(prompts, replies, after_edit)
+            return self.paper_each(prompts, [r.text for r in replies])
+        return self.released_each(prompts, replies, after_edit)
 
-    def score_paper(self, prompts: list[Prompt], outputs: list[str]) -> tuple[float, float]:
+    def value_from_sums(self, sums, protocol: str):
+        """The headline metric from the column sums of a set of records (numbers, or arrays
+        of resampled sums): the mean of ``score`` unless the task says otherwise."""
+        return sums["score"] / sums["prompts"]
+
+    def paper_each(self, prompts: list[Prompt], outputs: list[str]) -> list[dict]:
         raise NotImplementedError
 
-    def score_released(self, prompts: list[Prompt], replies: list[Reply], after_edit: bool) -> tuple[float, float]:
-        """The mean of the per-prompt (hit, valid) of :meth:`released_hit`."""
-        pairs = [self.released_hit(p, r.transcript, after_edit) for p, r in zip(prompts, replies)]
-        return _mean(h for h, _ in pairs), _mean(v for _, v in pairs)
+    def released_each(self, prompts: list[Prompt], replies: list[Reply], after_edit: bool) -> list[dict]:
+        """Per prompt, the (hit, valid) of :meth:`released_hit`."""
+        return [_record(*self.released_hit(p, r.transcript, after_edit)) for p, r in zip(prompts, replies)]
 
     def released_hit(self, prompt: Prompt, transcript: str, after_edit: bool) -> tuple[float, bool]:
         raise NotImplementedError
@@ -134,9 +150,9 @@ class Classification(Task):
         first = "".join(ch for ch in s.split(" ")[0] if ch.isalnum()) if s else ""
         return self.words.index(first) if first in self.words else None
 
-    def score_paper(self, prompts, outputs):
+    def paper_each(self, prompts, outputs):
         labels = [self.parse_paper(out) for out in outputs]
-        return _mean(lab == p.target for p, lab in zip(prompts, labels)), _mean(lab is not None for lab in labels)
+        return [_record(lab == p.target, lab is not None) for p, lab in zip(prompts, labels)]
 
     def prompt(self, ex, text, label_index):
         return Prompt(ex, text, self.labels[label_index], label_index)
@@ -283,9 +299,8 @@ class Reasoning(Task):
             text = f"Q: {f['question']} A:Let's think step by step.{middle} Therefore, the answer (arabic numerals) is:"
         return [Prompt(ex, text, f" {f['gold']}", f["gold"])]
 
-    def score_paper(self, prompts, outputs):
-        hits = [answers.number_match(o, p.target) for p, o in zip(prompts, outputs)]
-        return _mean(hits), _mean(bool(answers.numbers_in(o)) for o in outputs)
+    def paper_each(self, prompts, outputs):
+        return [_record(answers.number_match(o, p.target), bool(answers.numbers_in(o))) for p, o in zip(prompts, outputs)]
 
     def released_hit(self, prompt, transcript, after_edit):
         return released.reasoning(transcript, prompt.target)
@@ -318,15 +333,16 @@ class OpenQA(Task):
         line = next((l for l in output.split("\n") if l.strip()), "").strip()
         return line[len("answer:"):].strip() if line.lower().startswith("answer:") else line
 
-    def score_paper(self, prompts, outputs):
-        hits = [answers.exact_match(self.answer_line(o), p.target) for p, o in zip(prompts, outputs)]
-        return _mean(hits), _mean(bool(o.strip()) for o in outputs)
+    def paper_each(self, prompts, outputs):
+        return [_record(answers.exact_match(self.answer_line(o), p.target), bool(o.strip()))
+                for p, o in zip(prompts, outputs)]
 
-    def score_released(self, prompts, replies, after_edit):
-        """The script's count over the examples in order (its flag carries from one example to
-        the next), divided by their number; valid: some new text."""
+    def released_each(self, prompts, replies, after_edit):
+        """The script's count per example, taken over the examples in order (its flag carries
+        from one example to the next, so an example's count can depend on the one before);
+        the metric is their mean. Valid: some new text."""
         counts = released.open_qa([r.transcript for r in replies], [p.target for p in prompts])
-        return _mean(counts), _mean(bool(r.text.strip()) for r in replies)
+        return [_record(c, bool(r.text.strip())) for c, r in zip(counts, replies)]
 
 
 class Summarization(Task):
@@ -341,9 +357,8 @@ class Summarization(Task):
     def prompts(self, ex, protocol, hint=True):
         return [Prompt(ex, f"{ex.fields['dialogue']}\nTL;DR:", f" {ex.fields['summary'].strip()}", ex.fields["summary"])]
 
-    def score_paper(self, prompts, outputs):
-        return (_mean(answers.rouge_mean(o.strip(), p.target) for p, o in zip(prompts, outputs)),
-                _mean(len(o.strip()) > 1 for o in outputs))
+    def paper_each(self, prompts, outputs):
+        return [_record(answers.rouge_mean(o.strip(), p.target), len(o.strip()) > 1) for p, o in zip(prompts, outputs)]
 
     def released_hit(self, prompt, transcript, after_edit):
         return released.summarization(transcript, prompt.target)
@@ -390,25 +405,58 @@ class NER(Task):
             out.append(Prompt(ex, text, gold_text, [e for t, e in scored if t == typ], kind=typ))
         return out
 
-    def score_paper(self, prompts, outputs):
-        counts = [answers.f1_counts(answers.parse_entity_list(o), set(p.target)) for p, o in zip(prompts, outputs)]
-        return answers.micro_f1(counts), _mean(bool(o.strip()) for o in outputs)
+    def paper_each(self, prompts, outputs):
+        """Per prompt its entity counts (``tp``, ``predicted``, ``gold``) and, as ``score``, its
+        own F1 (for reading; the metric is the micro F1 over all prompts' counts)."""
+        out = []
+        for p, o in zip(prompts, outputs):
+            tp, npred, ngold = answers.f1_counts(answers.parse_entity_list(o), set(p.target))
+            out.append(_record(answers.micro_f1([(tp, npred, ngold)]), bool(o.strip()),
+                               tp=tp, predicted=npred, gold=ngold))
+        return out
 
-    def score_released(self, prompts, replies, after_edit):
-        """The script's tally per type, then the mean of the types' shares (a type with nothing
-        counted is left out, where the script would divide by zero); valid: some new text."""
-        per_type = {}
+    def released_each(self, prompts, replies, after_edit):
+        """Per prompt the script's tally for its type (``found_<TYPE>``, ``counted_<TYPE>``; the
+        other types' columns 0) and, as ``score``, its own share (NaN when nothing counted)."""
+        out = []
         for p, r in zip(prompts, replies):
             found, counted = released.ner(r.transcript, p.target, p.kind)
-            f, c = per_type.get(p.kind, (0, 0))
-            per_type[p.kind] = (f + found, c + counted)
-        shares = [f / c for f, c in per_type.values() if c]
-        return _mean(shares), _mean(bool(r.text.strip()) for r in replies)
+            tally = {f"{k}_{typ}": 0 for typ, _ in self.TYPES for k in ("found", "counted")}
+            tally[f"found_{p.kind}"], tally[f"counted_{p.kind}"] = found, counted
+            out.append(_record(found / counted if counted else math.nan, bool(r.text.strip()), **tally))
+        return out
+
+    def value_from_sums(self, sums, protocol):
+        """Paper: the micro F1 of the summed counts (1 when nothing was predicted or expected).
+        Released: the script's tally per type, then the mean of the types' shares (a type with
+        nothing counted is left out, where the script would divide by zero)."""
+        import numpy as np
+
+        if protocol == "paper":
+            tp, npred, ngold = (np.asarray(sums[k], dtype=float) for k in ("tp", "predicted", "gold"))
+            both = npred + ngold
+            return np.where(both > 0, 2 * tp / np.where(both > 0, both, 1), 1.0)[()]
+        found = np.stack([np.asarray(sums[f"found_{t}"], dtype=float) for t, _ in self.TYPES])
+        counted = np.stack([np.asarray(sums[f"counted_{t}"], dtype=float) for t, _ in self.TYPES])
+        share = np.where(counted > 0, found / np.where(counted > 0, counted, 1), 0.0)
+        kinds = (counted > 0).sum(0)
+        return np.where(kinds > 0, share.sum(0) / np.where(kinds > 0, kinds, 1), math.nan)[()]
 
 
-def _mean(xs) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else float("nan")
+def _record(score, valid, **extra) -> dict:
+    return {"score": float(score), "valid": bool(valid), **extra}
+
+
+def record_sums(records) -> dict:
+    """Column sums of per-prompt records (a list of dicts or a DataFrame), booleans counted,
+    with ``prompts`` the number of records: what :meth:`Task.value_from_sums` reads."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(records)) if not isinstance(records, pd.DataFrame) else records
+    numeric = frame.select_dtypes(include=["number", "bool"])
+    sums = {c: float(numeric[c].astype(float).sum(skipna=True)) for c in numeric.columns}
+    sums["prompts"] = float(len(frame))
+    return sums
 
 
 _REGISTRY: dict[str, Task] = {

@@ -8,6 +8,8 @@ or a :class:`~helpers.model.LoadedModel`; its name keys the rows.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import random
 import time
@@ -21,7 +23,7 @@ from ..editing import (CARRY_STATE, Regularizer, apply_update, begin_sequence, e
                        single_updates)
 from ..editing.mend import MENDHyperParams, split_zsre
 from ..editing.weight_change import accumulated_change
-from ..evaluation import TASKS, evaluate_tasks, get_task
+from ..evaluation import TASKS, evaluate_examples, get_task
 from ..evaluation.tasks import check_protocol
 from ..model.loading import LoadedModel
 from .session import model_name, shared_model
@@ -30,10 +32,28 @@ from .store import ResultStore, edit_settings, open_store, task_settings
 Store = str | os.PathLike | ResultStore | None
 
 
+def writes_store(fn):
+    """Run ``fn`` holding its ``store``'s lock (:meth:`ResultStore.writing`): a second process
+    writing the same store waits, then finds this one's rows instead of computing them again."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        store = bound.arguments["store"] = open_store(bound.arguments["store"])
+        with store.writing():
+            return fn(*bound.args, **bound.kwargs)
+
+    return run
+
+
+@writes_store
 def unedited_baseline(model: str | LoadedModel = "smollm2-135m", tasks: Sequence[str] = TASKS, n: int | None = 200,
                       seed: int = 0, protocols: Sequence[str] = ("paper", "released"), *, store: Store = None,
                       hint: bool = True, prompt_form: str = "plain", data_dir=None, progress: bool = True) -> pd.DataFrame:
-    """The unedited model on every task under every protocol: one row per (task, protocol)."""
+    """The unedited model on every task under every protocol: one row per (task, protocol)
+    (each with its per-prompt records in the store, :meth:`ResultStore.get_examples`)."""
     for t in tasks:
         get_task(t)
     for p in protocols:
@@ -44,9 +64,12 @@ def unedited_baseline(model: str | LoadedModel = "smollm2-135m", tasks: Sequence
         for task in tasks:
             settings = {"experiment": "unedited_baseline", "model": model_name(model), "task": task,
                         **task_settings(protocol), "n": n, "seed": seed, "hint": hint, "prompt_form": prompt_form}
-            rows.append(store.row(settings, lambda: evaluate_tasks(
-                *shared_model(model), [task], n=n, seed=seed, protocol=protocol, data_dir=data_dir, hint=hint,
-                prompt_form=prompt_form, progress=progress).iloc[0].to_dict()))
+            if store.get(settings) is None:
+                ev = evaluate_examples(*shared_model(model), task, n=n, seed=seed, protocol=protocol,
+                                       data_dir=data_dir, hint=hint, prompt_form=prompt_form, progress=progress)
+                store.put_examples(settings, ev.records)
+                store.put(settings, ev.row)
+            rows.append(store.get(settings))
     return pd.DataFrame(rows)
 
 
@@ -65,6 +88,7 @@ def _update_norm(result) -> float:
     return float(sum(d.float().norm() ** 2 for d in result.deltas.values()) ** 0.5)
 
 
+@writes_store
 def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str = "ROME", n: int = 20, seed: int = 0,
                         *, hparams=None, store: Store = None, progress: bool = True) -> pd.DataFrame:
     """Single edits of ``n`` random ZsRE records, each undone before the next: one row per
@@ -110,6 +134,7 @@ def raw_updates(model: str | LoadedModel, req, method: str, hparams=None, store:
     return open_store(store).tensors(_raw_update_key(model, req, method, hparams), compute)
 
 
+@writes_store
 def prefetch_raw_updates(model: str | LoadedModel, requests, method: str, hparams=None, store: Store = None) -> None:
     """Compute the :func:`raw_updates` of those ``requests`` the store lacks in one batched call
     (:func:`helpers.editing.single_updates`: ROME's and MEMIT's values optimised together) and
@@ -121,6 +146,7 @@ def prefetch_raw_updates(model: str | LoadedModel, requests, method: str, hparam
             store.put_tensors(_raw_update_key(model, r, method, hparams), upd)
 
 
+@writes_store
 def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME", max_edits: int = 15,
                   n_single: int = 20, seed: int = 0, *, hparams=None, store: Store = None,
                   progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -203,6 +229,7 @@ def paper_regularizers() -> list[Regularizer]:
             Regularizer("random", 0.4), Regularizer("pca", 0.4)]
 
 
+@writes_store
 def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Sequence[str] = ("ROME", "MEMIT"),
                          regularizers=None, n: int = 20, seed: int = 0, *, hparams: dict | None = None,
                          store: Store = None, progress: bool = True) -> pd.DataFrame:
@@ -245,6 +272,7 @@ def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Seq
     return pd.DataFrame(rows)
 
 
+@writes_store
 def ablation_inputs(model: str | LoadedModel, method: str = "ROME", n: int = 20, seed: int = 0, *, hparams=None,
                     store: Store = None):
     """``(requests, updates, references)`` for a slider over k: the same records as

@@ -8,18 +8,30 @@ transformers versions; the seed and settings are the key's). JSON only (never pi
 A line cut short by a crash can only be the last one: it is dropped (and the file cut back to
 its last complete line) when the store is opened. Anything else that cannot be read — a bad
 line before the end, a record of another format — is an error naming the file and line.
+
+Beside the rows: tensors (safetensors, ``<store>_tensors/<key>.safetensors``) and per-example
+records (Parquet, ``<store>_examples/<key>.parquet``), each named by its row's key.
+
+One writer at a time: a run that computes rows holds the store's lock (:meth:`ResultStore.writing`,
+a lock file ``<store>.lock`` beside it); a second process that wants to write waits for it,
+saying which process holds it, and then reads what the first stored instead of computing it
+again.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import EdithurtError
-from ..files import atomic_write_text, is_disk_full, load_safetensors, save_safetensors
+from ..files import atomic_write_text, is_disk_full, load_parquet, load_safetensors, save_parquet, save_safetensors
 
 FORMAT = 2  # 1: records without "format" or provenance (before 2026-11-26)
 
@@ -83,17 +95,25 @@ class ResultStore:
         self.path = None if path is None else Path(path)
         self._rows: dict[str, dict] = {}
         self._tensors: dict[str, dict] = {}  # in-memory stores only
+        self._examples: dict[str, pd.DataFrame] = {}  # in-memory stores only
         self._made_by = None
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
                 self._load()
 
-    def _load(self) -> None:
+    def _load(self, repair: bool = False) -> None:
+        """Read every complete line. A last line without its newline is a write cut short by a
+        crash — or, without the lock, another process's write in progress: it is skipped, and
+        cut from the file only by the lock's holder (``repair``)."""
+        self._rows = {}
         data = self.path.read_bytes()
         lines = data.split(b"\n")
-        if lines and lines[-1].strip():  # no newline at the end: the last write was cut short
-            self._cut_to(len(data) - len(lines[-1]), lines[-1])
+        if lines and lines[-1].strip():  # no newline at the end
+            if repair:
+                self._cut_to(len(data) - len(lines[-1]), lines[-1])
             lines = lines[:-1]
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
@@ -127,6 +147,47 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
 
+    @contextlib.contextmanager
+    def writing(self, wait_message_every: float = 60.0):
+        """Hold this store's lock while computing and writing rows: another process that asks
+        for it waits (saying which process holds it, again every ``wait_message_every``
+        seconds) and, once it has it, reads the rows written meanwhile, so nothing is computed
+        twice. Re-entrant; in-memory stores need no lock."""
+        if self.path is None or self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield self
+            finally:
+                self._lock_depth -= 1
+            return
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            told = None
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    now = time.monotonic()
+                    if told is None or now - told >= wait_message_every:
+                        holder = os.pread(fd, 4096, 0).decode("utf8", "replace").strip() or "another process"
+                        print(f"results store {self.path} is being written by {holder}; waiting for it to finish "
+                              "(its rows are then read, not computed again)", file=sys.stderr, flush=True)
+                        told = now
+                    time.sleep(0.2)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200] or 'python'})".encode("utf8"), 0)
+            if self.path.exists():
+                self._load(repair=True)  # what another process stored while this one waited
+            self._lock_fd, self._lock_depth = fd, 1
+            yield self
+        finally:
+            if self._lock_fd == fd:
+                self._lock_fd, self._lock_depth = None, 0
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the descriptor releases the lock
+
     def get(self, settings: dict) -> dict | None:
         rec = self._rows.get(settings_key(settings))
         return None if rec is None else rec["row"]
@@ -140,6 +201,11 @@ class ResultStore:
         if self.path is None:
             self._rows[rec["key"]] = json.loads(data)
             return
+        with self.writing():
+            self._append(data)
+        self._rows[rec["key"]] = json.loads(data)
+
+    def _append(self, data: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
@@ -158,15 +224,20 @@ class ResultStore:
                 raise
         finally:
             os.close(fd)
-        self._rows[rec["key"]] = json.loads(data)
 
     def row(self, settings: dict, compute) -> dict:
-        """The stored row of ``settings``, or ``compute()`` — stored as it returns."""
-        return _stored_or_computed(self.get, self.put, settings, compute)
+        """The stored row of ``settings``, or ``compute()`` — stored as it returns (holding
+        the store's lock while computing)."""
+        if self.get(settings) is not None:
+            return self.get(settings)
+        with self.writing():
+            return _stored_or_computed(self.get, self.put, settings, compute)
 
     def tensors(self, settings: dict, compute) -> dict:
-        """The stored tensors of ``settings``, or ``compute()`` — stored as it returns."""
-        return _stored_or_computed(self.get_tensors, self.put_tensors, settings, compute)
+        """The stored tensors of ``settings``, or ``compute()`` — stored as it returns (holding
+        the store's lock while computing)."""
+        with self.writing():
+            return _stored_or_computed(self.get_tensors, self.put_tensors, settings, compute)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -193,6 +264,33 @@ class ResultStore:
             return self._tensors.get(settings_key(settings))
         path = self._tensor_path(settings)
         return load_safetensors(path, "delete it and it is recomputed") if path.exists() else None
+
+    # per-example records beside the rows: Parquet files named by the settings' key
+    def _examples_path(self, settings: dict) -> Path:
+        return self.path.parent / f"{self.path.stem}_examples" / f"{settings_key(settings)}.parquet"
+
+    def put_examples(self, settings: dict, records: pd.DataFrame) -> None:
+        """The per-example records behind the row of ``settings`` (written before the row, so
+        a stored row always has its records)."""
+        if self.path is None:
+            self._examples[settings_key(settings)] = records.copy()
+            return
+        path = self._examples_path(settings)
+        try:
+            save_parquet(records, path)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError(f"the disk is full: {path} could not be written (nothing half-written was "
+                                    "kept); free some space and run the same command again to resume") from e
+            raise
+
+    def get_examples(self, settings: dict) -> pd.DataFrame | None:
+        if self.path is None:
+            found = self._examples.get(settings_key(settings))
+            return None if found is None else found.copy()
+        path = self._examples_path(settings)
+        return load_parquet(path, "delete it and its row's line in the store, and both are recomputed") \
+            if path.exists() else None
 
     def frame(self) -> pd.DataFrame:
         """Every stored row, with its settings as extra columns."""
@@ -225,8 +323,6 @@ def _jsonable(x):
 
 
 if __name__ == "__main__":
-    import sys
-
     if len(sys.argv) != 3 or sys.argv[1] != "upgrade":
         sys.exit("usage: python -m helpers.runs.store upgrade STORE.jsonl")
     print(f"{sys.argv[2]}: {upgrade(sys.argv[2])} records now in format {FORMAT}")

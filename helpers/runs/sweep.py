@@ -17,7 +17,8 @@ and restored from the updates it applied: no copies, no reloading between points
 
 How a row travels: :func:`side_effects` makes one :class:`ChainUnit` per chain and hands the
 units to a backend (:mod:`helpers.runs.backends`: here, or Ray workers); a unit edits its
-model, evaluates the tasks (:func:`helpers.evaluation.evaluate_tasks`) and puts each row into
+model, evaluates the tasks (:func:`helpers.evaluation.evaluate_examples`) and puts each row, with
+its per-prompt records, into
 the store the backend gives it — the :class:`~helpers.runs.store.ResultStore` itself locally,
 a queue to the driver's store on Ray.
 """
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from ..data import load_zsre
 from ..editing import CARRY_STATE, METHODS, EditHealthError, Regularizer, begin_sequence, edit, set_parameters
 from ..errors import EdithurtError, unknown
-from ..evaluation import TASKS, evaluate_tasks, get_task
+from ..evaluation import TASKS, evaluate_examples, get_task
 from ..evaluation.tasks import check_protocol
 from ..model.loading import LoadedModel
 from .backends import get_backend
@@ -142,7 +143,10 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
     todo = missing()
     # the unedited rows first (every chain of the same model and task sample shares them), then the chains
     first = [u.unedited() for u in units if 0 in u.chain.checkpoints and u.missing_at(0, store)][:1]
-    with tqdm(total=todo, desc="side effects (task evaluations)", unit="eval", disable=not progress or not todo) as bar:
+    with store.writing(), tqdm(total=todo, desc="side effects (task evaluations)", unit="eval",
+                               disable=not progress or not todo) as bar:
+        todo = missing()  # rows another process stored while this one waited for the store
+        bar.reset(total=todo)
         try:
             def on_row(done: str = "") -> None:
                 bar.set_postfix_str(done, refresh=False)
@@ -267,9 +271,10 @@ class ChainUnit:
         for task in self.tasks:
             if store.get(self.row_key(count, task)) is not None:
                 continue
-            row = evaluate_tasks(m, tok, [task], n=self.n, seed=self.seed, protocol=self.protocol,
-                                 lower_layers=cache, after_edit=count > 0, progress=False).iloc[0].to_dict()
-            store.put(self.row_key(count, task), row)
+            ev = evaluate_examples(m, tok, task, n=self.n, seed=self.seed, protocol=self.protocol,
+                                   lower_layers=cache, after_edit=count > 0, progress=False)
+            store.put_examples(self.row_key(count, task), ev.records)  # first: a stored row has its records
+            store.put(self.row_key(count, task), ev.row)
             on_row(f"{self.chain.label}: {count} edits, {task}")
 
 

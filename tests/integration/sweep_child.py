@@ -18,7 +18,7 @@ def main(store, log, sleep=0.0):
     tok = AutoTokenizer.from_pretrained(str(embedded_folder()))
     tok.padding_side = "left"
     model = _tiny("llama", len(tok), layers=4)
-    real_edit, real_eval = helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_tasks
+    real_edit, real_eval = helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_examples
 
     def note(what):
         with open(log, "a") as f:
@@ -35,7 +35,7 @@ def main(store, log, sleep=0.0):
         note("eval")
         return out
 
-    helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_tasks = logged_edit, logged_eval  # what the sweep calls
+    helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_examples = logged_edit, logged_eval  # what the sweep calls
     fmt = "model.layers.{}"
     hp = {"ROME": {"layers": [2], "rewrite_module_tmp": fmt + ".mlp.down_proj", "layer_module_tmp": fmt,
                    "mlp_module_tmp": fmt + ".mlp", "v_num_grad_steps": 3,

@@ -57,6 +57,10 @@ class ForwardingStore:
         self.states[settings_key(settings)] = tensors
         self.queue.put(("tensors", settings, tensors))
 
+    def put_examples(self, settings, records):
+        # the records travel before their row, so the driver stores them first too
+        self.queue.put(("examples", settings, records))
+
     def __len__(self):
         return len(self.rows)
 
@@ -122,6 +126,9 @@ class RayBackend:
                     if store.get(settings) is None:  # two units sharing a row write it once
                         store.put(settings, payload)
                         on_row()
+                elif kind == "examples":
+                    if store.get(settings) is None:
+                        store.put_examples(settings, payload)
                 else:
                     store.put_tensors(settings, payload)
 

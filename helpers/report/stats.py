@@ -1,0 +1,282 @@
+"""Paired statistics on per-example records: the change an edit makes, with an interval.
+
+Every evaluation reads the same prompts before and after an edit, so the change is measured per
+example and then averaged: an example's difficulty, which no edit changes, drops out of the
+comparison (docs/statistics.md). A chain run with several edit orderings (``Chain.seed``) gives
+one set of records per ordering, on the same examples; the interval then covers both sources of
+chance — which examples were drawn and which records were edited in which order — by resampling
+both independently (the two-way or "pigeonhole" bootstrap, Owen 2007, *Ann. Appl. Stat.*; with
+one ordering it is the ordinary paired bootstrap over examples, checked against
+``scipy.stats.bootstrap`` in the tests).
+
+A task's measure is a function of column sums over its examples (:func:`measure_of`): the mean
+score for most tasks, NER's micro F1 from its entity counts, the gold answer's mean NLL over the
+prompts that have one. Resampling examples reweights those sums, so every measure — ratios
+included — is recomputed exactly as the aggregate row computes it.
+
+Signs: a *damage* is how much worse a measure got (positive = worse): ``before - after`` for
+the scores (higher is better), ``after - before`` for the gold NLL (lower is better).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ..evaluation import get_task
+
+MEASURES = ("value", "gold_nll", "label_acc", "valid_rate")
+HIGHER_IS_BETTER = {"value": True, "gold_nll": False, "label_acc": True, "valid_rate": True}
+LEVEL = 0.95
+RESAMPLES = 4000
+
+
+def example_sums(records: pd.DataFrame) -> pd.DataFrame:
+    """Per-prompt records summed per example (index: the example id, sorted), with
+    ``prompts`` the number of prompts of each example; what :func:`measure_of` reads."""
+    frame = records.copy()
+    frame["prompts"] = 1
+    numeric = frame.select_dtypes(include=["number", "bool"]).astype(float)
+    numeric = numeric.drop(columns=[c for c in ("example", "prompt", "label_pred") if c in numeric], errors="ignore")
+    if "gold_nll" in numeric:
+        numeric["gold_nll"] = numeric["gold_nll"].fillna(0.0)
+    if "label_hit" in numeric:
+        numeric["label_hit"] = numeric["label_hit"].fillna(0.0)
+    numeric["example"] = frame["example"].to_numpy()
+    return numeric.groupby("example").sum().sort_index()
+
+
+def measure_of(task: str, protocol: str, measure: str, sums: dict):
+    """``measure`` of ``task`` from column sums (numbers, or arrays of resampled sums)."""
+    if measure == "value":
+        return get_task(task).value_from_sums(sums, protocol)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if measure == "gold_nll":
+            return np.asarray(sums["gold_nll"], dtype=float) / np.asarray(sums["has_gold"], dtype=float)
+        if measure == "label_acc":
+            return np.asarray(sums["label_hit"], dtype=float) / np.asarray(sums["has_labels"], dtype=float)
+        if measure == "valid_rate":
+            return np.asarray(sums["valid"], dtype=float) / np.asarray(sums["prompts"], dtype=float)
+    raise ValueError(f"unknown measure {measure!r}; one of {MEASURES}")
+
+
+@dataclass
+class Effect:
+    """A damage (positive = worse; see the module text) with its interval.
+
+    ``estimate``: the mean over orderings of each ordering's damage on all examples;
+    ``low``/``high``: the ``level`` bootstrap percentile interval; ``per_ordering``: each
+    ordering's own damage (the spread over orderings); ``examples``, ``orderings``: the sample
+    sizes."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    examples: int
+    orderings: int
+    per_ordering: list[float] = field(default_factory=list)
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def detectable(self, power: float = 0.8) -> float:
+        """The smallest damage this interval would show beyond zero with probability
+        ``power`` (normal approximation: the interval's half-width × (z₁₋α/₂ + z_power) / z₁₋α/₂)."""
+        z = sps.norm.ppf(0.5 + self.level / 2)
+        return self.half_width * (z + sps.norm.ppf(power)) / z
+
+    def side(self, margin: float = 0.0) -> str:
+        """``"worse"`` (the interval lies wholly above zero), else ``"negligible"`` (wholly
+        inside ±``margin``), ``"better"`` (wholly below zero), or ``"unclear"``."""
+        if self.low > 0:
+            return "worse"
+        if margin > 0 and -margin < self.low and self.high < margin:
+            return "negligible"
+        if self.high < 0:
+            return "better"
+        return "unclear"
+
+
+def _aligned(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
+    sums = [example_sums(f) for f in frames]
+    ids = sums[0].index
+    for s in sums[1:]:
+        if not s.index.equals(ids):
+            raise ValueError("paired records must cover the same examples (the same task sample: n and seed); "
+                             f"got {len(ids)} and {len(s.index)} examples, {len(ids.symmetric_difference(s.index))} "
+                             "not in both")
+    columns = sorted(set().union(*(s.columns for s in sums)))
+    return [s.reindex(columns=columns, fill_value=0.0) for s in sums]
+
+
+def _resampled(mats: list[np.ndarray], weights: np.ndarray) -> list[np.ndarray]:
+    """Column sums of each ordering's [examples, columns] matrix under each row of example
+    ``weights`` [resamples, examples]: per ordering, [resamples, columns]."""
+    return [weights @ m for m in mats]
+
+
+def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] | pd.DataFrame, task: str,
+                  protocol: str = "paper", measure: str = "value", *, level: float = LEVEL,
+                  resamples: int = RESAMPLES, seed: int = 0) -> Effect:
+    """How much worse ``measure`` is in ``after`` than in ``before``, paired by example.
+
+    ``after``: per-prompt records, one frame per edit ordering, all on the same examples.
+    ``before``: one frame (the unedited model: the same for every ordering) or one per
+    ordering, paired with ``after`` by position (e.g. the unregularised chain that edited the
+    same records). The interval resamples examples and orderings independently."""
+    after = list(after)
+    befores = [before] * len(after) if isinstance(before, pd.DataFrame) else list(before)
+    if len(befores) != len(after) or not after:
+        raise ValueError(f"{len(after)} orderings after but {len(befores)} before")
+    mats = _aligned(after + befores)
+    columns = list(mats[0].columns)
+    a = [m.to_numpy() for m in mats[: len(after)]]
+    b = [m.to_numpy() for m in mats[len(after):]]
+    sign = -1.0 if HIGHER_IS_BETTER[measure] else 1.0
+
+    def damage(sums_a, sums_b):
+        va = measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums_a, -1, 0))))
+        vb = measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums_b, -1, 0))))
+        return sign * (np.asarray(va, dtype=float) - np.asarray(vb, dtype=float))
+
+    per = [float(damage(x.sum(0), y.sum(0))) for x, y in zip(a, b)]
+    n, s = a[0].shape[0], len(a)
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)  # [R, N]
+    d = np.stack([damage(wa, wb) for wa, wb in zip(_resampled(a, w), _resampled(b, w))], axis=1)  # [R, S]
+    v = rng.multinomial(s, np.full(s, 1.0 / s), size=resamples).astype(float) if s > 1 else np.ones((resamples, 1))
+    boot = np.nansum(d * v, axis=1) / np.sum(v * ~np.isnan(d), axis=1)
+    alpha = 1 - level
+    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
+    return Effect(float(np.mean(per)), float(low), float(high), level, n, s, per)
+
+
+def damage_trend(after: dict[int, Sequence[pd.DataFrame]], before: Sequence[pd.DataFrame] | pd.DataFrame, task: str,
+                 protocol: str = "paper", measure: str = "value", *, level: float = LEVEL,
+                 resamples: int = RESAMPLES, seed: int = 0, per: float = 1.0) -> Effect:
+    """The trend of the damage over checkpoints: the least-squares slope of each ordering's
+    damage (0 at the unedited point) on the checkpoint (number of edits, or facts), times
+    ``per`` (e.g. 10: damage per 10 edits). ``after``: {checkpoint: one frame per ordering}.
+    Examples and orderings are resampled together across checkpoints (the same draw for every
+    checkpoint), so the slope's interval keeps the pairing."""
+    points = sorted(after)
+    s = len(after[points[0]])
+    befores = [before] * s if isinstance(before, pd.DataFrame) else list(before)
+    mats = _aligned([f for p in points for f in after[p]] + befores)
+    columns = list(mats[0].columns)
+    b = [m.to_numpy() for m in mats[len(points) * s:]]
+    a = {p: [m.to_numpy() for m in mats[i * s:(i + 1) * s]] for i, p in enumerate(points)}
+    sign = -1.0 if HIGHER_IS_BETTER[measure] else 1.0
+    x = np.array([0.0] + [float(p) for p in points if p != 0])
+    xc = (x - x.mean()) / ((x - x.mean()) ** 2).sum()  # slope = xc · y
+
+    def value(sums):
+        return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
+
+    def slopes(weights):  # [R or 1, S]
+        out = []
+        for o in range(s):
+            base = value(weights @ b[o])
+            ys = [np.zeros_like(base)] + [sign * (value(weights @ a[p][o]) - base) for p in points if p != 0]
+            out.append(np.tensordot(xc, np.stack(ys), axes=1) * per)
+        return np.stack(out, axis=-1)
+
+    n = b[0].shape[0]
+    per_ordering = slopes(np.ones((1, n)))[0]
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+    d = slopes(w)
+    v = rng.multinomial(s, np.full(s, 1.0 / s), size=resamples).astype(float) if s > 1 else np.ones((resamples, 1))
+    boot = np.nansum(d * v, axis=1) / np.sum(v * ~np.isnan(d), axis=1)
+    alpha = 1 - level
+    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
+    return Effect(float(np.mean(per_ordering)), float(low), float(high), level, n, s, [float(v) for v in per_ordering])
+
+
+def level_interval(records: Sequence[pd.DataFrame], task: str, protocol: str = "paper", measure: str = "value", *,
+                   level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
+    """(estimate, low, high) of ``measure`` itself at one point (one frame per ordering),
+    examples and orderings resampled: the band around a side-effect line."""
+    mats = _aligned(list(records))
+    columns = list(mats[0].columns)
+    m = [x.to_numpy() for x in mats]
+
+    def value(sums):
+        return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
+
+    est = float(np.mean([value(x.sum(0)) for x in m]))
+    n, s = m[0].shape[0], len(m)
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+    d = np.stack([value(w @ x) for x in m], axis=1)
+    v = rng.multinomial(s, np.full(s, 1.0 / s), size=resamples).astype(float) if s > 1 else np.ones((resamples, 1))
+    boot = np.nansum(d * v, axis=1) / np.sum(v * ~np.isnan(d), axis=1)
+    alpha = 1 - level
+    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
+    return est, float(low), float(high)
+
+
+def unpaired_damage(after: pd.DataFrame, before: pd.DataFrame, task: str, protocol: str = "paper",
+                    measure: str = "value", *, level: float = LEVEL, resamples: int = RESAMPLES,
+                    seed: int = 0) -> Effect:
+    """The same damage with the two sets of records resampled independently (as if different
+    examples had been read before and after): what an unpaired comparison of two means can
+    tell, for comparison with :func:`paired_damage`."""
+    ma, mb = _aligned([after, before])
+    columns = list(ma.columns)
+    sign = -1.0 if HIGHER_IS_BETTER[measure] else 1.0
+
+    def value(sums):
+        return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
+
+    a, b = ma.to_numpy(), mb.to_numpy()
+    n = a.shape[0]
+    rng = np.random.default_rng(seed)
+    wa = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+    wb = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+    boot = sign * (value(wa @ a) - value(wb @ b))
+    alpha = 1 - level
+    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
+    est = float(sign * (value(a.sum(0)) - value(b.sum(0))))
+    return Effect(est, float(low), float(high), level, n, 1, [est])
+
+
+def bonferroni(level: float, comparisons: int) -> float:
+    """The per-comparison level that keeps the chance of any false "beyond zero" among
+    ``comparisons`` intervals at most ``1 - level``."""
+    return 1 - (1 - level) / max(comparisons, 1)
+
+
+def paired_mean_interval(differences, level: float = LEVEL, resamples: int = RESAMPLES,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of per-item paired differences (e.g. one edit's reliability with RECT
+    minus without), by ``scipy.stats.bootstrap`` (percentile)."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2 or np.all(d == d[0]):
+        m = float(d.mean()) if len(d) else float("nan")
+        return m, m, m
+    res = sps.bootstrap((d,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
+                        random_state=np.random.default_rng(seed))
+    return float(d.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def ratio_interval(numerator, denominator, level: float = LEVEL, resamples: int = RESAMPLES,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(ratio of means, low, high) of two paired per-item series (e.g. reliability with RECT
+    over reliability without, over the same edits), by ``scipy.stats.bootstrap`` (percentile)."""
+    x, y = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    est = float(x.mean() / y.mean()) if len(x) and y.mean() else float("nan")
+    if len(x) < 2:
+        return est, est, est
+    res = sps.bootstrap((x, y), lambda a, b, axis=-1: a.mean(axis) / b.mean(axis), paired=True, vectorized=True,
+                        confidence_level=level, n_resamples=resamples, method="percentile",
+                        random_state=np.random.default_rng(seed))
+    return est, float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -1,0 +1,38 @@
+"""Two processes writing one results store: the second waits for the first and computes nothing twice."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers.runs.store import ResultStore
+
+CHILD = Path(__file__).with_name("store_writer_child.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_second_writer_waits_names_the_holder_and_reuses_its_rows(tmp_path):
+    store, log = tmp_path / "r.jsonl", tmp_path / "log.txt"
+    first = subprocess.Popen([sys.executable, str(CHILD), str(store), str(log)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "HOLDING"  # the first holds the lock before the second starts
+    second = subprocess.Popen([sys.executable, str(CHILD), str(store), str(log)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out1, err1 = first.communicate(timeout=60)
+    out2, err2 = second.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, err1 + err2
+    assert "ROWS [0, 1, 2]" in out1 and "ROWS [0, 1, 2]" in out2
+    assert log.read_text().splitlines() == ["compute 0", "compute 1", "compute 2"]  # once each, by the first
+    assert f"being written by process {first.pid}" in err2
+    assert len(store.read_text().splitlines()) == 3 and len(ResultStore(store)) == 3
+
+
+def test_the_lock_is_reentrant_and_released(tmp_path):
+    s = ResultStore(tmp_path / "r.jsonl")
+    with s.writing():
+        with s.writing():
+            s.put({"a": 1}, {"v": 1})
+        s.put({"a": 2}, {"v": 2})
+    start = time.monotonic()
+    with ResultStore(tmp_path / "r.jsonl").writing() as other:  # free again: no wait
+        assert len(other) == 2
+    assert time.monotonic() - start < 5

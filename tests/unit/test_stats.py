@@ -1,0 +1,110 @@
+"""Paired statistics (helpers.report.stats): intervals on hand-made per-example records."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from helpers.evaluation import row_from_records
+from helpers.report import stats
+
+
+def records(gold_nll=None, score=None, task_prompts=1, **extra) -> pd.DataFrame:
+    """Per-prompt records as evaluate_examples writes them (one prompt per example unless
+    ``task_prompts``)."""
+    n = len(gold_nll if gold_nll is not None else score) // task_prompts
+    rows = []
+    for i in range(n):
+        for j in range(task_prompts):
+            k = i * task_prompts + j
+            rows.append({"example": i, "prompt": j, "kind": "", "output": "",
+                         "score": float(score[k]) if score is not None else 0.0, "valid": True,
+                         "gold_nll": float(gold_nll[k]) if gold_nll is not None else math.nan,
+                         "gold_tokens": 3, "has_gold": gold_nll is not None, "label_logprobs": None,
+                         "label_pred": -1, "label_hit": math.nan, "has_labels": False,
+                         **{c: v[k] for c, v in extra.items()}})
+    return pd.DataFrame(rows)
+
+
+def test_the_paired_interval_is_narrower_when_prompts_differ_in_difficulty():
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(0.5, 8.0, 60)          # what an edit does not change
+    before = difficulty + rng.normal(0, 0.05, 60)
+    after = difficulty + 0.2 + rng.normal(0, 0.05, 60)  # every prompt 0.2 nats worse
+    a, b = records(after), records(before)
+    paired = stats.paired_damage([a], b, "summarization", measure="gold_nll")
+    unpaired = stats.unpaired_damage(a, b, "summarization", measure="gold_nll")
+    assert paired.estimate == pytest.approx(0.2, abs=0.03) == unpaired.estimate
+    assert paired.half_width < unpaired.half_width / 10
+    assert paired.side() == "worse" and unpaired.side() == "unclear"
+
+
+def test_one_ordering_is_the_paired_bootstrap_of_scipy():
+    rng = np.random.default_rng(1)
+    before = rng.normal(3, 1, 80)
+    after = before + rng.normal(0.1, 0.3, 80)
+    ours = stats.paired_damage([records(after)], records(before), "summarization", measure="gold_nll",
+                               resamples=20000)
+    ref = sps.bootstrap((after, before), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=True,
+                        vectorized=True, n_resamples=20000, method="percentile", random_state=np.random.default_rng(2))
+    assert ours.estimate == pytest.approx(float(np.mean(after - before)))
+    width = ref.confidence_interval.high - ref.confidence_interval.low
+    assert ours.low == pytest.approx(ref.confidence_interval.low, abs=0.05 * width)
+    assert ours.high == pytest.approx(ref.confidence_interval.high, abs=0.05 * width)
+
+
+def test_a_score_that_drops_is_a_positive_damage_and_ner_is_recomputed_from_its_counts():
+    # classification: 20 of 40 right before, 10 after (the same 10 still right)
+    before = records(score=[1.0] * 20 + [0.0] * 20)
+    after = records(score=[1.0] * 10 + [0.0] * 30)
+    eff = stats.paired_damage([after], before, "nli")
+    assert eff.estimate == pytest.approx(0.25) and eff.side() == "worse"
+    # NER under the paper's metric: micro F1 of summed counts, not the mean of per-prompt F1s
+    tp, pred, gold = [1, 0, 2, 0] * 5, [1, 1, 2, 0] * 5, [2, 0, 2, 1] * 5
+    ner = records(score=[0.0] * 20, task_prompts=4, tp=tp, predicted=pred, gold=gold)
+    same = stats.paired_damage([ner], ner, "ner")
+    assert same.estimate == 0 and same.low == 0 == same.high
+    f1 = stats.measure_of("ner", "paper", "value", stats.example_sums(ner).sum().to_dict())
+    assert f1 == pytest.approx(2 * 15 / (20 + 25)) == row_from_records("ner", ner, "paper")["value"]
+    assert len(stats.example_sums(ner)) == 5  # 4 prompts per sentence resampled together
+
+
+def test_orderings_that_disagree_widen_the_interval():
+    rng = np.random.default_rng(3)
+    before = rng.normal(4, 1, 50)
+    noise = rng.normal(0, 0.05, 50)
+    agree = [records(before + 0.3 + noise) for _ in range(3)]
+    disagree = [records(before + d + noise) for d in (0.0, 0.3, 0.6)]
+    e_agree = stats.paired_damage(agree, records(before), "summarization", measure="gold_nll")
+    e_dis = stats.paired_damage(disagree, records(before), "summarization", measure="gold_nll")
+    assert e_agree.estimate == pytest.approx(e_dis.estimate, abs=1e-9)
+    assert e_dis.half_width > 3 * e_agree.half_width
+    assert e_dis.per_ordering == pytest.approx([0.0 + noise.mean(), 0.3 + noise.mean(), 0.6 + noise.mean()])
+    assert e_dis.orderings == 3 and e_dis.examples == 50
+
+
+def test_the_trend_is_the_slope_of_the_damage_over_checkpoints():
+    rng = np.random.default_rng(4)
+    before = rng.normal(4, 1, 60)
+    after = {c: [records(before + 0.02 * c + rng.normal(0, 0.05, 60))] for c in (10, 20, 30)}
+    trend = stats.damage_trend(after, records(before), "summarization", measure="gold_nll", per=10)
+    assert trend.estimate == pytest.approx(0.2, abs=0.02) and trend.side() == "worse"
+    flat = {c: [records(before + rng.normal(0, 0.05, 60))] for c in (10, 20, 30)}
+    none = stats.damage_trend(flat, records(before), "summarization", measure="gold_nll", per=10)
+    assert none.side(margin=0.05) == "negligible"
+
+
+def test_records_of_other_examples_cannot_be_paired():
+    with pytest.raises(ValueError, match="same examples"):
+        stats.paired_damage([records([1.0, 2.0, 3.0])], records([1.0, 2.0]), "summarization", measure="gold_nll")
+
+
+def test_interval_helpers_from_scipy():
+    m, lo, hi = stats.paired_mean_interval([0.1, 0.2, 0.3, 0.2, 0.1, 0.25])
+    assert lo < m < hi and lo > 0
+    r, lo, hi = stats.ratio_interval([0.9, 1.0, 0.95, 1.0], [1.0, 1.0, 1.0, 1.0])
+    assert r == pytest.approx(0.9625) and lo <= r <= hi <= 1.0
+    assert stats.bonferroni(0.95, 8) == pytest.approx(1 - 0.05 / 8)
+    eff = stats.Effect(0.1, 0.02, 0.18, 0.95, 30, 1)
+    assert eff.detectable() == pytest.approx(0.08 * (1.959964 + 0.841621) / 1.959964, rel=1e-4)
