@@ -1,27 +1,45 @@
 """The paper's claims C1–C8 (docs/claims.md) checked against what a ``make reproduce`` run measured.
 
 :func:`write_claims` reads the tables the notebooks wrote under ``figures/<profile>/tables``
-(named in :mod:`.tables`) and writes ``claims.md`` beside them: per claim, what the paper says, what this run measured
-(numbers, spread, sample sizes) and a verdict — holds, does not hold, or inconclusive at this
-n. Nothing here is tuned: the rules are fixed below and stated in the report.
+(named in :mod:`.tables`) and writes ``claims.md`` beside them: per claim and method, the effect
+with its interval and a verdict. Nothing here is tuned: the rules are fixed below and stated in
+the report.
+
+Side effects (C1–C4, C8) are judged on the per-prompt records, paired: the same examples are
+read before and after, so each task's damage is an average of per-example changes, with a 95%
+interval over examples and edit orderings (:mod:`.stats`). "As edits grow" is the trend over
+the checkpoints (the damage the least-squares line reaches at the last checkpoint), not one
+endpoint. A claim about most of the 8 tasks uses Bonferroni-adjusted intervals (level
+1 − 0.05/8 each), so that the chance of any task counted wrongly stays below 5%.
 
 Which measure judges a task: the paper's metric where the unedited model is above chance on it
 (more than two standard errors above the chance level; for the generation tasks, which have no
-chance level, a value of at least ``FLOOR``); otherwise the gold answer's NLL (docs/protocol.md), since
-a drop from the floor cannot be seen. A change counts as damage when it exceeds two standard
-errors of the difference (binomial for the metric, the prompts' NLL spread for ``gold_nll``).
+chance level, a value of at least ``FLOOR``); otherwise the gold answer's NLL (docs/protocol.md),
+since a drop from the floor cannot be seen.
+
+Verdicts: *holds* — the interval lies wholly on the paper's side of zero; *does not hold* —
+wholly on the other side, or wholly inside the margin of no practical effect (``MARGIN``);
+*inconclusive* — neither, reported with the smallest effect this run could have seen.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .tables import FIG8_ROWS, RECT_ABLATION_ROWS, SIDE_EFFECTS_ROWS, WEIGHT_CHANGE_TABLE1, read_table
+from ..evaluation import get_task, row_from_records
+from . import stats
+from .tables import (FIG8_EXAMPLES, RECT_ABLATION_ROWS, SIDE_EFFECTS_EXAMPLES, WEIGHT_CHANGE_TABLE1, read_records,
+                     read_table)
 
 FLOOR = 0.05  # a generation metric below this is at the floor: judged on gold_nll
 MAJORITY = 5  # tasks out of 8 that must move for a "most tasks" claim to hold
+# no practical effect: a task metric (accuracy, F1, ROUGE) within 2 points, the gold NLL within
+# 0.05 nats per token, a ratio of editing scores within 2% of the paper's threshold
+MARGIN = {"value": 0.02, "gold_nll": 0.05}
+LEVEL = 0.95
 
 PAPER = {
     "C1": "Sequential instance editing (ROME, KN) lowers downstream performance as edits grow (Fig. 3, 9).",
@@ -36,6 +54,8 @@ PAPER = {
     "C8": "RECT preserves downstream performance better than unregularized editing as edits grow, for "
           "most tasks; sentiment is an exception (Fig. 8, 18).",
 }
+INCONCLUSIVE = "inconclusive"
+NOT_MEASURED = "not measured"
 
 
 # ---------------------------------------------------------------------------- per task
@@ -48,101 +68,156 @@ def judge_measure(base: pd.Series) -> str:
     return "value" if above and p >= FLOOR else "gold_nll"
 
 
-def damage(base: pd.Series, after: pd.Series, measure: str) -> tuple[float, float]:
-    """``(damage, two standard errors)``: how much worse ``after`` is than ``base`` on
-    ``measure`` (positive = worse), and the noise level it must exceed."""
-    n0, n1 = max(int(base["prompts"]), 1), max(int(after["prompts"]), 1)
-    if measure == "value":
-        p0, p1 = base["value"], after["value"]
-        se = math.sqrt(p0 * (1 - p0) / n0 + p1 * (1 - p1) / n1)
-        return p0 - p1, 2 * se
-    s0, s1 = base.get("gold_nll_sd", math.nan), after.get("gold_nll_sd", math.nan)
-    # no spread recorded: no change can be told from noise
-    se = math.sqrt((s0 ** 2) / n0 + (s1 ** 2) / n1) if s0 == s0 and s1 == s1 else math.inf
-    return after["gold_nll"] - base["gold_nll"], 2 * se
+def unedited_row(records: pd.DataFrame, task: str, protocol: str = "paper") -> pd.Series:
+    """The aggregate row of one task's unedited records (what :func:`judge_measure` reads)."""
+    chance = get_task(task).chance
+    return pd.Series({**row_from_records(task, records, protocol), "chance": math.nan if chance is None else chance})
 
 
-def task_changes(rows: pd.DataFrame, base_rows: pd.DataFrame, unedited: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One line per task of ``rows`` (one checkpoint) against ``base_rows`` (default: the
-    unedited model): measure (chosen on the ``unedited`` rows, default ``base_rows``), before,
-    after, damage, noise, and whether it is worse or better beyond the noise."""
-    out = []
-    base = base_rows.set_index("task")
-    judge = (base_rows if unedited is None else unedited).drop_duplicates("task").set_index("task")
-    for _, r in rows.iterrows():
-        b = base.loc[r.task]
-        measure = judge_measure(judge.loc[r.task])
-        d, noise = damage(b, r, measure)
-        out.append({"task": r.task, "measure": measure, "before": b[measure], "after": r[measure],
-                    "damage": d, "noise": noise, "worse": d > noise, "better": -d > noise})
-    return pd.DataFrame(out)
+def _orderings(records: pd.DataFrame) -> list[pd.DataFrame]:
+    """One frame per edit ordering, in ordering order."""
+    if "ordering" not in records:
+        return [records]
+    return [g for _, g in sorted(records.groupby("ordering"), key=lambda kv: kv[0])]
 
 
-def _fmt_changes(ch: pd.DataFrame) -> str:
-    return "; ".join(f"{r.task} {'NLL' if r.measure == 'gold_nll' else 'metric'} {r.before:.3f}→{r.after:.3f}"
-                     f"{' (worse)' if r.worse else ' (better)' if r.better else ''}" for r in ch.itertuples())
+def _level(tasks: int) -> float:
+    return stats.bonferroni(LEVEL, tasks)
 
 
-def _majority_verdict(worse: int, total: int, better: int = 0) -> str:
-    """Most tasks worse beyond the noise: holds; most better: does not hold; else too few
-    tasks moved beyond the noise to tell at this n."""
+def _fmt(e: stats.Effect) -> str:
+    return f"{e.estimate:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+
+
+def _measure_name(task: str, measure: str) -> str:
+    return f"{get_task(task).metric}" if measure == "value" else "NLL"
+
+
+def _majority(sides: list[str]) -> str:
+    """Most tasks worse beyond their interval: holds; so many decided as not worse (better,
+    or within the margin) that a majority cannot be reached: does not hold; else inconclusive."""
+    total = len(sides)
     need = min(MAJORITY, total)
+    worse = sides.count("worse")
+    settled_not = sides.count("better") + sides.count("negligible")
     if worse >= need:
         return "holds"
-    if better >= need:
+    if settled_not > total - need:
         return "does not hold"
-    return "inconclusive at this n"
+    return INCONCLUSIVE
 
 
-# ---------------------------------------------------------------------------- claims
-def _sequential(df: pd.DataFrame, setting: str, methods) -> list[tuple[str, str, str]]:
+def _trend_by_task(after: dict[int, pd.DataFrame], before, protocol: str, judge: dict[str, str],
+                   per: float, level: float) -> list[dict]:
+    """Per task: the damage trend over the checkpoints of ``after`` ({checkpoint: records})
+    against ``before`` (records, or {checkpoint: records}), and the damage at the last point."""
     out = []
-    part = df[(df.setting == setting) & (df.how == "none")]
-    for chain in dict.fromkeys(part.chain):
-        c = part[part.chain == chain]
-        if c.method.iloc[0] not in methods or c.edits.max() == 0:
-            continue
-        last = c.edits.max()
-        ch = task_changes(c[c.edits == last], c[c.edits == 0])
-        out.append((chain, f"{chain}, after {last} edits, n = {int(c.n.iloc[0])} per task: {int(ch.worse.sum())} of "
-                    f"{len(ch)} tasks worse than unedited beyond 2 SE, {int(ch.better.sum())} better. {_fmt_changes(ch)}",
-                    _majority_verdict(int(ch.worse.sum()), len(ch), int(ch.better.sum()))))
+    last = max(after)
+    for task in dict.fromkeys(after[last].task):
+        measure = judge[task]
+        a = {c: _orderings(r[r.task == task]) for c, r in after.items()}
+        b = ({c: _orderings(r[r.task == task]) for c, r in before.items()} if isinstance(before, dict)
+             else _orderings(before[before.task == task])[:1])
+        trend = stats.damage_trend(a, b, task, protocol, measure, level=level, per=per)
+        end = stats.paired_damage(a[last], b[last] if isinstance(b, dict) else b[0], task, protocol, measure,
+                                  level=level)
+        out.append({"task": task, "measure": measure, "trend": trend, "end": end,
+                    "side": trend.side(MARGIN[measure])})
     return out
 
 
-def claim_c2(df: pd.DataFrame) -> tuple[str, str]:
-    c = df[(df.method == "KN") & (df.how == "none") & (df.setting == "instance-sequential")]
-    if c.empty or 1 not in set(c.edits):
-        return "no KN chain in this run", "not measured"
-    ch = task_changes(c[c.edits == 1], c[c.edits == 0])
-    metric_tasks = ch[ch.measure == "value"]
-    collapsed = int((metric_tasks.after <= 0.2 * metric_tasks.before).sum())
-    text = (f"after one KN edit (n = {int(c.n.iloc[0])} per task): {int(ch.worse.sum())} of {len(ch)} tasks worse beyond 2 SE; "
-            f"of the {len(metric_tasks)} tasks judged on the paper's metric, {collapsed} fell to ≤ 20% of the unedited "
-            f"value. {_fmt_changes(ch)}")
-    if len(ch) and ch.worse.all() and collapsed == len(metric_tasks):
-        return text, "holds"
-    return text, "does not hold" if ch.worse.sum() < len(ch) / 2 else "inconclusive at this n"
+def _task_text(results: list[dict], what: str) -> str:
+    return "; ".join(f"{r['task']} ({_measure_name(r['task'], r['measure'])}) {what} {_fmt(r['trend'])}"
+                     f"{' — ' + r['side'] if r['side'] != 'unclear' else ''}" for r in results)
 
 
-def claim_c3(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+def _summary(results: list[dict], verdict: str) -> str:
+    sides = [r["side"] for r in results]
+    text = (f"{sides.count('worse')} of {len(sides)} tasks worse beyond the interval, {sides.count('better')} better, "
+            f"{sides.count('negligible')} within the margin")
+    if verdict == INCONCLUSIVE:
+        seen = [r["trend"].detectable() for r in results if r["side"] == "unclear"]
+        text += (f"; the smallest damage this run could have seen (80% power) on the undecided tasks: "
+                 f"{min(seen):.3f}–{max(seen):.3f}" if seen else "")
+    return text
+
+
+# ---------------------------------------------------------------------------- claims
+def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str) -> list[tuple[str, str, str]]:
+    """C1 / C4: per method, the trend of each task's damage over the chain's checkpoints."""
     out = []
-    part = df[(df.setting == "batch-single") & (df.how == "none")]
+    part = ex[(ex.setting == setting) & (ex.how == "none")]
+    for method in dict.fromkeys(part.method):
+        if method not in methods:
+            continue
+        c = part[part.method == method]
+        points = sorted(p for p in set(c.edits) if p > 0)
+        if not points or 0 not in set(c.edits):
+            continue
+        base = c[c.edits == 0]
+        first = _orderings(base)[0]
+        judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
+        after = {p: c[c.edits == p] for p in points}
+        level = _level(len(judge))
+        res = _trend_by_task(after, base, protocol, judge, points[-1], level)
+        verdict = _majority([r["side"] for r in res])
+        size = f", batch {int(c.batch_size.iloc[0])}" if setting == "batch-sequential" else ""
+        head = (f"{method}{size}: checkpoints {', '.join(map(str, points))} edits, {base.ordering.nunique()} "
+                f"ordering(s), n = {first.example.nunique()} per task. Damage the trend reaches after {points[-1]} "
+                f"edits ({level:.2%} intervals): {_summary(res, verdict)}. ")
+        out.append((method, head + _task_text(res, "damage"), verdict))
+    return out
+
+
+def claim_c2(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
+    c = ex[(ex.method == "KN") & (ex.how == "none") & (ex.setting == "instance-sequential")]
+    if c.empty or 1 not in set(c.edits) or 0 not in set(c.edits):
+        return "no KN chain in this run", NOT_MEASURED
+    first = _orderings(c[c.edits == 0])[0]
+    tasks = list(dict.fromkeys(first.task))
+    level = _level(len(tasks))
+    parts, sides, collapsed, on_metric = [], [], 0, 0
+    for t in tasks:
+        row = unedited_row(first[first.task == t], t, protocol)
+        measure = judge_measure(row)
+        after = _orderings(c[(c.edits == 1) & (c.task == t)])
+        eff = stats.paired_damage(after, first[first.task == t], t, protocol, measure, level=level)
+        sides.append(eff.side(MARGIN[measure]))
+        if measure == "value":
+            on_metric += 1
+            value_after = float(np.mean([row_from_records(t, a, protocol)["value"] for a in after]))
+            collapsed += value_after <= 0.2 * row["value"]
+        parts.append(f"{t} ({_measure_name(t, measure)}) damage {_fmt(eff)}")
+    text = (f"after one KN edit ({first.example.nunique()} examples per task, {c.ordering.nunique()} ordering(s), "
+            f"{level:.2%} intervals): {sides.count('worse')} of {len(sides)} tasks worse; of the {on_metric} judged on "
+            f"the paper's metric, {collapsed} fell to ≤ 20% of the unedited value. " + "; ".join(parts))
+    if sides.count("worse") == len(sides) and collapsed == on_metric:
+        return text, "holds"
+    if any(s in ("better", "negligible") for s in sides):
+        return text, "does not hold"
+    return text, INCONCLUSIVE
+
+
+def claim_c3(ex: pd.DataFrame, protocol: str = "paper") -> list[tuple[str, str, str]]:
+    """Per method, the trend of each task's damage over the batch sizes (one edit each)."""
+    out = []
+    part = ex[(ex.setting == "batch-single") & (ex.how == "none")]
     for method in dict.fromkeys(part.method):
         c = part[part.method == method]
-        sizes = sorted(set(c.batch_size))
+        sizes = sorted(set(c[c.edits == 1].batch_size))
         if len(sizes) < 2:
             continue
-        base = c[c.edits == 0].drop_duplicates("task")  # every batch size's chain has the same unedited rows
-        small = c[(c.batch_size == sizes[0]) & (c.edits == 1)]
-        large = c[(c.batch_size == sizes[-1]) & (c.edits == 1)]
-        ch = task_changes(large, base)
-        # the claim is that damage grows with the batch: the largest batch against the smallest
-        grew = task_changes(large, small, unedited=base)
-        out.append((method, f"{method} batch {sizes[-1]} vs batch {sizes[0]} (n = {int(c.n.iloc[0])}): {int(grew.worse.sum())} "
-                    f"of {len(grew)} tasks worse beyond 2 SE, {int(grew.better.sum())} better; vs unedited "
-                    f"{int(ch.worse.sum())} worse. {_fmt_changes(ch)}",
-                    _majority_verdict(int(grew.worse.sum()), len(grew), int(grew.better.sum()))))
+        base = c[(c.edits == 0) & (c.batch_size == sizes[0])]
+        first = _orderings(base)[0]
+        judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
+        after = {int(b): c[(c.edits == 1) & (c.batch_size == b)] for b in sizes}
+        level = _level(len(judge))
+        res = _trend_by_task(after, base, protocol, judge, sizes[-1], level)
+        verdict = _majority([r["side"] for r in res])
+        head = (f"{method}: batches of {', '.join(map(str, sizes))} facts, {base.ordering.nunique()} ordering(s), "
+                f"n = {first.example.nunique()} per task. Damage the trend over batch size reaches at {sizes[-1]} facts "
+                f"({level:.2%} intervals): {_summary(res, verdict)}. ")
+        out.append((method, head + _task_text(res, "damage"), verdict))
     return out
 
 
@@ -157,96 +232,125 @@ def claim_c5(table1: pd.DataFrame) -> tuple[str, str]:
             f"Manhattan {' → '.join(f'{v:.0f}' for v in t.manhattan)}, share "
             f"{' → '.join(f'{v:.1f}%' for v in t[share])}")
     if len(t) < 2:
-        return text, "inconclusive at this n"
+        return text, INCONCLUSIVE
     return text, "holds" if grows else "does not hold"
 
 
-def _paired(rows: pd.DataFrame, method: str, a: str, b: str, metric: str) -> tuple[float, float, float, int]:
-    """Mean of ``a`` and ``b`` regularisers' ``metric`` on the same edits, and 2 SE of the
-    paired difference."""
+def _pair(rows: pd.DataFrame, method: str, a: str, b: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``metric`` of regularisers ``a`` and ``b`` on the same edits of ``method``."""
     x = rows[(rows.method == method) & (rows.regularizer == a)].set_index("case_id")[metric]
     y = rows[(rows.method == method) & (rows.regularizer == b)].set_index("case_id")[metric]
     common = x.index.intersection(y.index)
-    d = (x[common] - y[common])
-    se = 2 * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
-    return float(x[common].mean()), float(y[common].mean()), se, len(common)
+    return x[common].to_numpy(dtype=float), y[common].to_numpy(dtype=float)
+
+
+def _side(low: float, high: float, threshold: float = 0.0, margin: float = 0.0) -> str:
+    """Where an interval lies against ``threshold``: above, below, within ±margin, or unclear."""
+    if low > threshold:
+        return "above"
+    if margin and threshold - margin < low and high < threshold + margin:
+        return "within"
+    if high < threshold:
+        return "below"
+    return "unclear"
 
 
 def claim_c6(rows: pd.DataFrame) -> tuple[str, str]:
-    """RECT 40% keeps >= 94% of reliability and generalization, locality not worse (beyond
-    the paired noise), and RECT 20% hurts reliability (beyond the paired noise)."""
+    """Per method: RECT 40% over unregularised reliability and generalization (ratio of means,
+    paired by edit) at least 0.94; locality with RECT 40% not lower; RECT 20% lowers
+    reliability. Each part's interval decides it; the claim holds when every part does."""
     parts, verdicts = [], []
     for method in dict.fromkeys(rows.method):
-        kept = []
+        decided = []
+        text = []
         for metric in ("reliability", "generalization"):
-            r, u, _, n = _paired(rows, method, "RECT 40%", "Unregularized", metric)
-            kept.append(r / u if u else math.nan)
-        lr, lu, lse, n = _paired(rows, method, "RECT 40%", "Unregularized", "locality")
-        r20, u20, se20, _ = _paired(rows, method, "RECT 20%", "Unregularized", "reliability")
-        keeps = all(k >= 0.94 for k in kept)
-        locality_ok = not lu - lr > lse
-        hurts = u20 - r20 > se20
-        verdicts.append("holds" if keeps and locality_ok and hurts else
-                        "does not hold" if not keeps or lu - lr > lse else "inconclusive at this n")
-        parts.append(f"{method} (n = {n} edits): RECT 40% keeps {kept[0]:.1%} of reliability and {kept[1]:.1%} of "
-                     f"generalization (paper: ≥ 94%); locality {lu:.3f} → {lr:.3f} (paired 2 SE {lse:.3f}); RECT 20% "
-                     f"reliability {r20:.3f} vs {u20:.3f} unregularized (paired 2 SE {se20:.3f}"
-                     f"{', hurts' if hurts else ', not beyond the noise'})")
+            r, u = _pair(rows, method, "RECT 40%", "Unregularized", metric)
+            est, low, high = stats.ratio_interval(r, u)
+            side = _side(low, high, 0.94)
+            decided.append("holds" if side == "above" else "does not hold" if side == "below" else INCONCLUSIVE)
+            text.append(f"RECT 40% keeps {est:.1%} [{low:.1%}, {high:.1%}] of {metric}")
+        r, u = _pair(rows, method, "RECT 40%", "Unregularized", "locality")
+        est, low, high = stats.paired_mean_interval(r - u)
+        side = _side(low, high, 0.0, MARGIN["value"])
+        decided.append("holds" if side == "above" else "does not hold" if side in ("below", "within") else INCONCLUSIVE)
+        text.append(f"locality {u.mean():.3f} → {r.mean():.3f} (change {est:+.3f} [{low:+.3f}, {high:+.3f}])")
+        r20, u20 = _pair(rows, method, "RECT 20%", "Unregularized", "reliability")
+        est, low, high = stats.paired_mean_interval(u20 - r20)
+        side = _side(low, high, 0.0, MARGIN["value"])
+        decided.append("holds" if side == "above" else "does not hold" if side in ("below", "within") else INCONCLUSIVE)
+        text.append(f"RECT 20% costs {est:+.3f} [{low:+.3f}, {high:+.3f}] of reliability")
+        verdict = ("holds" if all(d == "holds" for d in decided) else
+                   "does not hold" if "does not hold" in decided else INCONCLUSIVE)
+        verdicts.append(verdict)
+        parts.append(f"{method} (n = {len(r)} edits; 95% intervals): " + ", ".join(text) + f" → {verdict}")
     return "; ".join(parts), _combine(verdicts)
 
 
 def claim_c7(rows: pd.DataFrame) -> tuple[str, str]:
-    parts, wins, losses, total = [], 0, 0, 0
-    for method in dict.fromkeys(rows.method):
-        for other in ("Random 40%", "PCA 40%"):
-            for metric in ("reliability", "generalization"):
-                r, o, se, n = _paired(rows, method, "RECT 40%", other, metric)
-                total += 1
-                wins += r - o > se
-                losses += o - r > se
-                parts.append(f"{method} {metric}: RECT {r:.3f} vs {other} {o:.3f} (2 SE {se:.3f}, n = {n})")
-    verdict = "holds" if wins == total else "does not hold" if losses else "inconclusive at this n"
-    return f"RECT ahead beyond 2 SE in {wins} of {total} comparisons. " + "; ".join(parts), verdict
+    """RECT 40% minus Random 40% and PCA 40%, paired by edit, on reliability and
+    generalization; Bonferroni over the comparisons. Holds when every difference is above
+    zero; does not hold when any is below (or within the margin)."""
+    comparisons = [(m, o, metric) for m in dict.fromkeys(rows.method) for o in ("Random 40%", "PCA 40%")
+                   for metric in ("reliability", "generalization")]
+    level = stats.bonferroni(LEVEL, len(comparisons))
+    parts, sides = [], []
+    for method, other, metric in comparisons:
+        r, o = _pair(rows, method, "RECT 40%", other, metric)
+        est, low, high = stats.paired_mean_interval(r - o, level=level)
+        sides.append(_side(low, high, 0.0, MARGIN["value"]))
+        parts.append(f"{method} {metric}: RECT {r.mean():.3f} vs {other} {o.mean():.3f} (difference {est:+.3f} "
+                     f"[{low:+.3f}, {high:+.3f}], n = {len(r)})")
+    verdict = ("holds" if sides.count("above") == len(sides) else
+               "does not hold" if any(s in ("below", "within") for s in sides) else INCONCLUSIVE)
+    return (f"RECT ahead beyond the interval in {sides.count('above')} of {len(sides)} comparisons ({level:.2%} "
+            "intervals). " + "; ".join(parts)), verdict
 
 
-def claim_c8(df: pd.DataFrame) -> tuple[str, str]:
-    """At the last checkpoint, per task: is the RECT 40% chain less damaged than the
-    unregularised one beyond the noise of their difference?"""
-    last = df.edits.max()
-    none = df[(df.how == "none") & (df.edits == last)]
-    rect = df[(df.how == "rect") & (df.k.round(2) == 0.4) & (df.edits == last)]
-    base = df[df.edits == 0].drop_duplicates("task")
-    if none.empty or rect.empty:
-        return "no unregularized and RECT 40% chains in this run", "not measured"
-    ch = task_changes(none, rect, unedited=base)  # "worse": the unregularized model is worse than RECT's
-    parts = [f"{r.task} ({'NLL' if r.measure == 'gold_nll' else 'metric'}) unedited {b:.3f}, unregularized "
-             f"{r.after:.3f}, RECT 40% {r.before:.3f}" for r, b in
-             zip(ch.itertuples(), base.set_index("task").loc[ch.task].apply(lambda x: x[judge_measure(x)], axis=1))]
-    better, worse = int(ch.worse.sum()), int(ch.better.sum())
-    verdict = "holds" if better > len(ch) / 2 else "does not hold" if worse > len(ch) / 2 else "inconclusive at this n"
-    return (f"after {last} edits (n = {int(base.n.iloc[0])} per task): RECT 40% better than unregularized beyond 2 SE on "
-            f"{better} of {len(ch)} tasks, worse on {worse}. " + "; ".join(parts)), verdict
+def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
+    """Per task: how much more the unregularised chain is damaged than the RECT 40% chain that
+    edited the same records (paired by example and ordering), as a trend over the checkpoints."""
+    none = ex[ex.how == "none"]
+    rect = ex[(ex.how == "rect") & (ex.k.round(2) == 0.4)]
+    points = sorted(set(rect.edits) & set(none.edits) - {0})
+    if none.empty or rect.empty or not points or 0 not in set(none.edits):
+        return "no unregularized and RECT 40% chains in this run", NOT_MEASURED
+    orderings = sorted(set(none.ordering) & set(rect.ordering))
+    none, rect = none[none.ordering.isin(orderings)], rect[rect.ordering.isin(orderings)]
+    base = none[none.edits == 0]
+    first = _orderings(base)[0]
+    judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
+    level = _level(len(judge))
+    res = _trend_by_task({p: none[none.edits == p] for p in points}, {p: rect[rect.edits == p] for p in points},
+                         protocol, judge, points[-1], level)
+    verdict = _majority([r["side"] for r in res])
+    sides = [r["side"] for r in res]
+    text = (f"checkpoints {', '.join(map(str, points))} edits, {len(orderings)} ordering(s), n = "
+            f"{first.example.nunique()} per task ({level:.2%} intervals). How much more the unregularized chain is "
+            f"damaged than RECT 40%'s by {points[-1]} edits (positive: RECT better): RECT better on "
+            f"{sides.count('worse')} of {len(sides)} tasks, worse on {sides.count('better')}, within the margin on "
+            f"{sides.count('negligible')}. " + _task_text(res, "RECT's advantage"))
+    return text, verdict
 
 
 # ---------------------------------------------------------------------------- report
-def evaluate_claims(out_dir: str | Path) -> list[dict]:
+def evaluate_claims(out_dir: str | Path, protocol: str = "paper") -> list[dict]:
     """One dict per claim: ``claim``, ``paper``, ``measured``, ``verdict``, from the tables a
     run wrote to ``out_dir``."""
-    side, t1, abl, f8 = (read_table(out_dir, SIDE_EFFECTS_ROWS), read_table(out_dir, WEIGHT_CHANGE_TABLE1),
-                         read_table(out_dir, RECT_ABLATION_ROWS), read_table(out_dir, FIG8_ROWS))
+    side, t1 = read_records(out_dir, SIDE_EFFECTS_EXAMPLES), read_table(out_dir, WEIGHT_CHANGE_TABLE1)
+    abl, f8 = read_table(out_dir, RECT_ABLATION_ROWS), read_records(out_dir, FIG8_EXAMPLES)
     out = []
 
     def add(claim, measured, verdict):
         out.append({"claim": claim, "paper": PAPER[claim], "measured": measured, "verdict": verdict})
 
-    missing = ("not measured in this run", "not measured")
-    if side is not None:
-        seq = _sequential(side, "instance-sequential", ("ROME", "KN"))
-        add("C1", "<br>".join(s for _, s, _ in seq) or missing[0], _combine([v for _, _, v in seq]))
-        add("C2", *claim_c2(side))
-        c3 = claim_c3(side)
+    missing = ("not measured in this run (no per-example records: run `make reproduce`)", NOT_MEASURED)
+    if side is not None and len(side):
+        c1 = _chain_claim(side, "instance-sequential", ("ROME", "KN"), protocol)
+        add("C1", "<br>".join(s for _, s, _ in c1) or missing[0], _combine([v for _, _, v in c1]))
+        add("C2", *claim_c2(side, protocol))
+        c3 = claim_c3(side, protocol)
         add("C3", "<br>".join(s for _, s, _ in c3) or missing[0], _combine([v for _, _, v in c3]))
-        c4 = _sequential(side, "batch-sequential", ("MEMIT", "MEND"))
+        c4 = _chain_claim(side, "batch-sequential", ("MEMIT", "MEND"), protocol)
         add("C4", "<br>".join(s for _, s, _ in c4) or missing[0], _combine([v for _, _, v in c4]))
     else:
         for c in ("C1", "C2", "C3", "C4"):
@@ -254,17 +358,17 @@ def evaluate_claims(out_dir: str | Path) -> list[dict]:
     add("C5", *(claim_c5(t1) if t1 is not None and len(t1) else missing))
     add("C6", *(claim_c6(abl) if abl is not None else missing))
     add("C7", *(claim_c7(abl) if abl is not None else missing))
-    add("C8", *(claim_c8(f8) if f8 is not None else missing))
+    add("C8", *(claim_c8(f8, protocol) if f8 is not None and len(f8) else missing))
     return out
 
 
 def _combine(verdicts: list[str]) -> str:
     if not verdicts:
-        return "not measured"
+        return NOT_MEASURED
     if all(v == "holds" for v in verdicts):
         return "holds"
-    if all(v == "does not hold" for v in verdicts):
-        return "does not hold"
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
     return "mixed: " + ", ".join(verdicts)
 
 
@@ -274,11 +378,15 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
     claims = evaluate_claims(out_dir)
     lines = [f"# The paper's claims on this run{f' (profile {profile})' if profile else ''}", "",
              "Written by `make reproduce` from the tables in `tables/` (helpers/report/claims.py; the rules are in",
-             "docs/claims.md). A task is judged on the",
-             "paper's metric where the unedited model is above chance on it (more than 2 SE above chance; generation",
-             f"tasks: at least {FLOOR}), otherwise on the gold answer's NLL (docs/protocol.md). A change counts when it",
-             "exceeds 2 standard errors of the difference. 'Holds' for a most-tasks claim needs "
-             f"{MAJORITY} of 8 tasks.", "",
+             "docs/claims.md and docs/statistics.md). Side effects are compared per example (the same prompts before",
+             "and after), with intervals from a bootstrap over examples and edit orderings; a damage is positive when",
+             "the model got worse. A task is judged on the paper's metric where the unedited model is above chance on it",
+             f"(generation tasks: at least {FLOOR}), otherwise on the gold answer's NLL. \"As edits grow\" is the trend",
+             "over the checkpoints: the damage its least-squares line reaches at the last one. Claims about most of the",
+             f"8 tasks use Bonferroni-adjusted intervals and need {MAJORITY} tasks. Holds: the interval lies wholly on",
+             "the paper's side; does not hold: wholly on the other side, or wholly within the margin of no practical",
+             f"effect (task metric ±{MARGIN['value']}, gold NLL ±{MARGIN['gold_nll']} nats per token); otherwise",
+             "inconclusive, with the smallest effect this run could have seen.", "",
              "| claim | verdict | the paper | measured here |", "|---|---|---|---|"]
     lines += [f"| {c['claim']} | **{c['verdict']}** | {c['paper']} | {c['measured'].replace('|', '/')} |" for c in claims]
     path = out_dir / "claims.md"
@@ -288,4 +396,4 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
     return path
 
 
-__all__ = ["write_claims", "evaluate_claims", "judge_measure", "damage", "task_changes"]
+__all__ = ["write_claims", "evaluate_claims", "judge_measure", "MARGIN", "MAJORITY"]

@@ -67,33 +67,46 @@ MEASURE_LABELS = {"value": "task metric (paper)", "gold_nll": "gold answer NLL p
 
 
 def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value", hue: str = "chain",
-                      title: str = "Downstream performance as edits accumulate") -> plt.Figure:
+                      title: str = "Downstream performance as edits accumulate",
+                      bands: pd.DataFrame | None = None) -> plt.Figure:
     """Paper Fig. 3/4/8: one panel per task, ``measure`` (a column of
-    :func:`helpers.runs.sweep.side_effects` rows) against ``x`` (``edits``, ``edited_facts`` or
-    ``batch_size``), one line per ``hue``; the unedited model as a dashed grey line. With
+    :func:`helpers.runs.sweep.side_effects` rows; the mean over a chain's orderings) against
+    ``x`` (``edits``, ``edited_facts`` or ``batch_size``), one line per ``hue``; the unedited
+    model as a dashed grey line. ``bands`` (:func:`helpers.report.stats.bands` of the rows'
+    records, by ``hue``, ``x`` and ``task``): each line's 95% interval, shaded. With
     ``x="batch_size"`` only the edited points are drawn (each batch size is its own edit)."""
     sns.set_theme(style="whitegrid", context="notebook")
     tasks = list(dict.fromkeys(df.task))
-    base = df[df.edits == 0].drop_duplicates("task").set_index("task")[measure]
+    base = df[df.edits == 0].groupby("task", sort=False)[measure].mean()
     data = df[df.edits > 0] if x == "batch_size" else df
+    lines = data.groupby([hue, x, "task"], sort=False)[measure].mean().reset_index()
+    names = list(dict.fromkeys(data[hue]))
+    colours = dict(zip(names, sns.color_palette("deep", len(names))))
+    marks = dict(zip(names, "osD^vP*Xph" * (len(names) // 10 + 1)))
     cols = min(4, len(tasks))
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.5, 3.0 * rows), constrained_layout=True,
                              squeeze=False)
     for ax, task in zip(axes.flat, tasks):
-        part = data[data.task == task]
-        sns.lineplot(part, x=x, y=measure, hue=hue, style=hue, markers=True, dashes=False, ax=ax,
-                     legend=ax is axes.flat[0], errorbar=None)
+        for name in names:
+            line = lines[(lines.task == task) & (lines[hue] == name)].sort_values(x)
+            ax.plot(line[x], line[measure], marker=marks[name], color=colours[name], label=str(name), markersize=5)
+            if bands is not None:
+                band = bands[(bands.task == task) & (bands[hue] == name)]
+                band = band[band[x].isin(line[x])].sort_values(x)
+                ax.fill_between(band[x], band.low, band.high, color=colours[name], alpha=0.18, linewidth=0)
         if task in base.index and base[task] == base[task]:
             ax.axhline(base[task], color="grey", linestyle="--", linewidth=1, label="unedited")
-        metric = part.metric.iloc[0] if measure == "value" and len(part) else measure
+        part = data[data.task == task]
+        metric = part.metric.iloc[0] if measure == "value" and "metric" in part and len(part) else measure
         ax.set(title=f"{task} ({metric})", xlabel=x.replace("_", " "), ylabel="")
         if x == "batch_size":
             ax.set_xscale("log")
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     _legend_outside(fig, axes.flat[0])
-    fig.suptitle(f"{title} — {MEASURE_LABELS.get(measure, measure)}")
+    shaded = ", shaded: 95% interval over examples and orderings" if bands is not None else ""
+    fig.suptitle(f"{title} — {MEASURE_LABELS.get(measure, measure)}{shaded}")
     return fig
 
 
@@ -122,7 +135,8 @@ def k_sweep_lines(df: pd.DataFrame, metrics=("reliability", "generalization", "l
 
 def _legend_outside(fig, ax) -> None:
     """Move ``ax``'s legend (drawn on the first panel only) to the figure's right edge."""
+    handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend() is not None:
-        handles, labels = ax.get_legend_handles_labels()
         ax.get_legend().remove()
+    if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8)

@@ -131,6 +131,8 @@ def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] 
     same records). The interval resamples examples and orderings independently."""
     after = list(after)
     befores = [before] * len(after) if isinstance(before, pd.DataFrame) else list(before)
+    if len(befores) == 1:
+        befores = befores * len(after)  # one unedited model for every ordering
     if len(befores) != len(after) or not after:
         raise ValueError(f"{len(after)} orderings after but {len(befores)} before")
     mats = _aligned(after + befores)
@@ -156,37 +158,47 @@ def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] 
     return Effect(float(np.mean(per)), float(low), float(high), level, n, s, per)
 
 
-def damage_trend(after: dict[int, Sequence[pd.DataFrame]], before: Sequence[pd.DataFrame] | pd.DataFrame, task: str,
+def damage_trend(after: dict[int, Sequence[pd.DataFrame]],
+                 before: Sequence[pd.DataFrame] | pd.DataFrame | dict[int, Sequence[pd.DataFrame]], task: str,
                  protocol: str = "paper", measure: str = "value", *, level: float = LEVEL,
                  resamples: int = RESAMPLES, seed: int = 0, per: float = 1.0) -> Effect:
     """The trend of the damage over checkpoints: the least-squares slope of each ordering's
-    damage (0 at the unedited point) on the checkpoint (number of edits, or facts), times
-    ``per`` (e.g. 10: damage per 10 edits). ``after``: {checkpoint: one frame per ordering}.
-    Examples and orderings are resampled together across checkpoints (the same draw for every
-    checkpoint), so the slope's interval keeps the pairing."""
-    points = sorted(after)
+    damage (0 at the unedited point, checkpoint 0) on the checkpoint (a number of edits, or a
+    batch size), times ``per`` — e.g. the last checkpoint, giving the damage the fitted line
+    reaches there. ``after``: {checkpoint: one frame per ordering}. ``before``: the unedited
+    records (one frame, or one per ordering) or {checkpoint: frames} to compare with
+    checkpoint by checkpoint (e.g. the unregularised chain against the regularised one).
+    Examples and orderings are resampled together across checkpoints (one draw for all of
+    them), so the slope's interval keeps the pairing."""
+    points = sorted(p for p in after if p != 0)
     s = len(after[points[0]])
-    befores = [before] * s if isinstance(before, pd.DataFrame) else list(before)
-    mats = _aligned([f for p in points for f in after[p]] + befores)
-    columns = list(mats[0].columns)
-    b = [m.to_numpy() for m in mats[len(points) * s:]]
-    a = {p: [m.to_numpy() for m in mats[i * s:(i + 1) * s]] for i, p in enumerate(points)}
+    if isinstance(before, dict):
+        base = {p: list(before[p]) for p in points}
+    else:
+        frames = [before] * s if isinstance(before, pd.DataFrame) else list(before)
+        base = {p: frames * s if len(frames) == 1 else frames for p in points}
+    flat = [f for p in points for f in after[p]] + [f for p in points for f in base[p]]
+    aligned = _aligned(flat)
+    columns = list(aligned[0].columns)
+    mats = [m.to_numpy() for m in aligned]
+    k = len(points) * s
+    a = {p: mats[i * s:(i + 1) * s] for i, p in enumerate(points)}
+    b = {p: mats[k + i * s:k + (i + 1) * s] for i, p in enumerate(points)}
     sign = -1.0 if HIGHER_IS_BETTER[measure] else 1.0
-    x = np.array([0.0] + [float(p) for p in points if p != 0])
+    x = np.array([0.0] + [float(p) for p in points])
     xc = (x - x.mean()) / ((x - x.mean()) ** 2).sum()  # slope = xc · y
 
     def value(sums):
         return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
 
-    def slopes(weights):  # [R or 1, S]
+    def slopes(weights):  # -> [R, S]
         out = []
         for o in range(s):
-            base = value(weights @ b[o])
-            ys = [np.zeros_like(base)] + [sign * (value(weights @ a[p][o]) - base) for p in points if p != 0]
-            out.append(np.tensordot(xc, np.stack(ys), axes=1) * per)
+            ys = [sign * (value(weights @ a[p][o]) - value(weights @ b[p][o])) for p in points]
+            out.append(np.tensordot(xc, np.stack([np.zeros_like(ys[0])] + ys), axes=1) * per)
         return np.stack(out, axis=-1)
 
-    n = b[0].shape[0]
+    n = mats[0].shape[0]
     per_ordering = slopes(np.ones((1, n)))[0]
     rng = np.random.default_rng(seed)
     w = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
@@ -219,6 +231,22 @@ def level_interval(records: Sequence[pd.DataFrame], task: str, protocol: str = "
     alpha = 1 - level
     low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
     return est, float(low), float(high)
+
+
+def bands(records: pd.DataFrame, measure: str = "value", by: Sequence[str] = ("chain", "edits", "task"),
+          protocol: str = "paper", level: float = LEVEL, resamples: int = 2000) -> pd.DataFrame:
+    """The interval of ``measure`` at every point of a sweep's per-prompt ``records``
+    (:func:`helpers.runs.sweep.side_effect_records`): one line per group of ``by`` with
+    ``estimate``, ``low``, ``high`` (:func:`level_interval`, over examples and the group's
+    orderings) — the bands of :func:`helpers.report.plots.side_effect_lines`."""
+    by = list(by)
+    out = []
+    for key, part in records.groupby(by, sort=False):
+        frames = [g for _, g in part.groupby("ordering")] if "ordering" in part else [part]
+        est, low, high = level_interval(frames, part.task.iloc[0], protocol, measure, level=level, resamples=resamples)
+        out.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "estimate": est, "low": low,
+                    "high": high})
+    return pd.DataFrame(out)
 
 
 def unpaired_damage(after: pd.DataFrame, before: pd.DataFrame, task: str, protocol: str = "paper",

@@ -4,7 +4,8 @@ The names below are the contract between the notebooks, which write these tables
 :mod:`.claims`, which reads them to judge the paper's claims: a notebook writes
 ``write_table(df, out_dir, SIDE_EFFECTS_ROWS)`` and the claims read ``read_table(out_dir,
 SIDE_EFFECTS_ROWS)``; neither spells a file name. Tables go to ``<out_dir>/tables/<name>.csv``
-with a Markdown copy beside it; figures to ``<out_dir>/<name>.png`` and ``.pdf``.
+with a Markdown copy beside it, per-prompt records to ``<out_dir>/tables/<name>.parquet``;
+figures to ``<out_dir>/<name>.png`` and ``.pdf``.
 """
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, load_parquet, save_parquet
 
 # read by the claims (helpers.report.claims)
-SIDE_EFFECTS_ROWS = "side_effects_rows"          # 01: one row per (chain, edits, task)
+SIDE_EFFECTS_ROWS = "side_effects_rows"          # 01: one row per (chain, ordering, edits, task)
 WEIGHT_CHANGE_TABLE1 = "table1_weight_change"    # 02: paper Table 1
 RECT_ABLATION_ROWS = "rect_ablation_rows"        # 03: one row per (method, regulariser, record)
-FIG8_ROWS = "fig8_rect_side_effects_rows"        # 03: Fig. 8, one row per (chain, edits, task)
+FIG8_ROWS = "fig8_rect_side_effects_rows"        # 03: Fig. 8, one row per (chain, ordering, edits, task)
+# per-prompt records behind those rows (Parquet: write_records / read_records)
+SIDE_EFFECTS_EXAMPLES = "side_effects_examples"  # 01
+FIG8_EXAMPLES = "fig8_rect_side_effects_examples"  # 03
 # written for people (wide or summarised forms of the above)
 SIDE_EFFECTS = "side_effects"
 WEIGHT_CHANGE_ROWS = "weight_change_rows"
@@ -48,6 +52,20 @@ def read_table(out_dir: str | os.PathLike, name: str) -> pd.DataFrame | None:
     """Table ``name`` as written by :func:`write_table`, or None when this run did not write it."""
     path = table_path(out_dir, name)
     return pd.read_csv(path) if path.exists() else None
+
+
+def write_records(df: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> Path:
+    """Per-prompt records as ``<out_dir>/tables/<name>.parquet`` (written atomically): too many
+    lines for a Markdown copy; ``pandas.read_parquet`` reads them."""
+    path = Path(out_dir) / "tables" / f"{name}.parquet"
+    save_parquet(df, path)
+    return path
+
+
+def read_records(out_dir: str | os.PathLike, name: str) -> pd.DataFrame | None:
+    """Records written by :func:`write_records`, or None when this run did not write them."""
+    path = Path(out_dir) / "tables" / f"{name}.parquet"
+    return load_parquet(path, "run `make reproduce` again to rewrite it") if path.exists() else None
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:

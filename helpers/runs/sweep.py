@@ -92,13 +92,23 @@ class Chain:
 
 def chains(instance_sequential: dict | None = None, batch_single: dict | None = None,
            batch_sequential: dict | None = None, regularizers: Sequence[Regularizer] | None = None,
-           seed: int = 0) -> list[Chain]:
+           seed: int = 0, orderings: int = 1) -> list[Chain]:
     """The chains of a grid written as in ``profiles/*.yaml``:
 
     ``instance_sequential: {ROME: [0, 1, 5, 10]}``   one chain per method
     ``batch_single: {MEMIT: [1, 10, 100]}``           one chain per batch size, evaluated at 0, 1
     ``batch_sequential: {MEMIT: {batch_size: 10, edits: [0, 1, 2, 3]}}``
-    ``regularizers``: each chain once per regulariser (default: none)."""
+    ``regularizers``: each chain once per regulariser (default: none).
+    ``orderings``: each chain once per edit ordering, with seeds ``seed, seed + 1, ...`` (each
+    draws its own records; chains of the same seed and method edit the same records, so a
+    regularised chain pairs with the unregularised one)."""
+    if orderings < 1:
+        raise SweepError(f"orderings must be at least 1, got {orderings}")
+    return [c for s in range(seed, seed + orderings)
+            for c in _grid(instance_sequential, batch_single, batch_sequential, regularizers, s)]
+
+
+def _grid(instance_sequential, batch_single, batch_sequential, regularizers, seed) -> list[Chain]:
     regs = list(regularizers) if regularizers else [Regularizer("none")]
     out = []
     for reg in regs:
@@ -127,15 +137,8 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
     chains as units on a Ray cluster, each worker asking for ``resources``:
     :func:`helpers.runs.backends.get_backend`). Both give the same rows."""
     runner = get_backend(backend, resources)
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    for t in tasks:
-        get_task(t)
-    check_protocol(protocol)
-    hparams = {str(k).upper(): v for k, v in (hparams or {}).items()}
     store = open_store(store)
-    records = load_zsre()
-    units = [ChainUnit(c, records, model_name(model), tasks, n, seed, protocol, hparams.get(c.method))
-             for c in chain_list]
+    units = _units(chain_list, model, tasks, n, seed, protocol, hparams)
 
     def missing() -> int:
         return len(set().union(*(u.missing(store) for u in units))) if units else 0
@@ -160,6 +163,41 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
             raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} task evaluations; {where}. The "
                                    "model was restored to its unedited weights.") from None
     return pd.DataFrame([r for u in units for r in u.table(store)])
+
+
+def side_effect_records(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm2-135m",
+                        tasks: Sequence[str] = TASKS, n: int | None = 50, seed: int = 0, protocol: str = "paper", *,
+                        hparams: dict | None = None, store: str | os.PathLike | ResultStore | None = None) -> pd.DataFrame:
+    """The per-prompt records behind :func:`side_effects`' rows (same arguments), one line per
+    (chain, checkpoint, task, prompt): the chain's columns (``ordering`` is its ``seed``), then
+    the records (:func:`helpers.evaluation.evaluate_examples`). Read from ``store``: run
+    :func:`side_effects` first."""
+    store = open_store(store)
+    frames = []
+    for u in _units(chain_list, model, tasks, n, seed, protocol, hparams):
+        for line in u.table(store, columns=()):
+            found = store.get_examples(u.row_key(line["edits"], line["task"]))
+            if found is None:
+                raise SweepError(f"{u.label}, {line['edits']} edits, {line['task']}: no per-example records in "
+                                 f"{store.path or 'this in-memory store'}; run side_effects with the same "
+                                 "arguments first (rows stored before records were kept are recomputed)")
+            frames.append(found.assign(**line))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    front = list(line)
+    return out[front + [c for c in out.columns if c not in front]]
+
+
+def _units(chain_list, model, tasks, n, seed, protocol, hparams) -> list[ChainUnit]:
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    for t in tasks:
+        get_task(t)
+    check_protocol(protocol)
+    hparams = {str(k).upper(): v for k, v in (hparams or {}).items()}
+    records = load_zsre()
+    return [ChainUnit(c, records, model_name(model), tasks, n, seed, protocol, hparams.get(c.method))
+            for c in chain_list]
 
 
 class ChainUnit:
@@ -215,12 +253,12 @@ class ChainUnit:
     def missing_at(self, count: int, store) -> bool:
         return count in self.chain.checkpoints and any(store.get(self.row_key(count, t)) is None for t in self.tasks)
 
-    def table(self, store) -> list[dict]:
+    def table(self, store, columns: Sequence[str] = ROW_COLUMNS) -> list[dict]:
         c = self.chain
         return [{"method": c.method, "setting": c.setting, "batch_size": c.batch_size,
                  "regularizer": c.regularizer.label, "how": c.regularizer.how, "k": c.regularizer.k,
-                 "chain": c.label, "edits": count, "edited_facts": count * c.batch_size, "task": task,
-                 **{k: store.get(self.row_key(count, task)).get(k) for k in ROW_COLUMNS}}
+                 "chain": c.label, "ordering": c.seed, "edits": count, "edited_facts": count * c.batch_size,
+                 "task": task, **{k: store.get(self.row_key(count, task)).get(k) for k in columns}}
                 for count in c.checkpoints for task in self.tasks]
 
     def run(self, session: Session, store, on_row) -> None:
@@ -287,9 +325,11 @@ def regularizer_key(reg: Regularizer) -> list:
 
 
 def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
-    """Rows of :func:`side_effects` as a table: one line per (chain, edits), one column per task."""
+    """Rows of :func:`side_effects` as a table: one line per (chain, edits), one column per task
+    (the mean over the chain's orderings where it ran several)."""
     out = df.pivot_table(index=["chain", "edits"], columns="task", values=measure, sort=False)
     return out.reindex(columns=list(dict.fromkeys(df.task))).reset_index()  # a task all NaN stays, as NaN
 
 
-__all__ = ["Chain", "ChainUnit", "chains", "side_effects", "wide", "SweepError", "SweepInterrupted"]
+__all__ = ["Chain", "ChainUnit", "chains", "side_effect_records", "side_effects", "wide", "SweepError",
+           "SweepInterrupted"]

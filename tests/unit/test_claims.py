@@ -1,15 +1,17 @@
-"""The claims report: which measure judges a task, what counts as damage, the verdicts."""
+"""The claims report: which measure judges a task, and the verdict rules on hand-made per-example records."""
 import math
 
+import numpy as np
 import pandas as pd
-import pytest
 
 from helpers.report import claims
+from helpers.report.tables import FIG8_EXAMPLES, SIDE_EFFECTS_EXAMPLES, write_records
+
+TASKS = ("summarization", "reasoning", "open_qa", "nli", "sentiment")
 
 
-def _row(task="nli", value=0.5, chance=0.5, prompts=100, nll=2.0, nll_sd=1.0, **kw):
-    return pd.Series({"task": task, "value": value, "chance": chance, "prompts": prompts, "gold_nll": nll,
-                      "gold_nll_sd": nll_sd, "n": prompts, **kw})
+def _row(task="nli", value=0.5, chance=0.5, prompts=100, **kw):
+    return pd.Series({"task": task, "value": value, "chance": chance, "prompts": prompts, **kw})
 
 
 def test_a_task_at_chance_is_judged_on_gold_nll():
@@ -19,20 +21,79 @@ def test_a_task_at_chance_is_judged_on_gold_nll():
     assert claims.judge_measure(_row(value=0.30, chance=math.nan)) == "value"
 
 
-def test_damage_and_its_noise_by_hand():
-    d, noise = claims.damage(_row(value=0.8), _row(value=0.6), "value")
-    assert d == pytest.approx(0.2)
-    assert noise == pytest.approx(2 * math.sqrt(0.8 * 0.2 / 100 + 0.6 * 0.4 / 100))
-    d, noise = claims.damage(_row(nll=2.0, nll_sd=1.0), _row(nll=2.5, nll_sd=1.0), "gold_nll")
-    assert d == pytest.approx(0.5) and noise == pytest.approx(2 * math.sqrt(2 / 100))
+def _records(hits, nll, **chain):
+    """Per-prompt records of one (chain, checkpoint, task): ``hits`` the per-example scores."""
+    return pd.DataFrame([{**chain, "example": i, "prompt": 0, "kind": "", "output": "", "score": float(h),
+                          "valid": True, "gold_nll": float(g), "gold_tokens": 2, "has_gold": True,
+                          "label_logprobs": None, "label_pred": -1, "label_hit": math.nan, "has_labels": False}
+                         for i, (h, g) in enumerate(zip(hits, nll))])
 
 
-def test_task_changes_flags_only_changes_beyond_the_noise():
-    base = pd.DataFrame([_row("a", value=0.8, chance=0.5), _row("b", value=0.5, chance=0.5, nll=2.0)])
-    after = pd.DataFrame([_row("a", value=0.78, chance=0.5), _row("b", value=0.5, chance=0.5, nll=3.0)])
-    ch = claims.task_changes(after, base).set_index("task")
-    assert ch.loc["a", "measure"] == "value" and not ch.loc["a", "worse"]  # 0.02 is within the noise
-    assert ch.loc["b", "measure"] == "gold_nll" and ch.loc["b", "worse"]
+def _chain(method, checkpoints, damage_per_edit, orderings=2, n=60, setting="instance-sequential", how="none",
+           batch=1, seed=0):
+    """Records of a chain whose every task loses ``damage_per_edit`` of its examples per edit."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    base_nll = rng.uniform(1, 6, n)
+    for o in range(orderings):
+        for c in checkpoints:
+            for task in TASKS:
+                lost = min(n, int(round(damage_per_edit * c * n * (1 + 0.1 * o))))
+                hits = np.r_[np.zeros(lost), np.ones(n - lost)]  # unedited: every example right
+                frames.append(_records(hits, base_nll + 0.01 * c * (damage_per_edit > 0), method=method,
+                                       setting=setting, batch_size=batch, how=how, k=0.4 if how == "rect" else 1.0,
+                                       regularizer="none" if how == "none" else f"{how} 40%", chain=method,
+                                       ordering=o, edits=c, edited_facts=c * batch, task=task))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_c1_holds_when_every_task_loses_examples_as_edits_grow():
+    ex = _chain("ROME", (0, 10, 20), 0.01)
+    (method, text, verdict), = claims._chain_claim(ex, "instance-sequential", ("ROME", "KN"), "paper")
+    assert verdict == "holds" and "5 of 5 tasks worse" in text and "2 ordering(s)" in text
+
+
+def test_c1_does_not_hold_when_nothing_changes_within_the_margin():
+    ex = _chain("ROME", (0, 10, 20), 0.0)
+    (_, text, verdict), = claims._chain_claim(ex, "instance-sequential", ("ROME",), "paper")
+    assert verdict == "does not hold" and "5 within the margin" in text
+
+
+def test_c1_is_inconclusive_when_few_examples_move_and_says_what_could_be_seen():
+    frames = []
+    for c in (0, 10):
+        for task in TASKS:
+            hits = np.ones(12)
+            hits[0] = 0.0 if c else 1.0  # one example of 12 lost: within what 12 examples can tell
+            frames.append(_records(hits, np.full(12, 2.0), method="ROME", setting="instance-sequential", how="none",
+                                   batch_size=1, k=1.0, regularizer="none", chain="ROME", ordering=0, edits=c,
+                                   edited_facts=c, task=task))
+    (_, text, verdict), = claims._chain_claim(pd.concat(frames, ignore_index=True), "instance-sequential", ("ROME",),
+                                              "paper")
+    assert verdict == "inconclusive" and "smallest damage this run could have seen" in text
+
+
+def test_c2_holds_when_one_kn_edit_collapses_every_task():
+    ex = _chain("KN", (0, 1), 1.0)
+    text, verdict = claims.claim_c2(ex)
+    assert verdict == "holds" and "5 of 5 tasks worse" in text
+
+
+def test_c3_judges_the_trend_over_batch_sizes():
+    frames = [_chain("MEMIT", (0, 1), 0.02 * b, setting="batch-single", batch=b) for b in (1, 10, 30)]
+    ex = pd.concat(frames, ignore_index=True)
+    (method, text, verdict), = claims.claim_c3(ex)
+    assert method == "MEMIT" and verdict == "holds" and "batches of 1, 10, 30 facts" in text
+
+
+def test_c8_pairs_rect_with_the_unregularized_chain_of_the_same_records():
+    ex = pd.concat([_chain("ROME", (0, 10, 20), 0.02), _chain("ROME", (0, 10, 20), 0.0, how="rect")],
+                   ignore_index=True)
+    text, verdict = claims.claim_c8(ex)
+    assert verdict == "holds" and "RECT better on 5 of 5 tasks" in text
+    swapped = pd.concat([_chain("ROME", (0, 10, 20), 0.0), _chain("ROME", (0, 10, 20), 0.02, how="rect")],
+                        ignore_index=True)
+    assert claims.claim_c8(swapped)[1] == "does not hold"
 
 
 def test_c5_holds_only_when_manhattan_and_share_both_grow():
@@ -45,51 +106,38 @@ def test_c5_holds_only_when_manhattan_and_share_both_grow():
     assert claims.claim_c5(t)[1] == "does not hold"
 
 
-def test_c7_compares_rect_with_the_baselines_on_the_same_edits():
+def _ablation(rect40=0.99, rect20=0.5, n=12):
     rows = []
-    for case in range(6):
-        for reg, rel in (("RECT 40%", 0.9 + 0.01 * case), ("Random 40%", 0.2), ("PCA 40%", 0.1)):
+    for case in range(n):
+        for reg, rel, loc in (("Unregularized", 1.0, 0.80 + 0.001 * case), ("RECT 40%", rect40 - 0.002 * case, 0.9),
+                              ("RECT 20%", rect20, 0.95), ("Random 40%", 0.2 + 0.01 * case, 0.9),
+                              ("PCA 40%", 0.1, 0.9)):
             rows.append({"method": "ROME", "regularizer": reg, "case_id": case, "reliability": rel,
-                         "generalization": rel})
-    text, verdict = claims.claim_c7(pd.DataFrame(rows))
+                         "generalization": rel, "locality": loc})
+    return pd.DataFrame(rows)
+
+
+def test_c6_and_c7_on_hand_made_edits():
+    assert claims.claim_c6(_ablation())[1] == "holds"
+    assert claims.claim_c6(_ablation(rect40=0.8))[1] == "does not hold"  # keeps 80% < 94%
+    assert claims.claim_c6(_ablation(rect40=0.951))[1] == "inconclusive"  # keeps 94.0% [93.4, 94.5]
+    text, verdict = claims.claim_c7(_ablation())
     assert verdict == "holds" and "4 of 4" in text
 
 
 def test_write_claims_reports_every_claim_even_when_nothing_was_measured(tmp_path):
-    path = claims.write_claims(tmp_path, "smoke")
-    text = path.read_text()
+    text = claims.write_claims(tmp_path, "smoke").read_text()
     for c in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"):
         assert f"| {c} | **not measured** |" in text
 
 
-def _side_rows(method, setting, batch, edits, nll, task="nli"):
-    return {"method": method, "setting": setting, "batch_size": batch, "how": "none", "k": 0.4,
-            "chain": f"{method} b{batch}", "edits": edits, "task": task, "value": 0.5, "chance": 0.5,
-            "prompts": 100, "n": 100, "gold_nll": nll, "gold_nll_sd": 0.5}
-
-
-def test_c3_compares_the_largest_batch_with_the_smallest_and_writes_one_table_row(tmp_path):
-    rows = []
-    for task in ("nli", "sentiment", "ner", "dialogue", "closed_qa"):
-        for batch, nll in ((1, 2.1), (10, 3.0)):
-            rows += [_side_rows("MEMIT", "batch-single", batch, 0, 2.0, task),
-                     _side_rows("MEMIT", "batch-single", batch, 1, nll, task)]
-            rows += [_side_rows("MEND", "batch-single", batch, 0, 2.0, task),
-                     _side_rows("MEND", "batch-single", batch, 1, 2.1, task)]
-    (text_memit, verdict_memit), (text_mend, verdict_mend) = [c[1:] for c in claims.claim_c3(pd.DataFrame(rows))]
-    assert verdict_memit == "holds" and "5 of 5 tasks worse" in text_memit
-    assert verdict_mend == "inconclusive at this n"
-    (tmp_path / "tables").mkdir()
-    pd.DataFrame(rows).to_csv(tmp_path / "tables" / "side_effects_rows.csv", index=False)
-    line = next(l for l in claims.write_claims(tmp_path).read_text().splitlines() if l.startswith("| C3 |"))
-    assert line.count(" | ") == 3 and "mixed: holds, inconclusive at this n" in line
-
-
-def test_c8_judges_rect_against_the_unregularized_chain_at_the_last_point():
-    rows = []
-    for task in ("nli", "sentiment", "ner"):
-        rows.append({**_side_rows("ROME", "instance-sequential", 1, 0, 2.0, task), "how": "none"})
-        rows.append({**_side_rows("ROME", "instance-sequential", 1, 10, 4.0, task), "how": "none"})
-        rows.append({**_side_rows("ROME", "instance-sequential", 1, 10, 2.2, task), "how": "rect"})
-    text, verdict = claims.claim_c8(pd.DataFrame(rows))
-    assert verdict == "holds" and "better than unregularized beyond 2 SE on 3 of 3" in text
+def test_write_claims_reads_the_records_and_writes_one_line_per_claim(tmp_path):
+    write_records(pd.concat([_chain("ROME", (0, 10, 20), 0.01), _chain("KN", (0, 1), 1.0)], ignore_index=True),
+                  tmp_path, SIDE_EFFECTS_EXAMPLES)
+    write_records(pd.concat([_chain("ROME", (0, 10), 0.02), _chain("ROME", (0, 10), 0.0, how="rect")],
+                            ignore_index=True), tmp_path, FIG8_EXAMPLES)
+    lines = claims.write_claims(tmp_path).read_text().splitlines()
+    c1 = next(l for l in lines if l.startswith("| C1 |"))
+    assert c1.count(" | ") == 3 and "**holds**" in c1
+    assert "**holds**" in next(l for l in lines if l.startswith("| C8 |"))
+    assert "**holds**" in next(l for l in lines if l.startswith("| C2 |"))
