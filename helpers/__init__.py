@@ -15,12 +15,12 @@ from .data import EditRequest, load_zsre
 from .editing import EditResult, Regularizer, apply_update, edit, editing_metrics, regularize, weight_change_stats
 from .errors import (DataFormatError, DataNotFoundError, EdithurtError, ModelNotFoundError,
                      UnknownNameError)
-from .evaluation import PROTOCOLS, TASKS, evaluate_tasks, get_task, load_task
+from .evaluation import PROTOCOLS, TASKS, evaluate_examples, evaluate_tasks, get_task, load_task
 from .model import Generation, LoadedModel, Scored, generate, load_model, score
 
 __all__ = [
     "EditRequest", "load_zsre", "DataFormatError", "DataNotFoundError", "EdithurtError",
-    "ModelNotFoundError", "UnknownNameError", "evaluate_tasks", "Generation", "Scored", "generate", "score",
+    "ModelNotFoundError", "UnknownNameError", "evaluate_tasks", "evaluate_examples", "Generation", "Scored", "generate", "score",
     "load_model", "LoadedModel", "regularize", "Regularizer", "PROTOCOLS", "TASKS", "get_task", "load_task", "edit",
     "EditResult", "apply_update", "editing_metrics", "weight_change_stats",
 ]

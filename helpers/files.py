@@ -18,6 +18,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _durable_rename(tmp: Path, path: Path) -> None:
+    """``tmp`` renamed over ``path`` after its bytes reach the disk, and the rename itself made
+    durable: a row stored after this call never points at an empty or missing file after a
+    power cut."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def save_safetensors(tensors: dict, path: str | os.PathLike) -> None:
     """``tensors`` (name -> tensor) to ``path`` as safetensors, atomically (a temporary file
     renamed over it; on failure nothing half-written is kept and the error is raised)."""
@@ -28,7 +42,7 @@ def save_safetensors(tensors: dict, path: str | os.PathLike) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, path)
+        _durable_rename(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
@@ -42,7 +56,7 @@ def save_parquet(frame, path: str | os.PathLike) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        _durable_rename(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise

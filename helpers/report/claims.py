@@ -97,6 +97,8 @@ def _majority(sides: list[str]) -> str:
     """Most tasks worse beyond their interval: holds; so many decided as not worse (better,
     or within the margin) that a majority cannot be reached: does not hold; else inconclusive."""
     total = len(sides)
+    if not total:
+        return NOT_MEASURED
     need = min(MAJORITY, total)
     worse = sides.count("worse")
     settled_not = sides.count("better") + sides.count("negligible")
@@ -107,10 +109,10 @@ def _majority(sides: list[str]) -> str:
     return INCONCLUSIVE
 
 
-def _trend_by_task(after: dict[int, pd.DataFrame], before, protocol: str, judge: dict[str, str],
-                   per: float, level: float) -> list[dict]:
+def _trend_by_task(after: dict[float, pd.DataFrame], before, protocol: str, judge: dict[str, str],
+                   level: float, origin: float = 0.0) -> list[dict]:
     """Per task: the damage trend over the checkpoints of ``after`` ({checkpoint: records})
-    against ``before`` (records, or {checkpoint: records}), and the damage at the last point."""
+    against ``before`` (records, or {checkpoint: records}), read at the last checkpoint."""
     out = []
     last = max(after)
     for task in dict.fromkeys(after[last].task):
@@ -118,12 +120,15 @@ def _trend_by_task(after: dict[int, pd.DataFrame], before, protocol: str, judge:
         a = {c: _orderings(r[r.task == task]) for c, r in after.items()}
         b = ({c: _orderings(r[r.task == task]) for c, r in before.items()} if isinstance(before, dict)
              else _orderings(before[before.task == task])[:1])
-        trend = stats.damage_trend(a, b, task, protocol, measure, level=level, per=per)
-        end = stats.paired_damage(a[last], b[last] if isinstance(b, dict) else b[0], task, protocol, measure,
-                                  level=level)
-        out.append({"task": task, "measure": measure, "trend": trend, "end": end,
-                    "side": trend.side(MARGIN[measure])})
+        trend = stats.damage_trend(a, b, task, protocol, measure, level=level, origin=origin)
+        out.append({"task": task, "measure": measure, "trend": trend, "side": trend.side(MARGIN[measure])})
     return out
+
+
+def _common_orderings(*parts: pd.DataFrame) -> list:
+    """The orderings present in every part (each a chain's records at one checkpoint)."""
+    sets = [set(p.ordering) for p in parts]
+    return sorted(set.intersection(*sets)) if sets else []
 
 
 def _task_text(results: list[dict], what: str) -> str:
@@ -154,15 +159,19 @@ def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str) -> list
         points = sorted(p for p in set(c.edits) if p > 0)
         if not points or 0 not in set(c.edits):
             continue
+        keep = _common_orderings(*(c[c.edits == p] for p in points))
+        if not keep:
+            continue
+        c = c[c.ordering.isin(keep) | (c.edits == 0)]
         base = c[c.edits == 0]
         first = _orderings(base)[0]
         judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
         after = {p: c[c.edits == p] for p in points}
         level = _level(len(judge))
-        res = _trend_by_task(after, base, protocol, judge, points[-1], level)
+        res = _trend_by_task(after, base, protocol, judge, level)
         verdict = _majority([r["side"] for r in res])
         size = f", batch {int(c.batch_size.iloc[0])}" if setting == "batch-sequential" else ""
-        head = (f"{method}{size}: checkpoints {', '.join(map(str, points))} edits, {base.ordering.nunique()} "
+        head = (f"{method}{size}: checkpoints {', '.join(map(str, points))} edits, {len(keep)} "
                 f"ordering(s), n = {first.example.nunique()} per task. Damage the trend reaches after {points[-1]} "
                 f"edits ({level:.2%} intervals): {_summary(res, verdict)}. ")
         out.append((method, head + _task_text(res, "damage"), verdict))
@@ -180,6 +189,8 @@ def claim_c2(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
     for t in tasks:
         row = unedited_row(first[first.task == t], t, protocol)
         measure = judge_measure(row)
+        if c[(c.edits == 1) & (c.task == t)].empty:
+            continue
         after = _orderings(c[(c.edits == 1) & (c.task == t)])
         eff = stats.paired_damage(after, first[first.task == t], t, protocol, measure, level=level)
         sides.append(eff.side(MARGIN[measure]))
@@ -191,6 +202,8 @@ def claim_c2(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
     text = (f"after one KN edit ({first.example.nunique()} examples per task, {c.ordering.nunique()} ordering(s), "
             f"{level:.2%} intervals): {sides.count('worse')} of {len(sides)} tasks worse; of the {on_metric} judged on "
             f"the paper's metric, {collapsed} fell to ≤ 20% of the unedited value. " + "; ".join(parts))
+    if not sides:
+        return text, NOT_MEASURED
     if sides.count("worse") == len(sides) and collapsed == on_metric:
         return text, "holds"
     if any(s in ("better", "negligible") for s in sides):
@@ -207,16 +220,22 @@ def claim_c3(ex: pd.DataFrame, protocol: str = "paper") -> list[tuple[str, str, 
         sizes = sorted(set(c[c.edits == 1].batch_size))
         if len(sizes) < 2:
             continue
+        keep = _common_orderings(*(c[(c.edits == 1) & (c.batch_size == b)] for b in sizes))
+        if not keep:
+            continue
+        c = c[c.ordering.isin(keep)]
         base = c[(c.edits == 0) & (c.batch_size == sizes[0])]
         first = _orderings(base)[0]
         judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
-        after = {int(b): c[(c.edits == 1) & (c.batch_size == b)] for b in sizes}
+        smallest = c[(c.edits == 1) & (c.batch_size == sizes[0])]
+        # the claim is that damage grows with the batch: each larger batch against the smallest
+        after = {int(b): c[(c.edits == 1) & (c.batch_size == b)] for b in sizes[1:]}
         level = _level(len(judge))
-        res = _trend_by_task(after, base, protocol, judge, sizes[-1], level)
+        res = _trend_by_task(after, {b: smallest for b in after}, protocol, judge, level, origin=sizes[0])
         verdict = _majority([r["side"] for r in res])
-        head = (f"{method}: batches of {', '.join(map(str, sizes))} facts, {base.ordering.nunique()} ordering(s), "
-                f"n = {first.example.nunique()} per task. Damage the trend over batch size reaches at {sizes[-1]} facts "
-                f"({level:.2%} intervals): {_summary(res, verdict)}. ")
+        head = (f"{method}: batches of {', '.join(map(str, sizes))} facts, {len(keep)} ordering(s), "
+                f"n = {first.example.nunique()} per task. How much more damage the trend over batch size reaches at "
+                f"{sizes[-1]} facts than at {sizes[0]} ({level:.2%} intervals): {_summary(res, verdict)}. ")
         out.append((method, head + _task_text(res, "damage"), verdict))
     return out
 
@@ -260,6 +279,8 @@ def claim_c6(rows: pd.DataFrame) -> tuple[str, str]:
     paired by edit) at least 0.94; locality with RECT 40% not lower; RECT 20% lowers
     reliability. Each part's interval decides it; the claim holds when every part does."""
     parts, verdicts = [], []
+    if rows.empty:
+        return "no regularizer ablation in this run", NOT_MEASURED
     for method in dict.fromkeys(rows.method):
         decided = []
         text = []
@@ -292,6 +313,8 @@ def claim_c7(rows: pd.DataFrame) -> tuple[str, str]:
     zero; does not hold when any is below (or within the margin)."""
     comparisons = [(m, o, metric) for m in dict.fromkeys(rows.method) for o in ("Random 40%", "PCA 40%")
                    for metric in ("reliability", "generalization")]
+    if not comparisons:
+        return "no regularizer ablation in this run", NOT_MEASURED
     level = stats.bonferroni(LEVEL, len(comparisons))
     parts, sides = [], []
     for method, other, metric in comparisons:
@@ -314,14 +337,16 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
     points = sorted(set(rect.edits) & set(none.edits) - {0})
     if none.empty or rect.empty or not points or 0 not in set(none.edits):
         return "no unregularized and RECT 40% chains in this run", NOT_MEASURED
-    orderings = sorted(set(none.ordering) & set(rect.ordering))
-    none, rect = none[none.ordering.isin(orderings)], rect[rect.ordering.isin(orderings)]
+    orderings = _common_orderings(*(x[x.edits == p] for p in points for x in (none, rect)))
+    if not orderings:
+        return "the unregularized and RECT 40% chains share no edit ordering at every checkpoint", NOT_MEASURED
+    none, rect = none[none.ordering.isin(orderings) | (none.edits == 0)], rect[rect.ordering.isin(orderings)]
     base = none[none.edits == 0]
     first = _orderings(base)[0]
     judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
     level = _level(len(judge))
     res = _trend_by_task({p: none[none.edits == p] for p in points}, {p: rect[rect.edits == p] for p in points},
-                         protocol, judge, points[-1], level)
+                         protocol, judge, level)
     verdict = _majority([r["side"] for r in res])
     sides = [r["side"] for r in res]
     text = (f"checkpoints {', '.join(map(str, points))} edits, {len(orderings)} ordering(s), n = "

@@ -54,10 +54,10 @@ def regularizer_bars(df: pd.DataFrame, metrics=("reliability", "generalization",
                              squeeze=False)
     for ax, method in zip(axes[0], methods):
         sns.barplot(long[long.method == method], x="metric", y="value", hue="regularizer", hue_order=order,
-                    errorbar="sd", ax=ax, palette="deep", err_kws={"linewidth": 1})
+                    errorbar="sd", ax=ax, palette="deep", err_kws={"linewidth": 1}, legend=ax is axes[0][0])
         n = df[df.method == method].case_id.nunique()
         ax.set(ylim=(0, 1.05), xlabel="", ylabel="score", title=f"{method} (n = {n} edits, ± sd)")
-        ax.legend(fontsize=8, ncol=2, loc="lower left")
+    _legend_outside(fig, axes[0][0])  # beside the panels, not over the bars
     fig.suptitle(title)
     return fig
 

@@ -3,11 +3,13 @@
 Every evaluation reads the same prompts before and after an edit, so the change is measured per
 example and then averaged: an example's difficulty, which no edit changes, drops out of the
 comparison (docs/statistics.md). A chain run with several edit orderings (``Chain.seed``) gives
-one set of records per ordering, on the same examples; the interval then covers both sources of
-chance — which examples were drawn and which records were edited in which order — by resampling
-both independently (the two-way or "pigeonhole" bootstrap, Owen 2007, *Ann. Appl. Stat.*; with
-one ordering it is the ordinary paired bootstrap over examples, checked against
-``scipy.stats.bootstrap`` in the tests).
+one set of records per ordering, on the same examples. With one ordering the interval is the
+paired percentile bootstrap over examples (checked against ``scipy.stats.bootstrap`` in the
+tests). With several, it covers both sources of chance: its standard error adds the bootstrap
+variance over examples to the variance between the orderings' own results over their number, and
+its quantile is Student's t with Welch–Satterthwaite degrees of freedom (``scipy.stats.t``) — with
+3 orderings that differ, the interval is wide, as it should be: 3 draws say little about the spread
+of orderings.
 
 A task's measure is a function of column sums over its examples (:func:`measure_of`): the mean
 score for most tasks, NER's micro F1 from its entity counts, the gold answer's mean NLL over the
@@ -91,12 +93,13 @@ class Effect:
         return self.half_width * (z + sps.norm.ppf(power)) / z
 
     def side(self, margin: float = 0.0) -> str:
-        """``"worse"`` (the interval lies wholly above zero), else ``"negligible"`` (wholly
-        inside ±``margin``), ``"better"`` (wholly below zero), or ``"unclear"``."""
-        if self.low > 0:
-            return "worse"
+        """``"negligible"`` (the interval lies wholly inside ±``margin``: no practical effect,
+        even where it excludes zero), else ``"worse"`` (wholly above zero), ``"better"`` (wholly
+        below), or ``"unclear"``."""
         if margin > 0 and -margin < self.low and self.high < margin:
             return "negligible"
+        if self.low > 0:
+            return "worse"
         if self.high < 0:
             return "better"
         return "unclear"
@@ -118,6 +121,36 @@ def _resampled(mats: list[np.ndarray], weights: np.ndarray) -> list[np.ndarray]:
     """Column sums of each ordering's [examples, columns] matrix under each row of example
     ``weights`` [resamples, examples]: per ordering, [resamples, columns]."""
     return [weights @ m for m in mats]
+
+
+def _resamples(level: float, resamples: int) -> int:
+    """Enough resamples for the tails of a ``level`` percentile interval (about 50 beyond each end)."""
+    return max(resamples, int(np.ceil(50 / ((1 - level) / 2))))
+
+
+def _interval(per_ordering: np.ndarray, boot: np.ndarray, level: float) -> tuple[float, float, float]:
+    """(estimate, low, high) from each ordering's value on all examples (``[S]``) and their
+    values on resampled examples (``boot [R, S]``, one draw of examples for all orderings): see
+    the module text."""
+    est = float(np.nanmean(per_ordering))
+    mean_boot = np.nanmean(boot, axis=1)
+    alpha = 1 - level
+    s = len(per_ordering)
+    if s == 1:
+        low, high = np.nanquantile(mean_boot, [alpha / 2, 1 - alpha / 2])
+        return est, float(low), float(high)
+    v_examples = float(np.nanvar(mean_boot, ddof=1))
+    v_orderings = float(np.nanvar(per_ordering, ddof=1)) / s
+    se = np.sqrt(v_examples + v_orderings)
+    df = (v_examples + v_orderings) ** 2 / (v_orderings ** 2 / (s - 1)) if v_orderings > 0 else np.inf
+    q = float(sps.t.ppf(1 - alpha / 2, df))
+    return est, est - q * se, est + q * se
+
+
+def _example_weights(n: int, level: float, resamples: int, seed: int) -> np.ndarray:
+    """``[R, n]`` multinomial counts: each row a draw of ``n`` examples with replacement."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=_resamples(level, resamples)).astype(float)
 
 
 def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] | pd.DataFrame, task: str,
@@ -148,35 +181,39 @@ def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] 
 
     per = [float(damage(x.sum(0), y.sum(0))) for x, y in zip(a, b)]
     n, s = a[0].shape[0], len(a)
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)  # [R, N]
+    w = _example_weights(n, level, resamples, seed)  # [R, N]
     d = np.stack([damage(wa, wb) for wa, wb in zip(_resampled(a, w), _resampled(b, w))], axis=1)  # [R, S]
-    v = rng.multinomial(s, np.full(s, 1.0 / s), size=resamples).astype(float) if s > 1 else np.ones((resamples, 1))
-    boot = np.nansum(d * v, axis=1) / np.sum(v * ~np.isnan(d), axis=1)
-    alpha = 1 - level
-    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
-    return Effect(float(np.mean(per)), float(low), float(high), level, n, s, per)
+    est, low, high = _interval(np.array(per), d, level)
+    return Effect(est, low, high, level, n, s, per)
 
 
-def damage_trend(after: dict[int, Sequence[pd.DataFrame]],
-                 before: Sequence[pd.DataFrame] | pd.DataFrame | dict[int, Sequence[pd.DataFrame]], task: str,
-                 protocol: str = "paper", measure: str = "value", *, level: float = LEVEL,
-                 resamples: int = RESAMPLES, seed: int = 0, per: float = 1.0) -> Effect:
-    """The trend of the damage over checkpoints: the least-squares slope of each ordering's
-    damage (0 at the unedited point, checkpoint 0) on the checkpoint (a number of edits, or a
-    batch size), times ``per`` — e.g. the last checkpoint, giving the damage the fitted line
-    reaches there. ``after``: {checkpoint: one frame per ordering}. ``before``: the unedited
-    records (one frame, or one per ordering) or {checkpoint: frames} to compare with
-    checkpoint by checkpoint (e.g. the unregularised chain against the regularised one).
-    Examples and orderings are resampled together across checkpoints (one draw for all of
-    them), so the slope's interval keeps the pairing."""
-    points = sorted(p for p in after if p != 0)
+def damage_trend(after: dict[float, Sequence[pd.DataFrame]],
+                 before: Sequence[pd.DataFrame] | pd.DataFrame | dict[float, Sequence[pd.DataFrame]], task: str,
+                 protocol: str = "paper", measure: str = "value", *, origin: float = 0.0, level: float = LEVEL,
+                 resamples: int = RESAMPLES, seed: int = 0) -> Effect:
+    """The damage as it grows over checkpoints: a least-squares line through each ordering's
+    damages, fitted through zero at ``origin`` (where the damage is 0 by construction: the
+    unedited model, or the smallest batch C3 compares with), read at the last checkpoint — the
+    damage the trend reaches there, with its interval.
+
+    ``after``: {checkpoint: one frame per ordering} (a checkpoint is a number of edits, or a
+    batch size). ``before``: the unedited records (one frame, or one per ordering), or
+    {checkpoint: frames} to compare with checkpoint by checkpoint (the unregularised chain
+    against RECT's; the smallest batch against each larger one). Orderings pair by position;
+    the same draw of examples serves every checkpoint, so the interval keeps the pairing."""
+    points = sorted(p for p in after if p != origin)
+    if not points:
+        raise ValueError(f"no checkpoint beyond the origin {origin}")
     s = len(after[points[0]])
     if isinstance(before, dict):
         base = {p: list(before[p]) for p in points}
     else:
-        frames = [before] * s if isinstance(before, pd.DataFrame) else list(before)
+        frames = [before] if isinstance(before, pd.DataFrame) else list(before)
         base = {p: frames * s if len(frames) == 1 else frames for p in points}
+    uneven = [p for p in points if len(after[p]) != s or len(base[p]) != s]
+    if uneven:
+        raise ValueError(f"every checkpoint needs the same {s} orderings on both sides; checkpoint(s) {uneven} have "
+                         f"{[len(after[p]) for p in uneven]} after and {[len(base[p]) for p in uneven]} before")
     flat = [f for p in points for f in after[p]] + [f for p in points for f in base[p]]
     aligned = _aligned(flat)
     columns = list(aligned[0].columns)
@@ -185,35 +222,29 @@ def damage_trend(after: dict[int, Sequence[pd.DataFrame]],
     a = {p: mats[i * s:(i + 1) * s] for i, p in enumerate(points)}
     b = {p: mats[k + i * s:k + (i + 1) * s] for i, p in enumerate(points)}
     sign = -1.0 if HIGHER_IS_BETTER[measure] else 1.0
-    x = np.array([0.0] + [float(p) for p in points])
-    xc = (x - x.mean()) / ((x - x.mean()) ** 2).sum()  # slope = xc · y
+    u = np.array([float(p) - origin for p in points])
+    reach = u * u[-1] / (u ** 2).sum()  # fitted value at the last point = reach · damages
 
     def value(sums):
         return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
 
-    def slopes(weights):  # -> [R, S]
+    def reached(weights):  # -> [R, S]
         out = []
         for o in range(s):
-            ys = [sign * (value(weights @ a[p][o]) - value(weights @ b[p][o])) for p in points]
-            out.append(np.tensordot(xc, np.stack([np.zeros_like(ys[0])] + ys), axes=1) * per)
+            ys = np.stack([sign * (value(weights @ a[p][o]) - value(weights @ b[p][o])) for p in points])
+            out.append(np.tensordot(reach, ys, axes=1))
         return np.stack(out, axis=-1)
 
     n = mats[0].shape[0]
-    per_ordering = slopes(np.ones((1, n)))[0]
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
-    d = slopes(w)
-    v = rng.multinomial(s, np.full(s, 1.0 / s), size=resamples).astype(float) if s > 1 else np.ones((resamples, 1))
-    boot = np.nansum(d * v, axis=1) / np.sum(v * ~np.isnan(d), axis=1)
-    alpha = 1 - level
-    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
-    return Effect(float(np.mean(per_ordering)), float(low), float(high), level, n, s, [float(v) for v in per_ordering])
+    per_ordering = reached(np.ones((1, n)))[0]
+    est, low, high = _interval(per_ordering, reached(_example_weights(n, level, resamples, seed)), level)
+    return Effect(est, low, high, level, n, s, [float(x) for x in per_ordering])
 
 
 def level_interval(records: Sequence[pd.DataFrame], task: str, protocol: str = "paper", measure: str = "value", *,
                    level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
-    """(estimate, low, high) of ``measure`` itself at one point (one frame per ordering),
-    examples and orderings resampled: the band around a side-effect line."""
+    """(estimate, low, high) of ``measure`` itself at one point (one frame per ordering), over
+    examples and orderings: the band around a side-effect line."""
     mats = _aligned(list(records))
     columns = list(mats[0].columns)
     m = [x.to_numpy() for x in mats]
@@ -221,16 +252,9 @@ def level_interval(records: Sequence[pd.DataFrame], task: str, protocol: str = "
     def value(sums):
         return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
 
-    est = float(np.mean([value(x.sum(0)) for x in m]))
-    n, s = m[0].shape[0], len(m)
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
-    d = np.stack([value(w @ x) for x in m], axis=1)
-    v = rng.multinomial(s, np.full(s, 1.0 / s), size=resamples).astype(float) if s > 1 else np.ones((resamples, 1))
-    boot = np.nansum(d * v, axis=1) / np.sum(v * ~np.isnan(d), axis=1)
-    alpha = 1 - level
-    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
-    return est, float(low), float(high)
+    per = np.array([value(x.sum(0)) for x in m])
+    w = _example_weights(m[0].shape[0], level, resamples, seed)
+    return _interval(per, np.stack([value(w @ x) for x in m], axis=1), level)
 
 
 def bands(records: pd.DataFrame, measure: str = "value", by: Sequence[str] = ("chain", "edits", "task"),
@@ -289,7 +313,8 @@ def paired_mean_interval(differences, level: float = LEVEL, resamples: int = RES
     if len(d) < 2 or np.all(d == d[0]):
         m = float(d.mean()) if len(d) else float("nan")
         return m, m, m
-    res = sps.bootstrap((d,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
+    res = sps.bootstrap((d,), np.mean, confidence_level=level, n_resamples=_resamples(level, resamples),
+                        method="percentile",
                         random_state=np.random.default_rng(seed))
     return float(d.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -305,6 +330,6 @@ def ratio_interval(numerator, denominator, level: float = LEVEL, resamples: int 
     if len(x) < 2:
         return est, est, est
     res = sps.bootstrap((x, y), lambda a, b, axis=-1: a.mean(axis) / b.mean(axis), paired=True, vectorized=True,
-                        confidence_level=level, n_resamples=resamples, method="percentile",
+                        confidence_level=level, n_resamples=_resamples(level, resamples), method="percentile",
                         random_state=np.random.default_rng(seed))
     return est, float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -5,9 +5,10 @@ most the unit in progress; a rerun with the same settings finds them and skips t
 Every record carries the store's format number and what produced it (package, torch and
 transformers versions; the seed and settings are the key's). JSON only (never pickle).
 
-A line cut short by a crash can only be the last one: it is dropped (and the file cut back to
-its last complete line) when the store is opened. Anything else that cannot be read — a bad
-line before the end, a record of another format — is an error naming the file and line.
+A line cut short by a crash can only be the last one: a reader skips it (it may be another
+writer's line in progress), and the next writer, holding the lock, cuts the file back to its last
+complete line. Anything else that cannot be read — a bad line before the end, a record of another
+format — is an error naming the file and line.
 
 Beside the rows: tensors (safetensors, ``<store>_tensors/<key>.safetensors``) and per-example
 records (Parquet, ``<store>_examples/<key>.parquet``), each named by its row's key.
@@ -25,6 +26,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +36,60 @@ from ..errors import EdithurtError
 from ..files import atomic_write_text, is_disk_full, load_parquet, load_safetensors, save_parquet, save_safetensors
 
 FORMAT = 2  # 1: records without "format" or provenance (before 2026-11-26)
+_HELD: dict[str, dict] = {}  # lock files this process holds: {path: {"fd", "count", "pid"}}
+_HELD_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def store_lock(path: str | os.PathLike, wait_message_every: float = 60.0):
+    """The exclusive lock of the store at ``path`` (``flock`` on ``<path>.lock``): waits for
+    another process that holds it, saying which one. Within one process it is shared and counted
+    (a second ``flock`` would wait for the process itself); it is released when its last user
+    leaves."""
+    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    key = str(lock_path.resolve())
+    with _HELD_GUARD:
+        entry = _HELD.get(key)
+        if entry is not None and entry["pid"] == os.getpid():
+            entry["count"] += 1
+        else:
+            entry = None
+    if entry is None:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            told = None
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    now = time.monotonic()
+                    if told is None or now - told >= wait_message_every:
+                        holder = os.pread(fd, 4096, 0).decode("utf8", "replace").strip() or "another process"
+                        print(f"results store {path} is being written by {holder}; waiting for it to finish "
+                              "(its rows are then read, not computed again)", file=sys.stderr, flush=True)
+                        told = now
+                    time.sleep(0.2)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200] or 'python'})".encode("utf8"), 0)
+        entry = {"fd": fd, "count": 1, "pid": os.getpid()}
+        with _HELD_GUARD:
+            _HELD[key] = entry
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            entry["count"] -= 1
+            last = entry["count"] == 0
+            if last:
+                _HELD.pop(key, None)
+        if last:
+            os.ftruncate(entry["fd"], 0)
+            os.close(entry["fd"])  # closing the descriptor releases the lock
 
 
 class StoreError(EdithurtError, ValueError):
@@ -97,8 +153,8 @@ class ResultStore:
         self._tensors: dict[str, dict] = {}  # in-memory stores only
         self._examples: dict[str, pd.DataFrame] = {}  # in-memory stores only
         self._made_by = None
-        self._lock_fd: int | None = None
         self._lock_depth = 0
+        self._size = 0  # bytes of the file read so far (a reader reloads when it grows)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
@@ -110,10 +166,12 @@ class ResultStore:
         cut from the file only by the lock's holder (``repair``)."""
         self._rows = {}
         data = self.path.read_bytes()
+        self._size = len(data)
         lines = data.split(b"\n")
         if lines and lines[-1].strip():  # no newline at the end
             if repair:
                 self._cut_to(len(data) - len(lines[-1]), lines[-1])
+                self._size = len(data) - len(lines[-1])
             lines = lines[:-1]
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
@@ -152,7 +210,8 @@ class ResultStore:
         """Hold this store's lock while computing and writing rows: another process that asks
         for it waits (saying which process holds it, again every ``wait_message_every``
         seconds) and, once it has it, reads the rows written meanwhile, so nothing is computed
-        twice. Re-entrant; in-memory stores need no lock."""
+        twice. Re-entrant; store objects of one process share the lock; in-memory stores need
+        none."""
         if self.path is None or self._lock_depth:
             self._lock_depth += 1
             try:
@@ -160,36 +219,20 @@ class ResultStore:
             finally:
                 self._lock_depth -= 1
             return
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            told = None
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    now = time.monotonic()
-                    if told is None or now - told >= wait_message_every:
-                        holder = os.pread(fd, 4096, 0).decode("utf8", "replace").strip() or "another process"
-                        print(f"results store {self.path} is being written by {holder}; waiting for it to finish "
-                              "(its rows are then read, not computed again)", file=sys.stderr, flush=True)
-                        told = now
-                    time.sleep(0.2)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200] or 'python'})".encode("utf8"), 0)
-            if self.path.exists():
-                self._load(repair=True)  # what another process stored while this one waited
-            self._lock_fd, self._lock_depth = fd, 1
-            yield self
-        finally:
-            if self._lock_fd == fd:
-                self._lock_fd, self._lock_depth = None, 0
-                os.ftruncate(fd, 0)
-            os.close(fd)  # closing the descriptor releases the lock
+        with store_lock(self.path, wait_message_every):
+            self._lock_depth = 1
+            try:
+                if self.path.exists():
+                    self._load(repair=True)  # what another process or store object stored meanwhile
+                yield self
+            finally:
+                self._lock_depth = 0
 
     def get(self, settings: dict) -> dict | None:
         rec = self._rows.get(settings_key(settings))
+        if rec is None and self.path is not None and self._size != _size_of(self.path):
+            self._load(repair=bool(self._lock_depth))  # the file grew: rows another writer stored
+            rec = self._rows.get(settings_key(settings))
         return None if rec is None else rec["row"]
 
     def put(self, settings: dict, row: dict) -> None:
@@ -203,6 +246,7 @@ class ResultStore:
             return
         with self.writing():
             self._append(data)
+            self._size = _size_of(self.path)
         self._rows[rec["key"]] = json.loads(data)
 
     def _append(self, data: bytes) -> None:
@@ -214,9 +258,9 @@ class ResultStore:
                 while written < len(data):
                     written += os.write(fd, data[written:])
                 os.fsync(fd)
-            except OSError as e:
+            except BaseException as e:  # a full disk, or Ctrl-C between two writes
                 os.ftruncate(fd, size)  # no half line left behind
-                if is_disk_full(e):
+                if isinstance(e, OSError) and is_disk_full(e):
                     raise DiskFullError(
                         f"the disk is full: a result row could not be written to {self.path}. The store is intact "
                         "up to its last complete row; free some space and run the same command again to resume "
@@ -301,6 +345,11 @@ def upgrade(path: str | os.PathLike) -> int:
     """Rewrite a format-1 store as format 2 (rows unchanged; ``made_by`` marked unknown).
     Returns the number of records converted."""
     path = Path(path)
+    with store_lock(path):  # no writer appends while the file is rewritten
+        return _upgrade(path)
+
+
+def _upgrade(path: Path) -> int:
     out = []
     for lineno, line in enumerate(path.read_text(encoding="utf8").splitlines(), 1):
         if not line.strip():
@@ -326,6 +375,13 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "upgrade":
         sys.exit("usage: python -m helpers.runs.store upgrade STORE.jsonl")
     print(f"{sys.argv[2]}: {upgrade(sys.argv[2])} records now in format {FORMAT}")
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _stored_or_computed(get, put, settings, compute):

@@ -36,3 +36,15 @@ def test_the_lock_is_reentrant_and_released(tmp_path):
     with ResultStore(tmp_path / "r.jsonl").writing() as other:  # free again: no wait
         assert len(other) == 2
     assert time.monotonic() - start < 5
+
+
+def test_two_store_objects_of_one_process_share_the_lock_instead_of_waiting_for_themselves(tmp_path):
+    a, b = ResultStore(tmp_path / "r.jsonl"), ResultStore(tmp_path / "r.jsonl")
+    with a.writing():
+        a.put({"a": 1}, {"v": 1})
+        start = time.monotonic()
+        with b.writing():  # would block forever on a second flock
+            assert b.get({"a": 1}) == {"v": 1}  # it reads what the other object wrote
+            b.put({"a": 2}, {"v": 2})
+        assert time.monotonic() - start < 5
+    assert len(ResultStore(tmp_path / "r.jsonl")) == 2

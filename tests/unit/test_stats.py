@@ -82,16 +82,31 @@ def test_orderings_that_disagree_widen_the_interval():
     assert e_dis.half_width > 3 * e_agree.half_width
     assert e_dis.per_ordering == pytest.approx([0.0 + noise.mean(), 0.3 + noise.mean(), 0.6 + noise.mean()])
     assert e_dis.orderings == 3 and e_dis.examples == 50
+    # three orderings that disagree say little about the spread of orderings: the interval covers them all
+    assert e_dis.low < min(e_dis.per_ordering) and e_dis.high > max(e_dis.per_ordering)
+
+
+def test_a_trend_against_a_reference_other_than_zero_and_uneven_orderings():
+    rng = np.random.default_rng(7)
+    before = rng.normal(4, 1, 40)
+    smallest = records(before + 0.5)  # batch 1 already does 0.5 of damage
+    larger = {10: [records(before + 0.5 + 0.01 * 9)], 100: [records(before + 0.5 + 0.01 * 99)]}
+    more = stats.damage_trend(larger, {10: [smallest], 100: [smallest]}, "summarization", measure="gold_nll",
+                              origin=1)
+    assert more.estimate == pytest.approx(0.99, abs=1e-6)  # exactly linear in the batch size beyond batch 1
+    with pytest.raises(ValueError, match="same 1 orderings"):
+        stats.damage_trend({10: [smallest], 20: [smallest, smallest]}, records(before), "summarization",
+                           measure="gold_nll")
 
 
 def test_the_trend_is_the_slope_of_the_damage_over_checkpoints():
     rng = np.random.default_rng(4)
     before = rng.normal(4, 1, 60)
     after = {c: [records(before + 0.02 * c + rng.normal(0, 0.05, 60))] for c in (10, 20, 30)}
-    trend = stats.damage_trend(after, records(before), "summarization", measure="gold_nll", per=10)
-    assert trend.estimate == pytest.approx(0.2, abs=0.02) and trend.side() == "worse"
+    trend = stats.damage_trend(after, records(before), "summarization", measure="gold_nll")
+    assert trend.estimate == pytest.approx(0.6, abs=0.02) and trend.side() == "worse"  # the line at 30 edits
     flat = {c: [records(before + rng.normal(0, 0.05, 60))] for c in (10, 20, 30)}
-    none = stats.damage_trend(flat, records(before), "summarization", measure="gold_nll", per=10)
+    none = stats.damage_trend(flat, records(before), "summarization", measure="gold_nll")
     assert none.side(margin=0.05) == "negligible"
 
 
@@ -108,3 +123,25 @@ def test_interval_helpers_from_scipy():
     assert stats.bonferroni(0.95, 8) == pytest.approx(1 - 0.05 / 8)
     eff = stats.Effect(0.1, 0.02, 0.18, 0.95, 30, 1)
     assert eff.detectable() == pytest.approx(0.08 * (1.959964 + 0.841621) / 1.959964, rel=1e-4)
+
+
+def test_power_detectable_and_examples_needed_are_inverse_and_read_a_pilot():
+    from helpers.report import power
+
+    assert power.detectable(1.0, 40) == pytest.approx(
+        (sps.norm.ppf(1 - 0.05 / 16) + sps.norm.ppf(0.8)) / math.sqrt(40))
+    assert power.detectable(1.0, power.examples_needed(1.0, 0.3)) == pytest.approx(0.3)
+    assert power.detectable(1.0, 160) == pytest.approx(power.detectable(1.0, 40) / 2)
+    rng = np.random.default_rng(6)
+    before = rng.normal(3, 1, 40)
+    frames = []
+    for edits, shift in ((0, 0.0), (10, 0.5)):
+        frames.append(records(before + shift + (rng.normal(0, 0.2, 40) if edits else 0)).assign(
+            chain="ROME", edits=edits, task="summarization", ordering=0))
+    frames = pd.concat(frames, ignore_index=True)
+    frames["score"] = 0.01  # at the floor: judged on the gold NLL
+    table = power.power_table(frames, ns=(40,))
+    row = table.iloc[0]
+    assert row.measure == "gold_nll" and row.damage == pytest.approx(0.5, abs=0.1)
+    assert row.sd == pytest.approx(0.2, rel=0.3)  # the per-example spread of the paired difference
+    assert row.detectable_n40 < row.damage and row.n_needed < 40
