@@ -79,7 +79,7 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
     tasks = list(dict.fromkeys(df.task))
     base = df[df.edits == 0].groupby("task", sort=False)[measure].mean()
     data = df[df.edits > 0] if x == "batch_size" else df
-    lines = data.groupby([hue, x, "task"], sort=False)[measure].mean().reset_index()
+    lines = data.groupby([hue, x, "task"], sort=False)[measure].mean().reset_index().dropna(subset=[measure])
     names = list(dict.fromkeys(data[hue]))
     colours = dict(zip(names, sns.color_palette("deep", len(names))))
     marks = dict(zip(names, "osD^vP*Xph" * (len(names) // 10 + 1)))
@@ -92,7 +92,9 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
             line = lines[(lines.task == task) & (lines[hue] == name)].sort_values(x)
             ax.plot(line[x], line[measure], marker=marks[name], color=colours[name], label=str(name), markersize=5)
             if bands is not None:
-                band = bands[(bands.task == task) & (bands[hue] == name)]
+                band = bands[(bands.task == task) & (bands[hue] == name)].dropna(subset=["low", "high"])
+                if x == "batch_size" and "edits" in band:
+                    band = band[band.edits > 0]
                 band = band[band[x].isin(line[x])].sort_values(x)
                 ax.fill_between(band[x], band.low, band.high, color=colours[name], alpha=0.18, linewidth=0)
         if task in base.index and base[task] == base[task]:
@@ -100,7 +102,7 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
         part = data[data.task == task]
         metric = part.metric.iloc[0] if measure == "value" and "metric" in part and len(part) else measure
         ax.set(title=f"{task} ({metric})", xlabel=x.replace("_", " "), ylabel="")
-        if x == "batch_size":
+        if x == "batch_size" and (lines[lines.task == task][x] > 0).any():
             ax.set_xscale("log")
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)

@@ -263,7 +263,7 @@ def bands(records: pd.DataFrame, measure: str = "value", by: Sequence[str] = ("c
     (:func:`helpers.runs.sweep.side_effect_records`): one line per group of ``by`` with
     ``estimate``, ``low``, ``high`` (:func:`level_interval`, over examples and the group's
     orderings) — the bands of :func:`helpers.report.plots.side_effect_lines`."""
-    by = list(by)
+    by = list(by) + (["edits"] if "edits" not in by and "edits" in records else [])  # one point per checkpoint
     out = []
     for key, part in records.groupby(by, sort=False):
         frames = [g for _, g in part.groupby("ordering")] if "ordering" in part else [part]
