@@ -294,14 +294,7 @@ class ResultStore:
         if self.path is None:
             self._tensors[settings_key(settings)] = {k: v.detach().cpu().clone() for k, v in tensors.items()}
             return
-        path = self._tensor_path(settings)
-        try:
-            save_safetensors(tensors, path)
-        except OSError as e:
-            if is_disk_full(e):
-                raise DiskFullError(f"the disk is full: {path} could not be written (nothing half-written was "
-                                    "kept); free some space and run the same command again to resume") from e
-            raise
+        _save_beside(save_safetensors, tensors, self._tensor_path(settings))
 
     def get_tensors(self, settings: dict) -> dict | None:
         if self.path is None:
@@ -319,14 +312,7 @@ class ResultStore:
         if self.path is None:
             self._examples[settings_key(settings)] = records.copy()
             return
-        path = self._examples_path(settings)
-        try:
-            save_parquet(records, path)
-        except OSError as e:
-            if is_disk_full(e):
-                raise DiskFullError(f"the disk is full: {path} could not be written (nothing half-written was "
-                                    "kept); free some space and run the same command again to resume") from e
-            raise
+        _save_beside(save_parquet, records, self._examples_path(settings))
 
     def get_examples(self, settings: dict) -> pd.DataFrame | None:
         if self.path is None:
@@ -375,6 +361,17 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "upgrade":
         sys.exit("usage: python -m helpers.runs.store upgrade STORE.jsonl")
     print(f"{sys.argv[2]}: {upgrade(sys.argv[2])} records now in format {FORMAT}")
+
+
+def _save_beside(save, value, path: Path) -> None:
+    """``save(value, path)`` (an atomic writer of :mod:`helpers.files`), a full disk said plainly."""
+    try:
+        save(value, path)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(f"the disk is full: {path} could not be written (nothing half-written was "
+                                "kept); free some space and run the same command again to resume") from e
+        raise
 
 
 def _size_of(path: Path) -> int:
