@@ -129,7 +129,7 @@ def test_rect_k_slider_re_measures_the_cached_updates(lab, browser):
     params = _prepare("03_rect_ablation", lab[2])
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     _open_and_run_all(page, lab, "03_rect_ablation")
-    method = params["slider_method"]
+    method = params["methods"][0]  # the slider opens on the first method
     loaded = shared_model(params["model"])
     requests, updates, refs = experiments.ablation_inputs(
         params["model"], method, n=params["slider_n"], seed=params["seed"], hparams=params["hparams"].get(method),
