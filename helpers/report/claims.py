@@ -74,6 +74,12 @@ def unedited_row(records: pd.DataFrame, task: str, protocol: str = "paper") -> p
     return pd.Series({**row_from_records(task, records, protocol), "chance": math.nan if chance is None else chance})
 
 
+def _judges(unedited: pd.DataFrame, protocol: str) -> dict[str, str]:
+    """{task: the measure that judges it}, from one ordering's unedited records."""
+    return {t: judge_measure(unedited_row(unedited[unedited.task == t], t, protocol))
+            for t in dict.fromkeys(unedited.task)}
+
+
 def _orderings(records: pd.DataFrame) -> list[pd.DataFrame]:
     """One frame per edit ordering, in ordering order."""
     if "ordering" not in records:
@@ -165,7 +171,7 @@ def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str) -> list
         c = c[c.ordering.isin(keep) | (c.edits == 0)]
         base = c[c.edits == 0]
         first = _orderings(base)[0]
-        judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
+        judge = _judges(first, protocol)
         after = {p: c[c.edits == p] for p in points}
         level = _level(len(judge))
         res = _trend_by_task(after, base, protocol, judge, level)
@@ -226,7 +232,7 @@ def claim_c3(ex: pd.DataFrame, protocol: str = "paper") -> list[tuple[str, str, 
         c = c[c.ordering.isin(keep)]
         base = c[(c.edits == 0) & (c.batch_size == sizes[0])]
         first = _orderings(base)[0]
-        judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
+        judge = _judges(first, protocol)
         smallest = c[(c.edits == 1) & (c.batch_size == sizes[0])]
         # the claim is that damage grows with the batch: each larger batch against the smallest
         after = {int(b): c[(c.edits == 1) & (c.batch_size == b)] for b in sizes[1:]}
@@ -343,7 +349,7 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
     none, rect = none[none.ordering.isin(orderings) | (none.edits == 0)], rect[rect.ordering.isin(orderings)]
     base = none[none.edits == 0]
     first = _orderings(base)[0]
-    judge = {t: judge_measure(unedited_row(first[first.task == t], t, protocol)) for t in dict.fromkeys(base.task)}
+    judge = _judges(first, protocol)
     level = _level(len(judge))
     res = _trend_by_task({p: none[none.edits == p] for p in points}, {p: rect[rect.edits == p] for p in points},
                          protocol, judge, level)

@@ -123,6 +123,14 @@ def _resampled(mats: list[np.ndarray], weights: np.ndarray) -> list[np.ndarray]:
     return [weights @ m for m in mats]
 
 
+def _measure(task: str, protocol: str, measure: str, columns: list[str]):
+    """``measure`` as a function of summed columns: ``[..., columns]`` sums -> ``[...]`` values."""
+    def value(sums):
+        return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
+
+    return value
+
+
 def _resamples(level: float, resamples: int) -> int:
     """Enough resamples for the tails of a ``level`` percentile interval (about 50 beyond each end)."""
     return max(resamples, int(np.ceil(50 / ((1 - level) / 2))))
@@ -161,7 +169,7 @@ def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] 
     ``after``: per-prompt records, one frame per edit ordering, all on the same examples.
     ``before``: one frame (the unedited model: the same for every ordering) or one per
     ordering, paired with ``after`` by position (e.g. the unregularised chain that edited the
-    same records). The interval resamples examples and orderings independently."""
+    same records). The interval covers examples and orderings (the module text)."""
     after = list(after)
     befores = [before] * len(after) if isinstance(before, pd.DataFrame) else list(before)
     if len(befores) == 1:
@@ -173,11 +181,10 @@ def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] 
     a = [m.to_numpy() for m in mats[: len(after)]]
     b = [m.to_numpy() for m in mats[len(after):]]
     sign = -1.0 if HIGHER_IS_BETTER[measure] else 1.0
+    value = _measure(task, protocol, measure, columns)
 
     def damage(sums_a, sums_b):
-        va = measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums_a, -1, 0))))
-        vb = measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums_b, -1, 0))))
-        return sign * (np.asarray(va, dtype=float) - np.asarray(vb, dtype=float))
+        return sign * (value(sums_a) - value(sums_b))
 
     per = [float(damage(x.sum(0), y.sum(0))) for x, y in zip(a, b)]
     n, s = a[0].shape[0], len(a)
@@ -225,8 +232,7 @@ def damage_trend(after: dict[float, Sequence[pd.DataFrame]],
     u = np.array([float(p) - origin for p in points])
     reach = u * u[-1] / (u ** 2).sum()  # fitted value at the last point = reach · damages
 
-    def value(sums):
-        return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
+    value = _measure(task, protocol, measure, columns)
 
     def reached(weights):  # -> [R, S]
         out = []
@@ -249,8 +255,7 @@ def level_interval(records: Sequence[pd.DataFrame], task: str, protocol: str = "
     columns = list(mats[0].columns)
     m = [x.to_numpy() for x in mats]
 
-    def value(sums):
-        return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
+    value = _measure(task, protocol, measure, columns)
 
     per = np.array([value(x.sum(0)) for x in m])
     w = _example_weights(m[0].shape[0], level, resamples, seed)
@@ -283,8 +288,7 @@ def unpaired_damage(after: pd.DataFrame, before: pd.DataFrame, task: str, protoc
     columns = list(ma.columns)
     sign = -1.0 if HIGHER_IS_BETTER[measure] else 1.0
 
-    def value(sums):
-        return np.asarray(measure_of(task, protocol, measure, dict(zip(columns, np.moveaxis(sums, -1, 0)))), float)
+    value = _measure(task, protocol, measure, columns)
 
     a, b = ma.to_numpy(), mb.to_numpy()
     n = a.shape[0]
