@@ -12,7 +12,7 @@ its regularisers. The layers, each using only those below it:
 - ``helpers.data``, ``helpers.paths``, ``helpers.files``, ``helpers.errors``
 """
 from .data import EditRequest, load_zsre
-from .editing import EditResult, Regularizer, apply_update, edit, editing_metrics, regularize, weight_change_stats
+from .editing import EditResult, Prune, Regularizer, apply_update, edit, editing_metrics, regularize, weight_change_stats
 from .errors import (DataFormatError, DataNotFoundError, EdithurtError, ModelNotFoundError,
                      UnknownNameError)
 from .evaluation import PROTOCOLS, TASKS, evaluate_examples, evaluate_tasks, get_task, load_task
@@ -21,6 +21,6 @@ from .model import Generation, LoadedModel, Scored, generate, load_model, score
 __all__ = [
     "EditRequest", "load_zsre", "DataFormatError", "DataNotFoundError", "EdithurtError",
     "ModelNotFoundError", "UnknownNameError", "evaluate_tasks", "evaluate_examples", "Generation", "Scored", "generate", "score",
-    "load_model", "LoadedModel", "regularize", "Regularizer", "PROTOCOLS", "TASKS", "get_task", "load_task", "edit",
+    "load_model", "LoadedModel", "regularize", "Regularizer", "Prune", "PROTOCOLS", "TASKS", "get_task", "load_task", "edit",
     "EditResult", "apply_update", "editing_metrics", "weight_change_stats",
 ]

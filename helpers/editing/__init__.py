@@ -17,6 +17,7 @@ from ..model.loading import short_name
 from .hparams import HparamsError, load_hparams
 from .modules import LayerError, check_layers, from_param_layout, get_module, to_param_layout
 from .performance import editing_metrics
+from .prune import Prune
 from .regularize import Regularizer, regularize
 from .weight_change import weight_change_stats
 
@@ -75,38 +76,54 @@ UpdateShaper = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _methods():
-    from . import kn, memit, mend, rome
+    from . import alphaedit, kn, memit, mend, rome
 
     return {"ROME": (rome.ROMEHyperParams, rome.apply, False),
             "MEMIT": (memit.MEMITHyperParams, memit.apply, True),
             "KN": (kn.KNHyperParams, kn.apply, False),
-            "MEND": (mend.MENDHyperParams, mend.apply, True)}
+            "MEND": (mend.MENDHyperParams, mend.apply, True),
+            "R-ROME": (rome.RROMEHyperParams, rome.apply, False),
+            "ALPHAEDIT": (alphaedit.AlphaEditHyperParams, alphaedit.apply, True)}
 
 
 def _each(key: str):
     """A method's one-update-per-request function, where it batches the work (else None)."""
     from . import memit, rome
 
-    return {"ROME": rome.apply_each, "MEMIT": memit.apply_each}.get(key)
+    return {"ROME": rome.apply_each, "MEMIT": memit.apply_each, "R-ROME": rome.apply_each}.get(key)
 
 
-METHODS = ("ROME", "MEMIT", "KN", "MEND")
+# the paper's four methods, then the later ones this package compares with RECT: r-ROME (ROME with
+# consistent keys) and AlphaEdit (MEMIT projected onto the preserved keys' null space)
+METHODS = ("ROME", "MEMIT", "KN", "MEND", "R-ROME", "AlphaEdit")
+
+
+def canonical_method(method: str) -> str:
+    """``method`` as :data:`METHODS` spells it (any case is accepted: ``"alphaedit"`` ->
+    ``"AlphaEdit"``)."""
+    by_key = {m.upper(): m for m in METHODS}
+    key = str(method).upper()
+    if key not in by_key:
+        raise unknown("method", method, METHODS)
+    return by_key[key]
 # The revision of what the methods compute: stored results carry it in their keys, so results
 # of an earlier revision are recomputed, never mixed in. 3: the methods as the paper's code
 # computes them (KN's site and edit, MEMIT's templates, N-1 value updates, MEND's network,
 # templates decoded and normalised as generate_fast does).
 REVISION = 3
 # methods whose next edit depends on more than the weights the earlier edits of its sequence
-# left (MEND's normalising statistics, as the reference keeps them: see helpers.editing.mend)
-CARRY_STATE = ("MEND",)
+# left (upper-case keys: MEND's normalising statistics, as the reference keeps them, see
+# helpers.editing.mend; AlphaEdit's keys of the earlier edits, helpers.editing.alphaedit)
+CARRY_STATE = ("MEND", "ALPHAEDIT")
 
 
 def begin_sequence() -> None:
     """A new sequence of edits starts: forget what the methods in :data:`CARRY_STATE` carried
     over from the edits before (call it before a sequence's first edit)."""
-    from . import mend
+    from . import alphaedit, mend
 
     mend.begin_sequence()
+    alphaedit.begin_sequence()
 
 
 def read_hparams(method: str, path):
@@ -135,11 +152,13 @@ def _check_requests(reqs) -> None:
 
 def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str, hparams=None,
          regularizer: UpdateShaper | None = None, max_norm_growth: float | None = MAX_NORM_GROWTH) -> EditResult:
-    """Edit ``model`` in place with ``method`` (ROME, MEMIT, KN, MEND). ``hparams``: None (the
+    """Edit ``model`` in place with ``method`` (:data:`METHODS`: ROME, MEMIT, KN, MEND, R-ROME,
+    AlphaEdit; any case). ``hparams``: None (the
     file shipped for this model), a YAML path, a dict of overrides, or an hparams object.
     ``regularizer(delta, weight) -> delta`` shapes every update before it is added; both are
     ``[out, in]`` whatever the parameter's layout (GPT-2's ``Conv1D`` is transposed for it), e.g.
-    ``helpers.Regularizer("rect", k=0.4)``.
+    ``helpers.Regularizer("rect", k=0.4)``, or ``helpers.Prune()`` for the update accumulated
+    over a sequence (:mod:`helpers.editing.prune`).
 
     Every update is checked before it reaches the weights: a NaN or Inf, or a matrix whose norm
     would grow more than ``max_norm_growth`` times (None: no limit), raises
@@ -152,7 +171,7 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
     reqs = [requests] if isinstance(requests, EditRequest) else list(requests)
     if len(reqs) > 1 and not batch_ok:
         raise EditError(f"{key} edits one fact at a time; got a batch of {len(reqs)}. Call edit() once per "
-                        "request (sequential editing), or use MEMIT or MEND for batch editing.")
+                        "request (sequential editing), or use MEMIT, AlphaEdit or MEND for batch editing.")
     _check_requests(reqs)
     hp = load_hparams(cls, key, short_name(model), hparams)
     if getattr(hp, "layers", None):
@@ -212,7 +231,10 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
                                 f"is {tuple(from_param_layout(w, module).shape)}")
             if regularizer is not None:
                 shape = upd.shape
-                upd = regularizer(upd, from_param_layout(w.detach(), module))
+                current = from_param_layout(w.detach(), module)
+                # a regulariser of the accumulated update (PRUNE) keeps each parameter's original by name
+                upd = regularizer(upd, current, name=name) if getattr(regularizer, "takes_name", False) else \
+                    regularizer(upd, current)
                 if upd.shape != shape:
                     raise EditError(f"the regulariser returned shape {tuple(upd.shape)} for {name}, whose "
                                     f"update is {tuple(shape)} ([out, in])")
@@ -238,7 +260,7 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
     return result
 
 
-__all__ = ["edit", "single_updates", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "apply_update",
+__all__ = ["edit", "single_updates", "canonical_method", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "apply_update",
            "set_parameters",
            "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH", "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
-           "Regularizer", "regularize", "weight_change_stats"]
+           "Regularizer", "Prune", "regularize", "weight_change_stats"]

@@ -41,7 +41,10 @@ class HparamsError(EdithurtError, ValueError):
 
 
 def shipped_file(method: str, model_name: str) -> Path:
-    return HPARAMS_DIR / method.upper() / f"{Path(str(model_name)).name}.yaml"
+    """``hparams/<method>/<model>.yaml`` (the method's folder matched in any case: ``AlphaEdit``)."""
+    folders = {p.name.upper(): p for p in HPARAMS_DIR.iterdir() if p.is_dir()}
+    folder = folders.get(method.upper(), HPARAMS_DIR / method.upper())
+    return folder / f"{Path(str(model_name)).name}.yaml"
 
 
 def from_mapping(cls, values: dict, source: str = "hparams"):

@@ -58,29 +58,34 @@ def keys_at(model, tok, requests, hp, layer, groups) -> torch.Tensor:
 
 def apply(model, tok, requests, hp: MEMITHyperParams) -> dict[str, torch.Tensor]:
     """``{parameter name: ΔW as [out, in]}`` of one MEMIT edit of all ``requests`` together."""
-    setting = _setting(model, tok, hp)
-    return _spread(model, tok, requests, hp, _targets(model, tok, requests, hp, setting), setting)
+    setting = edit_setting(model, tok, hp)
+    return spread(model, tok, requests, hp, targets(model, tok, requests, hp, setting), setting)
 
 
 def apply_each(model, tok, requests, hp: MEMITHyperParams) -> list[dict[str, torch.Tensor]]:
     """One update per request, each what :func:`apply` gives for that request alone; the
     requests' target vectors are optimised together."""
-    setting = _setting(model, tok, hp)
-    zs = _targets(model, tok, requests, hp, setting)
-    return [_spread(model, tok, [r], hp, z[None], setting) for r, z in zip(requests, zs)]
+    setting = edit_setting(model, tok, hp)
+    zs = targets(model, tok, requests, hp, setting)
+    return [spread(model, tok, [r], hp, z[None], setting) for r, z in zip(requests, zs)]
 
 
-def _setting(model, tok, hp):
+def edit_setting(model, tok, hp) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
+    """``(template groups, {module name: key second moment [in, in]})`` for ``hp.layers``."""
+    from .hparams import HparamsError
     from .key_stats import key_second_moments
 
     check_hparams(model, hp)
+    if hp.enable_random_prefix_keys:
+        raise HparamsError("enable_random_prefix_keys is r-ROME's option; MEMIT's keys are already averaged over "
+                           "the templates in both its terms: leave it out")
     groups = template_groups(model, tok, hp)
     mom2s = key_second_moments(model, tok, [hp.rewrite_module_tmp.format(l) for l in hp.layers],
                                hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, short_name(model))
     return groups, mom2s
 
 
-def _targets(model, tok, requests, hp, setting) -> torch.Tensor:
+def targets(model, tok, requests, hp, setting) -> torch.Tensor:
     """Each request's target output of the last edited block (memit's ``compute_z``): ``[n, hidden]``."""
     z_layer = hp.layers[-1]
     z_module = get_module(model, hp.layer_module_tmp.format(z_layer))
@@ -88,10 +93,24 @@ def _targets(model, tok, requests, hp, setting) -> torch.Tensor:
                             loss_layer=loss_layer_of(model, hp, z_layer))
 
 
-def _spread(model, tok, requests, hp, zs, setting) -> dict[str, torch.Tensor]:
+def least_squares(hp, mom2s):
+    """MEMIT's solve for one layer: ``(module name, keys [n, in], residuals [n, out]) -> ΔW``
+    ``[out, in]`` = ``R Kᵀ (λ C + K Kᵀ)⁻¹`` (float64; solved rather than inverted)."""
+
+    def solve(name: str, ks: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
+        mom2 = mom2s[name].double().to(ks.device)
+        return torch.linalg.solve(hp.mom2_update_weight * mom2 + ks.T @ ks, ks.T @ resid).T.float()
+
+    return solve
+
+
+def spread(model, tok, requests, hp, zs, setting, solve=None) -> dict[str, torch.Tensor]:
     """The updates of ``hp.layers`` that move the last block's output towards ``zs``, the
-    residual spread over the layers, each layer's update solved with the earlier ones in place."""
+    residual spread over the layers, each layer's update solved with the earlier ones in place.
+    ``solve(module name, keys [n, in], residuals [n, out]) -> ΔW [out, in]`` (float64 inputs):
+    MEMIT's :func:`least_squares` unless given (AlphaEdit passes its projected solve)."""
     groups, mom2s = setting
+    solve = solve or least_squares(hp, mom2s)
     z_module = get_module(model, hp.layer_module_tmp.format(hp.layers[-1]))
     prompts, subjects = [r.prompt for r in requests], [r.subject for r in requests]
     updates: dict[str, torch.Tensor] = {}
@@ -103,10 +122,7 @@ def _spread(model, tok, requests, hp, zs, setting) -> dict[str, torch.Tensor]:
             _, cur = read_at_subject(model, tok, z_module, prompts, subjects)  # [n, hidden]
             resid = (zs - cur).double() / (len(hp.layers) - i)
             name = hp.rewrite_module_tmp.format(layer)
-            mom2 = mom2s[name].double().to(ks.device)
-            # ΔW [out, in] = R Kᵀ (λC + K Kᵀ)⁻¹, solved rather than inverted
-            a = hp.mom2_update_weight * mom2 + ks.T @ ks
-            upd = torch.linalg.solve(a, ks.T @ resid).T.float()
+            upd = solve(name, ks, resid)
             key = f"{name}.weight"
             module = get_module(model, name)
             w = params[key]

@@ -7,6 +7,13 @@ matrix's output at that token, so that the model predicts the new target in ever
 while its next-token distribution after "<subject> is a" stays close (KL) (``compute_v``).
 The update ``ΔW = r ⊗ u`` with ``r = (v - W k_prompt) / (k_prompt · u)`` maps the prompt's key to
 ``v`` and changes nothing orthogonal to ``u``.
+
+r-ROME (Gupta et al., 2024, "Rebuilding ROME"; ``enable_random_prefix_keys``, the method
+``"R-ROME"``): the original mixes two keys — ``u`` comes from the key averaged over the
+templates, ``r`` from the bare prompt's key — and when the two disagree ``k_prompt · u`` can be
+small and the update huge (the "disabling edits" that collapse a model in sequential editing).
+r-ROME reads ``r`` at the averaged key too: ``r = (v - W k̄ - b) / (k̄ · u)``, so the update
+maps ``k̄`` to ``v``.
 """
 from __future__ import annotations
 
@@ -56,6 +63,10 @@ class ROMEHyperParams:
     # cores larger chunks ran slower, README "Performance"), 16384 on a GPU; 0: one request at a
     # time, as the reference does
     value_batch_tokens: int | None = None
+    # r-ROME (the rebuilding-rome repository's flag, its name kept): the right vector from the key
+    # averaged over the templates, the key ``u`` is made of, instead of the bare prompt's key.
+    # False: ROME as its authors' code (and the paper this package reproduces) computes it
+    enable_random_prefix_keys: bool = False
 
     # what a brace in a sampled template becomes (rome: removed; memit: a space)
     TEMPLATE_BRACES: ClassVar[str] = ""
@@ -95,15 +106,39 @@ def loss_layer_of(model, hp, layer: int) -> int | None:
     return None if at == n - 1 or not hp.USES_LOSS_LAYER else at
 
 
-def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, inv_cov=None) -> torch.Tensor:
-    """The left vector ``u`` (size ``in``): the averaged key, covariance-adjusted if asked, unit norm."""
+def template_key(model, tok, request, hp: ROMEHyperParams, layer: int, templates) -> torch.Tensor:
+    """``k̄`` (size ``in``): the edited matrix's input at the subject's last token, averaged
+    over the context templates (rome's ``compute_u`` before any adjustment)."""
     placed = [in_template(t, request.prompt, request.subject) for t in templates]
     texts = [text for text, _ in placed]
     idx = [subject_last_index(tok, text, request.subject, start) for text, start in placed]
-    k = module_input_at(model, tok, hp.rewrite_module_tmp.format(layer), texts, idx).mean(0)
-    if inv_cov is not None:
-        k = inv_cov @ k
+    return module_input_at(model, tok, hp.rewrite_module_tmp.format(layer), texts, idx).mean(0)
+
+
+def left_vector(key: torch.Tensor, inv_cov=None) -> torch.Tensor:
+    """``u``: the averaged key, multiplied by the inverse key covariance if given, unit norm."""
+    k = inv_cov @ key if inv_cov is not None else key
     return k / k.norm()
+
+
+def compute_u(model, tok, request, hp: ROMEHyperParams, layer: int, templates, inv_cov=None) -> torch.Tensor:
+    """The left vector ``u`` (size ``in``): the averaged key, covariance-adjusted if asked, unit norm."""
+    return left_vector(template_key(model, tok, request, hp, layer, templates), inv_cov)
+
+
+def right_vector(v, u, k_prompt, out_prompt, k_bar, module, hp: ROMEHyperParams) -> torch.Tensor:
+    """``r`` (size ``out``) of ``ΔW = r ⊗ u``: what the update must add where it is read.
+    ROME: ``(v - W k_prompt - b) / (k_prompt · u)`` at the bare prompt's key; r-ROME
+    (``hp.enable_random_prefix_keys``): ``(v - W k̄ - b) / (k̄ · u)`` at the averaged key."""
+    if not hp.enable_random_prefix_keys:
+        return (v - out_prompt) / torch.dot(k_prompt, u)
+    from .modules import from_param_layout
+
+    with torch.no_grad():  # W k̄ + b: the templates' outputs averaged (the module is linear)
+        out_bar = from_param_layout(module.weight, module).float() @ k_bar
+        if getattr(module, "bias", None) is not None:
+            out_bar = out_bar + module.bias.float()
+    return (v - out_bar) / torch.dot(k_bar, u)
 
 
 def optimize_target(model, tok, request, hp, module, templates, layer: int | None = None,
@@ -386,13 +421,13 @@ def rome_update(model, tok, request, hp: ROMEHyperParams, templates, inv_covs=No
     try:
         for layer in sorted(hp.layers):
             name = f"{hp.rewrite_module_tmp.format(layer)}.weight"
-            u = compute_u(model, tok, request, hp, layer, templates, (inv_covs or {}).get(layer))
+            k_bar = template_key(model, tok, request, hp, layer, templates)
+            u = left_vector(k_bar, (inv_covs or {}).get(layer))
             v, k_prompt, out_prompt = compute_v(model, tok, request, hp, layer, templates)
-            right = (v - out_prompt) / torch.dot(k_prompt, u)
-            upd = torch.outer(right, u)
+            module = get_module(model, hp.rewrite_module_tmp.format(layer))
+            upd = torch.outer(right_vector(v, u, k_prompt, out_prompt, k_bar, module, hp), u)
             updates[name] = updates.get(name, 0) + upd
             if len(hp.layers) > 1:
-                module = get_module(model, hp.rewrite_module_tmp.format(layer))
                 w = params[name]
                 originals.setdefault(name, w.detach().clone())
                 with torch.no_grad():
@@ -464,6 +499,14 @@ def apply_each(model, tok, requests, hp: ROMEHyperParams) -> list[dict[str, torc
     name = f"{hp.rewrite_module_tmp.format(layer)}.weight"
     out = []
     for r, v, k, o in zip(requests, vs, ks, outs):
-        u = compute_u(model, tok, r, hp, layer, templates, (inv_covs or {}).get(layer))
-        out.append({name: torch.outer((v - o) / torch.dot(k, u), u)})
+        k_bar = template_key(model, tok, r, hp, layer, templates)
+        u = left_vector(k_bar, (inv_covs or {}).get(layer))
+        out.append({name: torch.outer(right_vector(v, u, k, o, k_bar, module, hp), u)})
     return out
+
+
+@dataclass
+class RROMEHyperParams(ROMEHyperParams):
+    """r-ROME: ROME's keys, with the right vector read at the averaged key (the method ``"R-ROME"``)."""
+
+    enable_random_prefix_keys: bool = True

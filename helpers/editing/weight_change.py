@@ -48,6 +48,18 @@ def accumulated_change(model, results) -> tuple[dict, dict]:
     return delta, stats
 
 
+def matrix_signals(w_before: torch.Tensor, w_after: torch.Tensor) -> dict:
+    """Collapse signals of one edited matrix (any layout): ``norm_growth`` = ‖W‖/‖W₀‖
+    (Frobenius), ``top_singular_growth`` = σ_max(W)/σ_max(W₀), ``condition`` = σ_max(W)/σ_min(W)
+    and ``condition_growth`` = that over W₀'s (σ_min over the smaller dimension's singular
+    values). A disabling edit shows as a jump in the norm and the condition number."""
+    s0 = torch.linalg.svdvals(w_before.double())
+    s1 = torch.linalg.svdvals(w_after.double())
+    cond0, cond1 = float(s0[0] / s0[-1]), float(s1[0] / s1[-1])
+    return {"norm_growth": float(w_after.double().norm() / w_before.double().norm()),
+            "top_singular_growth": float(s1[0] / s0[0]), "condition": cond1, "condition_growth": cond1 / cond0}
+
+
 def downsample(matrix: torch.Tensor, max_shape: tuple[int, int] = (200, 200), reduce: str = "max") -> torch.Tensor:
     """``|matrix|`` shrunk to at most ``max_shape`` by blocks, each block's ``max`` (default: a
     single large change stays visible) or ``mean`` (the average magnitude)."""

@@ -27,6 +27,7 @@ ALIASES = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "llama-7b": "huggyllama/llama-7b",
     "llama2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama3-8b": "meta-llama/Meta-Llama-3-8B",
 }
 
 

@@ -25,6 +25,7 @@ a queue to the driver's store on Ray.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,9 +33,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import CARRY_STATE, METHODS, EditHealthError, Regularizer, begin_sequence, edit, set_parameters
-from ..errors import EdithurtError, unknown
+from ..editing import (CARRY_STATE, EditHealthError, Prune, Regularizer, begin_sequence, canonical_method, edit,
+                       editing_metrics, set_parameters)
+from ..editing.modules import from_param_layout, get_module
+from ..editing.weight_change import matrix_signals
+from ..errors import EdithurtError
 from ..evaluation import TASKS, evaluate_examples, get_task
+from ..evaluation.perplexity import heldout_records, perplexity
 from ..evaluation.tasks import check_protocol
 from ..model.loading import LoadedModel
 from .backends import get_backend
@@ -43,6 +48,15 @@ from .session import Session, model_name
 from .store import ResultStore, edit_settings, open_store, settings_key, task_settings
 
 ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds"]
+# what is measured at every checkpoint besides the tasks (one row each, with per-example records):
+# "signals": collapse signals — perplexity on the held-out text (its windows the examples) and the
+# edited matrices' norm and condition-number growth; "editing": the editing performance
+# (reliability, generalization, locality) of every record the chain has edited so far (the records
+# the examples; none at 0 edits)
+MEASURES = ("signals", "editing")
+SIGNAL_COLUMNS = ["perplexity", "heldout_tokens", "norm_growth", "top_singular_growth", "condition",
+                  "condition_growth", "seconds"]
+EDITING_COLUMNS = ["reliability", "generalization", "locality", "n", "seconds"]
 
 
 class SweepError(EdithurtError, ValueError):
@@ -57,22 +71,24 @@ class SweepInterrupted(KeyboardInterrupt):
 class Chain:
     """``method`` edits ``batch_size`` records at a time, ``max(checkpoints)`` times in a row;
     the tasks are evaluated after each number of edits in ``checkpoints`` (0: unedited).
-    ``seed`` draws the records (ZsRE; MEND: its held-out split)."""
+    ``seed`` draws the records (ZsRE; MEND: its held-out split). ``regularizer``: a
+    :class:`~helpers.editing.Regularizer` shapes every edit's update; a
+    :class:`~helpers.editing.Prune` restrains the update accumulated over the chain (by default
+    as its reference does: the edits accumulate unrestrained and each checkpoint is evaluated
+    with the restrained weights)."""
 
     method: str
     batch_size: int = 1
     checkpoints: tuple[int, ...] = (0, 1)
-    regularizer: Regularizer = field(default_factory=lambda: Regularizer("none"))
+    regularizer: Regularizer | Prune = field(default_factory=lambda: Regularizer("none"))
     setting: str = "instance-sequential"
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "method", str(self.method).upper())
-        if self.method not in METHODS:
-            raise unknown("method", self.method, METHODS)
+        object.__setattr__(self, "method", canonical_method(self.method))
         if self.batch_size < 1:
             raise SweepError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.batch_size > 1 and self.method in ("ROME", "KN"):
+        if self.batch_size > 1 and self.method in ("ROME", "KN", "R-ROME"):
             raise SweepError(f"{self.method} edits one fact at a time: batch_size must be 1, got {self.batch_size}")
         points = tuple(sorted(set(int(c) for c in self.checkpoints)))
         if not points or points[0] < 0:
@@ -189,6 +205,36 @@ def side_effect_records(chain_list: Sequence[Chain], model: str | LoadedModel = 
     return out[front + [c for c in out.columns if c not in front]]
 
 
+def checkpoint_measures(chain_list: Sequence[Chain], measure: str, model: str | LoadedModel = "smollm2-135m",
+                        tasks: Sequence[str] = TASKS, n: int | None = 50, seed: int = 0, protocol: str = "paper", *,
+                        hparams: dict | None = None, store: str | os.PathLike | ResultStore | None = None,
+                        records: bool = False) -> pd.DataFrame:
+    """What :func:`side_effects` (same arguments) measured at each checkpoint besides the tasks:
+    ``measure="signals"`` (perplexity on the held-out text; the edited matrices' largest norm
+    growth, top-singular-value growth, condition number and its growth) or ``"editing"`` (the
+    mean reliability, generalization and locality of every record edited so far; none at 0
+    edits). One row per (chain, checkpoint); ``records=True``: the per-example records instead
+    (held-out windows; edited records), one line each, with the chain's columns."""
+    if measure not in MEASURES:
+        raise SweepError(f"measure must be one of {MEASURES}, got {measure!r}")
+    store = open_store(store)
+    columns = SIGNAL_COLUMNS if measure == "signals" else EDITING_COLUMNS
+    out = []
+    for u in _units(chain_list, model, tasks, n, seed, protocol, hparams):
+        for count in u.chain.checkpoints:
+            if measure not in u.measures_at(count):
+                continue
+            key = u.measure_key(count, measure)
+            row = store.get(key)
+            found = store.get_examples(key) if row is not None and records else None
+            if row is None or (records and found is None):
+                raise SweepError(f"{u.label}, {count} edits: no {measure} in {store.path or 'this in-memory store'}; "
+                                 "run side_effects with the same arguments first")
+            line = u.columns_at(count)
+            out.append(found.assign(**line) if records else pd.DataFrame([{**line, **{k: row.get(k) for k in columns}}]))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
 def _units(chain_list, model, tasks, n, seed, protocol, hparams) -> list[ChainUnit]:
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     for t in tasks:
@@ -196,7 +242,7 @@ def _units(chain_list, model, tasks, n, seed, protocol, hparams) -> list[ChainUn
     check_protocol(protocol)
     hparams = {str(k).upper(): v for k, v in (hparams or {}).items()}
     records = load_zsre()
-    return [ChainUnit(c, records, model_name(model), tasks, n, seed, protocol, hparams.get(c.method))
+    return [ChainUnit(c, records, model_name(model), tasks, n, seed, protocol, hparams.get(c.method.upper()))
             for c in chain_list]
 
 
@@ -238,74 +284,109 @@ class ChainUnit:
                **task_settings(self.protocol)}
         return key if count == 0 else {**key, **self.edit_key, "edits": self._edited(count)}
 
+    def measure_key(self, count: int, measure: str) -> dict:
+        """The key of a checkpoint's ``measure`` (:data:`MEASURES`): the unedited model's signals
+        are shared by every chain of the model."""
+        key = {"experiment": f"side_effects_{measure}", "model": self.model}
+        return key if count == 0 else {**key, **self.edit_key, "edits": self._edited(count)}
+
     def state_key(self, count: int) -> dict:
         return {"experiment": "side_effects_state", **self.edit_key, "edits": self._edited(count)}
 
     def settings(self) -> tuple[list[dict], list[dict]]:
-        return ([self.row_key(c, t) for c in self.chain.checkpoints for t in self.tasks],
+        return ([self.row_key(c, t) for c in self.chain.checkpoints for t in self.tasks]
+                + [self.measure_key(c, m) for c in self.chain.checkpoints for m in self.measures_at(c)],
                 [self.state_key(c) for c in self.chain.checkpoints if c > 0])
+
+    @staticmethod
+    def measures_at(count: int) -> tuple[str, ...]:
+        return MEASURES if count > 0 else ("signals",)
+
+    def _keys_at(self, count: int) -> list[dict]:
+        return [self.row_key(count, t) for t in self.tasks] + [self.measure_key(count, m) for m in self.measures_at(count)]
 
     def missing(self, store) -> set[str]:
         """The keys of the rows still to compute."""
-        return {settings_key(self.row_key(c, t)) for c in self.chain.checkpoints for t in self.tasks
-                if store.get(self.row_key(c, t)) is None}
+        return {settings_key(k) for c in self.chain.checkpoints for k in self._keys_at(c) if store.get(k) is None}
 
     def missing_at(self, count: int, store) -> bool:
-        return count in self.chain.checkpoints and any(store.get(self.row_key(count, t)) is None for t in self.tasks)
+        return count in self.chain.checkpoints and any(store.get(k) is None for k in self._keys_at(count))
+
+    def columns_at(self, count: int) -> dict:
+        c = self.chain
+        return {"method": c.method, "setting": c.setting, "batch_size": c.batch_size,
+                "regularizer": c.regularizer.label, "how": c.regularizer.how, "k": c.regularizer.k,
+                "chain": c.label, "ordering": c.seed, "edits": count, "edited_facts": count * c.batch_size}
 
     def table(self, store, columns: Sequence[str] = ROW_COLUMNS) -> list[dict]:
-        c = self.chain
-        return [{"method": c.method, "setting": c.setting, "batch_size": c.batch_size,
-                 "regularizer": c.regularizer.label, "how": c.regularizer.how, "k": c.regularizer.k,
-                 "chain": c.label, "ordering": c.seed, "edits": count, "edited_facts": count * c.batch_size,
-                 "task": task, **{k: store.get(self.row_key(count, task)).get(k) for k in columns}}
-                for count in c.checkpoints for task in self.tasks]
+        return [{**self.columns_at(count), "task": task,
+                 **{k: store.get(self.row_key(count, task)).get(k) for k in columns}}
+                for count in self.chain.checkpoints for task in self.tasks]
 
     def run(self, session: Session, store, on_row) -> None:
         pending = [c for c in self.chain.checkpoints if self.missing_at(c, store)]
         if not pending:
             return
         m, tok = session.load()
+        # the editing metrics' locality compares with the unedited model: read it first
+        reference = None
+        if any(store.get(self.measure_key(c, "editing")) is None for c in pending if c > 0):
+            reference = editing_metrics(m, tok, [r for batch in self.batches for r in batch])
         if pending[0] == 0:  # the unedited model: no edit to replay
-            self._evaluate(m, tok, 0, None, store, on_row)
+            self._evaluate(m, tok, 0, None, store, on_row, {}, reference)
             pending = pending[1:]
             if not pending:
                 return
-        # resume from the furthest stored state not beyond the first point still to compute
-        # (a method that carries state between edits replays its sequence from the start)
-        start, state = 0, None
         begin_sequence()
-        resumable = str(self.chain.method).upper() not in CARRY_STATE
-        for c in sorted((c for c in self.chain.checkpoints if 0 < c <= pending[0] and resumable), reverse=True):
-            state = store.get_tensors(self.state_key(c))
-            if state is not None:
-                start = c
-                break
-        applied = []
+        reg = self.chain.regularizer
+        if isinstance(reg, Prune):
+            reg.reset()
+        # PRUNE as its reference: the edits accumulate unrestrained, the checkpoints are read restrained
+        per_edit = None if isinstance(reg, Prune) and reg.when == "evaluation" else reg
+        # a method that carries state between edits replays its sequence from the start; the
+        # others jump to the furthest stored state on the way to each checkpoint
+        resumable = self.chain.method.upper() not in CARRY_STATE
+        applied, at = [], 0
         try:
-            if state:
-                applied.append(set_parameters(m, state))
-            for count in range(start, pending[-1] + 1):
-                if count > start:
+            for target in pending:
+                for c in sorted((c for c in self.chain.checkpoints if at < c <= target and resumable), reverse=True):
+                    state = store.get_tensors(self.state_key(c))
+                    if state is not None:
+                        applied.append(set_parameters(m, state))
+                        at = c
+                        if isinstance(reg, Prune):
+                            reg.reset(self._as_out_in(m, _first_values(applied)))
+                        break
+                edited = at < target
+                while at < target:
                     try:
-                        applied.append(edit(m, tok, self.batches[count - 1], self.chain.method, self.hparams,
-                                            regularizer=self.chain.regularizer))
+                        applied.append(edit(m, tok, self.batches[at], self.chain.method, self.hparams,
+                                            regularizer=per_edit))
                     except EditHealthError as e:
-                        raise EditHealthError(f"{self.chain.label}, edit {count} of {self.chain.edits}: {e}. Rows "
+                        raise EditHealthError(f"{self.chain.label}, edit {at + 1} of {self.chain.edits}: {e}. Rows "
                                               "before this edit are stored; the model was restored") from None
-                if count not in pending:
-                    continue
-                changed = {n for r in applied for n in r.changed}
-                if count > start:
+                    at += 1
+                originals = _first_values(applied)
+                if edited:
                     # before evaluating: a crash during the evaluation resumes here, not edits earlier
                     params = dict(m.named_parameters())
-                    store.put_tensors(self.state_key(count), {n: params[n].detach() for n in changed})
-                self._evaluate(m, tok, count, session.lower_layers(changed), store, on_row)
+                    store.put_tensors(self.state_key(target), {n: params[n].detach() for n in originals})
+                view = reg.restrained(m, originals) if per_edit is None and isinstance(reg, Prune) else None
+                try:
+                    self._evaluate(m, tok, target, session.lower_layers(set(originals)), store, on_row, originals,
+                                   reference)
+                finally:
+                    if view is not None:
+                        view.restore()
         finally:
             for res in reversed(applied):
                 res.restore()
 
-    def _evaluate(self, m, tok, count: int, cache, store, on_row) -> None:
+    @staticmethod
+    def _as_out_in(model, values: dict) -> dict:
+        return {n: from_param_layout(w, get_module(model, n.rsplit(".", 1)[0])) for n, w in values.items()}
+
+    def _evaluate(self, m, tok, count: int, cache, store, on_row, originals: dict, reference) -> None:
         for task in self.tasks:
             if store.get(self.row_key(count, task)) is not None:
                 continue
@@ -314,11 +395,53 @@ class ChainUnit:
             store.put_examples(self.row_key(count, task), ev.records)  # first: a stored row has its records
             store.put(self.row_key(count, task), ev.row)
             on_row(f"{self.chain.label}: {count} edits, {task}")
+        for measure in self.measures_at(count):
+            key = self.measure_key(count, measure)
+            if store.get(key) is not None:
+                continue
+            started = time.perf_counter()
+            if measure == "signals":
+                records, row = self._signals(m, tok, originals)
+            else:
+                records, row = self._editing(m, tok, count, reference)
+            store.put_examples(key, records)
+            store.put(key, {**row, "seconds": time.perf_counter() - started})
+            on_row(f"{self.chain.label}: {count} edits, {measure}")
+
+    def _signals(self, m, tok, originals: dict) -> tuple[pd.DataFrame, dict]:
+        windows = heldout_records(m, tok)
+        params = dict(m.named_parameters())
+        matrices = {n: matrix_signals(w0, params[n].detach()) for n, w0 in originals.items()}
+        row = {"perplexity": perplexity(windows), "heldout_tokens": int(windows.tokens.sum()), "matrices": matrices}
+        for k in ("norm_growth", "top_singular_growth", "condition", "condition_growth"):
+            # the most changed matrix (1.0, the unedited value, before any edit)
+            row[k] = max((v[k] for v in matrices.values()), default=1.0 if k != "condition" else None)
+        if row["condition"] is None:
+            row["condition"] = float("nan")
+        return windows, row
+
+    def _editing(self, m, tok, count: int, reference: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        edited = [r for batch in self.batches[:count] for r in batch]
+        result = editing_metrics(m, tok, edited, reference.iloc[:len(edited)].reset_index(drop=True))
+        records = result.drop(columns=["loc_argmax", "portability"])
+        row = {k: float(records[k].mean()) for k in ("reliability", "generalization", "locality")}
+        return records, {**row, "n": len(records)}
 
 
-def regularizer_key(reg: Regularizer) -> list:
+def _first_values(applied) -> dict:
+    """``{parameter: value before the first of the applied results that changed it}``."""
+    first: dict = {}
+    for r in applied:
+        for name, w in r.originals.items():
+            first.setdefault(name, w)
+    return first
+
+
+def regularizer_key(reg: Regularizer | Prune) -> list:
     """What identifies a regulariser's effect: ``k`` only where it is used, the seed only for
     ``random`` (so ``Regularizer("none")`` and ``Regularizer("none", 1.0)`` share results)."""
+    if isinstance(reg, Prune):
+        return ["prune", reg.reduce, reg.when]
     if reg.how == "none":
         return ["none"]
     return [reg.how, reg.k, reg.seed] if reg.how == "random" else [reg.how, reg.k]
@@ -331,5 +454,6 @@ def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
     return out.reindex(columns=list(dict.fromkeys(df.task))).reset_index()  # a task all NaN stays, as NaN
 
 
-__all__ = ["Chain", "ChainUnit", "chains", "side_effect_records", "side_effects", "wide", "SweepError",
+__all__ = ["Chain", "ChainUnit", "chains", "checkpoint_measures", "side_effect_records", "side_effects", "wide",
+           "MEASURES", "SweepError",
            "SweepInterrupted"]

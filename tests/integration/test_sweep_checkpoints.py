@@ -1,0 +1,78 @@
+"""What a chain measures at its checkpoints besides the tasks (collapse signals, editing
+performance), PRUNE in a chain, and checkpoints read from stored states without editing again."""
+import pytest
+import torch
+
+import helpers.editing.prune
+import helpers.runs.sweep
+from helpers import Prune
+from helpers.runs.sweep import Chain, checkpoint_measures
+from tests.integration.test_sweep import TASKS, _hp, _run
+
+pytestmark = [pytest.mark.data]
+
+
+def _measures(model_tok, chain_list, measure, store, **kw):
+    model, tok = model_tok
+    from helpers.model import LoadedModel
+
+    return checkpoint_measures(chain_list, measure, LoadedModel("tiny", model, tok), TASKS, n=2, seed=0,
+                               hparams=_hp(model), store=store, **kw)
+
+
+def test_signals_and_editing_performance_are_stored_at_every_checkpoint(tiny_deep_model, tmp_path):
+    store = tmp_path / "s.jsonl"
+    chain = [Chain("ROME", 1, (0, 1, 3))]
+    _run(tiny_deep_model, chain, store=store)
+    signals = _measures(tiny_deep_model, chain, "signals", store)
+    assert signals.edits.tolist() == [0, 1, 3]
+    first = signals.iloc[0]
+    assert first.norm_growth == 1.0 and first.condition_growth == 1.0 and first.perplexity > 1
+    assert (signals.norm_growth.iloc[1:] != 1.0).all() and (signals.perplexity.iloc[1:] != first.perplexity).all()
+    windows = _measures(tiny_deep_model, chain, "signals", store, records=True)
+    assert set(windows.columns) >= {"window", "nll_sum", "tokens", "edits"} and windows.tokens.min() > 0
+    editing = _measures(tiny_deep_model, chain, "editing", store)
+    assert editing.edits.tolist() == [1, 3] and editing.n.tolist() == [1, 3]
+    per_record = _measures(tiny_deep_model, chain, "editing", store, records=True)
+    assert len(per_record) == 4 and per_record.reliability.between(0, 1).all()
+    # locality compares with the unedited model: every value a share
+    assert per_record.locality.between(0, 1).all()
+
+
+def test_missing_measures_are_read_from_the_stored_states_without_editing(tiny_deep_model, tmp_path, monkeypatch):
+    store = tmp_path / "s.jsonl"
+    chain = [Chain("ROME", 1, (0, 2, 4))]
+    _run(tiny_deep_model, chain, store=store)
+    lines = store.read_text().splitlines()
+    kept = [l for l in lines if '"side_effects_signals"' not in l or '"edits": []' in l]
+    assert len(kept) < len(lines)
+    store.write_text("\n".join(kept) + "\n")
+
+    def no_edit(*a, **k):
+        raise AssertionError("a checkpoint with stored weights was edited again")
+
+    monkeypatch.setattr(helpers.runs.sweep, "edit", no_edit)
+    _run(tiny_deep_model, chain, store=store)
+    assert _measures(tiny_deep_model, chain, "signals", store).edits.tolist() == [0, 2, 4]
+
+
+def test_a_prune_chain_edits_unrestrained_and_is_read_restrained(tiny_deep_model, tmp_path, monkeypatch):
+    """With PRUNE's restraint replaced by "drop the whole update", the chain's checkpoints read
+    as the unedited model, while the stored weights (where the next edit starts) are edited."""
+    model, _ = tiny_deep_model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    monkeypatch.setattr(helpers.editing.prune, "restrain", lambda delta, original, reduce="log": torch.zeros_like(delta))
+    store = tmp_path / "p.jsonl"
+    rows = _run(tiny_deep_model, [Chain("ROME", 1, (0, 1, 2), Prune())], store=store)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    cols = ["task", "value", "gold_nll"]
+    at0 = rows[rows.edits == 0][cols].reset_index(drop=True)
+    for count in (1, 2):
+        got = rows[rows.edits == count][cols].reset_index(drop=True)
+        assert got.task.equals(at0.task) and got.gold_nll.tolist() == pytest.approx(at0.gold_nll.tolist(), abs=1e-5)
+    signals = _measures(tiny_deep_model, [Chain("ROME", 1, (0, 1, 2), Prune())], "signals", store)
+    assert signals.norm_growth.tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert rows.chain.iloc[0] == "ROME + PRUNE (instance-sequential)"
+    # the unregularised chain of the same records shares nothing but the unedited rows
+    plain = _run(tiny_deep_model, [Chain("ROME", 1, (0, 2))], store=store)
+    assert not plain[plain.edits == 2].gold_nll.tolist() == pytest.approx(at0.gold_nll.tolist(), abs=1e-5)
