@@ -20,6 +20,9 @@ since a drop from the floor cannot be seen.
 Verdicts: *holds* — the interval lies wholly on the paper's side of zero; *does not hold* —
 wholly on the other side, or wholly inside the margin of no practical effect (``MARGIN``);
 *inconclusive* — neither, reported with the smallest effect this run could have seen.
+
+The later rescues (notebook 05) get a section of their own, judged by the same rules: each
+against the unregularised chain of its family on the same records (:func:`rescue_claims`).
 """
 from __future__ import annotations
 
@@ -30,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import get_task, row_from_records
-from . import stats
-from .tables import (FIG8_EXAMPLES, RECT_ABLATION_ROWS, SIDE_EFFECTS_EXAMPLES, WEIGHT_CHANGE_TABLE1, read_records,
-                     read_table)
+from . import rescues, stats
+from .tables import (FIG8_EXAMPLES, RECT_ABLATION_ROWS, RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS,
+                     SIDE_EFFECTS_EXAMPLES, WEIGHT_CHANGE_TABLE1, read_records, read_table)
 
 FLOOR = 0.05  # a generation metric below this is at the floor: judged on gold_nll
 MAJORITY = 5  # tasks out of 8 that must move for a "most tasks" claim to hold
@@ -363,6 +366,84 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
     return text, verdict
 
 
+# ---------------------------------------------------------------------------- beyond RECT (notebook 05)
+def _editing_cost(editing: pd.DataFrame, variant: str, base: str, facts: int) -> dict[str, tuple]:
+    """Per editing metric: (change, low, high) of the rescue's mean minus its family's, paired by
+    edited record and ordering, at ``facts`` edited facts."""
+    mine = editing[(editing.variant == variant) & (editing.edited_facts == facts)]
+    theirs = editing[(editing.variant == base) & (editing.edited_facts == facts)]
+    both = mine.merge(theirs, on=["ordering", "case_id"], suffixes=("", "_base"))
+    return {m: stats.paired_mean_interval((both[m] - both[f"{m}_base"]).to_numpy()) for m in rescues.EDITING}
+
+
+def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows: pd.DataFrame | None = None,
+                  protocol: str = "paper") -> list[dict]:
+    """Per rescue (a variant whose family — :func:`helpers.report.rescues.family` — also ran):
+    does it preserve the tasks better than its family's unregularised chain on the same records
+    (the damage difference's trend over the checkpoints, paired by example and ordering, as C8),
+    the held-out perplexity likewise, and what it costs the edits (each editing metric's change,
+    paired by record, at the last checkpoint). Verdict on the tasks: *holds* (better on most
+    tasks), *does not hold*, *inconclusive*, with the same rules as the paper's claims."""
+    out = []
+    for variant in dict.fromkeys(ex.variant):
+        base = rescues.family(variant)
+        if base == variant or base not in set(ex.variant):
+            continue
+        mine, theirs = ex[ex.variant == variant], ex[ex.variant == base]
+        points = sorted(set(mine.edited_facts) & set(theirs.edited_facts) - {0})
+        orderings = _common_orderings(*(x[x.edited_facts == p] for p in points for x in (mine, theirs)))
+        unedited = theirs[theirs.edited_facts == 0]
+        if not points or not orderings or unedited.empty:
+            out.append({"rescue": variant, "family": base, "verdict": NOT_MEASURED, "tasks": "no common checkpoints"})
+            continue
+        mine, theirs = mine[mine.ordering.isin(orderings)], theirs[theirs.ordering.isin(orderings)]
+        judge = _judges(_orderings(unedited)[0], protocol)
+        level = _level(len(judge))
+        res = _trend_by_task({p: theirs[theirs.edited_facts == p] for p in points},
+                             {p: mine[mine.edited_facts == p] for p in points}, protocol, judge, level)
+        sides = [r["side"] for r in res]
+        line = {"rescue": variant, "family": base, "facts": points[-1], "orderings": len(orderings),
+                "verdict": _majority(sides),
+                "tasks": f"better on {sides.count('worse')} of {len(sides)}, worse on {sides.count('better')}, "
+                         f"within the margin on {sides.count('negligible')}",
+                "detail": _task_text(res, "advantage")}
+        if windows is not None and variant in set(windows.variant):
+            held = rescues.heldout_records(windows[windows.ordering.isin(orderings)])
+            a = {p: _orderings(held[(held.variant == base) & (held.edited_facts == p)]) for p in points}
+            b = {p: _orderings(held[(held.variant == variant) & (held.edited_facts == p)]) for p in points}
+            trend = stats.damage_trend(a, b, "heldout", protocol, "gold_nll")
+            line["heldout"] = f"{_fmt(trend)} — {trend.side(MARGIN['gold_nll'])}"
+        if editing is not None and variant in set(editing.variant):
+            for metric, (est, low, high) in _editing_cost(editing, variant, base, points[-1]).items():
+                line[metric] = f"{est:+.3f} [{low:+.3f}, {high:+.3f}]"
+        out.append(line)
+    return out
+
+
+def rescue_section(out_dir: str | Path, protocol: str = "paper") -> list[str]:
+    """The "Beyond RECT" section of claims.md (empty when notebook 05 did not run)."""
+    ex = read_records(out_dir, RESCUE_EXAMPLES)
+    if ex is None or not len(ex):
+        return []
+    found = rescue_claims(ex, read_records(out_dir, RESCUE_EDITING), read_records(out_dir, RESCUE_WINDOWS), protocol)
+    lines = ["", "## Beyond RECT: which rescue preserves what, at what cost in editing performance", "",
+             "Notebook 05: every rescue against the unregularised chain of its family (ROME for RECT, PRUNE and",
+             "r-ROME; MEMIT for AlphaEdit) that edited the same records in the same orderings. *Preserves*: the damage",
+             "the family's chain takes beyond the rescue's, per task, as the trend over the checkpoints reaches the",
+             "last one (positive = the rescue is better; Bonferroni over the tasks; the verdict's rules are the",
+             "claims'). Held-out: the same for the NLL per token of the held-out text (the log of its perplexity).",
+             "Editing: the rescue's reliability, generalization and locality minus the family's over the same",
+             "edited records at the last checkpoint (negative = the rescue keeps less of its edits), 95% intervals.",
+             "", "| rescue | vs | facts | preserves the tasks | tasks | held-out NLL advantage | reliability | "
+             "generalization | locality |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in found:
+        lines.append(f"| {r['rescue']} | {r['family']} | {r.get('facts', '')} | **{r['verdict']}** | {r['tasks']} | "
+                     f"{r.get('heldout', '')} | {r.get('reliability', '')} | {r.get('generalization', '')} | "
+                     f"{r.get('locality', '')} |")
+    details = [f"- {r['rescue']}: {r['detail']}" for r in found if r.get("detail")]
+    return lines + ([""] + details if details else [])
+
+
 # ---------------------------------------------------------------------------- report
 def evaluate_claims(out_dir: str | Path, protocol: str = "paper") -> list[dict]:
     """One dict per claim: ``claim``, ``paper``, ``measured``, ``verdict``, from the tables a
@@ -420,6 +501,7 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
              "inconclusive, with the smallest effect this run could have seen.", "",
              "| claim | verdict | the paper | measured here |", "|---|---|---|---|"]
     lines += [f"| {c['claim']} | **{c['verdict']}** | {c['paper']} | {c['measured'].replace('|', '/')} |" for c in claims]
+    lines += rescue_section(out_dir)
     path = out_dir / "claims.md"
     tmp = path.with_name(".claims.md.tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf8")
@@ -427,4 +509,4 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
     return path
 
 
-__all__ = ["write_claims", "evaluate_claims", "judge_measure", "MARGIN", "MAJORITY"]
+__all__ = ["write_claims", "evaluate_claims", "rescue_claims", "judge_measure", "MARGIN", "MAJORITY"]

@@ -1,6 +1,8 @@
 """Figures in the paper's layout (seaborn). Each function returns a matplotlib Figure."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -109,6 +111,40 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
     _legend_outside(fig, axes.flat[0])
     shaded = ", shaded: 95% interval over examples and orderings" if bands is not None else ""
     fig.suptitle(f"{title} — {MEASURE_LABELS.get(measure, measure)}{shaded}")
+    return fig
+
+
+def measure_lines(df: pd.DataFrame, measures: Sequence[str], x: str = "edited_facts", hue: str = "variant",
+                  intervals: pd.DataFrame | None = None, log_scale: Sequence[str] = (),
+                  title: str = "As edits accumulate") -> plt.Figure:
+    """One panel per column of ``measures`` (e.g. 05's editing performance or collapse signals)
+    against ``x``, one line per ``hue`` (the mean over orderings), the thin lines each
+    ordering's own where a chain ran several. ``intervals`` (columns ``hue``, ``x``,
+    ``measure``, ``low``, ``high``): shaded 95% intervals. ``log_scale``: measures drawn on a
+    log axis (condition numbers)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    names = list(dict.fromkeys(df[hue]))
+    colours = dict(zip(names, sns.color_palette("deep", len(names))))
+    marks = dict(zip(names, "osD^vP*Xph" * (len(names) // 10 + 1)))
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.0 * len(measures) + 1.8, 3.4), constrained_layout=True,
+                             squeeze=False)
+    for ax, measure in zip(axes[0], measures):
+        for name in names:
+            part = df[df[hue] == name].dropna(subset=[measure])
+            mean = part.groupby(x)[measure].mean().sort_index()
+            ax.plot(mean.index, mean.to_numpy(), marker=marks[name], color=colours[name], label=str(name), markersize=5)
+            if "ordering" in part and part.ordering.nunique() > 1:
+                for _, one in part.groupby("ordering"):
+                    one = one.sort_values(x)
+                    ax.plot(one[x], one[measure], color=colours[name], alpha=0.3, linewidth=0.8)
+            if intervals is not None:
+                band = intervals[(intervals[hue] == name) & (intervals.measure == measure)].sort_values(x)
+                ax.fill_between(band[x], band.low, band.high, color=colours[name], alpha=0.18, linewidth=0)
+        if measure in log_scale:
+            ax.set_yscale("log")
+        ax.set(title=measure.replace("_", " "), xlabel=x.replace("_", " "), ylabel="")
+    _legend_outside(fig, axes[0][0])
+    fig.suptitle(title)
     return fig
 
 

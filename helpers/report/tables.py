@@ -21,9 +21,13 @@ SIDE_EFFECTS_ROWS = "side_effects_rows"          # 01: one row per (chain, order
 WEIGHT_CHANGE_TABLE1 = "table1_weight_change"    # 02: paper Table 1
 RECT_ABLATION_ROWS = "rect_ablation_rows"        # 03: one row per (method, regulariser, record)
 FIG8_ROWS = "fig8_rect_side_effects_rows"        # 03: Fig. 8, one row per (chain, ordering, edits, task)
+RESCUE_ROWS = "rescues_rows"                     # 05: one row per (chain, ordering, edits, task)
 # per-prompt records behind those rows (Parquet: write_records / read_records)
 SIDE_EFFECTS_EXAMPLES = "side_effects_examples"  # 01
 FIG8_EXAMPLES = "fig8_rect_side_effects_examples"  # 03
+RESCUE_EXAMPLES = "rescues_examples"             # 05: the tasks' records
+RESCUE_WINDOWS = "rescues_heldout_windows"       # 05: held-out perplexity, per window
+RESCUE_EDITING = "rescues_editing_records"       # 05: editing performance, per edited record
 # written for people (wide or summarised forms of the above)
 SIDE_EFFECTS = "side_effects"
 WEIGHT_CHANGE_ROWS = "weight_change_rows"
@@ -31,6 +35,10 @@ FIG7_SUMMARY = "fig7_rect_ablation"
 FIG8 = "fig8_rect_side_effects"
 UNEDITED_BASELINE = "unedited_baseline"
 REGULARIZERS_OVER_K = "regularizers_over_k"
+RESCUE_SIGNALS = "rescues_collapse_signals"
+RESCUE_RANKING = "rescues_ranking"
+RESCUE_RANK_SUMMARY = "rescues_rank_summary"
+RESCUE_VS_FAMILY = "rescues_against_unregularized"
 
 
 def table_path(out_dir: str | os.PathLike, name: str) -> Path:

@@ -100,10 +100,14 @@ class Chain:
         return self.checkpoints[-1]
 
     @property
+    def variant(self) -> str:
+        """The method and its regulariser: ``"ROME"``, ``"ROME + RECT 40%"``, ``"ROME + PRUNE"``."""
+        return self.method if self.regularizer.how == "none" else f"{self.method} + {self.regularizer.label}"
+
+    @property
     def label(self) -> str:
-        reg = "" if self.regularizer.how == "none" else f" + {self.regularizer.label}"
         size = f", batch {self.batch_size}" if self.batch_size > 1 else ""
-        return f"{self.method}{reg} ({self.setting}{size})"
+        return f"{self.variant} ({self.setting}{size})"
 
 
 def chains(instance_sequential: dict | None = None, batch_single: dict | None = None,
@@ -136,6 +140,30 @@ def _grid(instance_sequential, batch_single, batch_sequential, regularizers, see
             if not isinstance(spec, dict) or set(spec) != {"batch_size", "edits"}:
                 raise SweepError(f"batch_sequential.{method} must be {{batch_size: B, edits: [...]}}, got {spec!r}")
             out.append(Chain(method, int(spec["batch_size"]), tuple(spec["edits"]), reg, "batch-sequential", seed))
+    return out
+
+
+def rescue_chains(rescues: Sequence[Sequence], facts: Sequence[int], seed: int = 0, orderings: int = 1) -> list[Chain]:
+    """Sequential chains of the rescues compared in notebook 05, all editing the same records:
+    each entry ``[method, batch_size, how]`` or ``[method, batch_size, how, k]`` — ``how`` a
+    :class:`~helpers.editing.Regularizer`'s (``"none"``, ``"rect"``, ...) or ``"prune"``
+    (:class:`~helpers.editing.Prune`) — evaluated after each number of edited ``facts`` (each a
+    multiple of the batch size). ``orderings`` as in :func:`chains`."""
+    if orderings < 1:
+        raise SweepError(f"orderings must be at least 1, got {orderings}")
+    out = []
+    for s in range(seed, seed + orderings):
+        for entry in rescues:
+            if not 3 <= len(entry) <= 4:
+                raise SweepError(f"a rescue is [method, batch_size, how] or [method, batch_size, how, k]; got {entry!r}")
+            method, size, how = entry[0], int(entry[1]), str(entry[2])
+            uneven = [f for f in facts if f % size]
+            if uneven:
+                raise SweepError(f"{method} edits {size} facts at a time: the checkpoints {uneven} (facts) are not "
+                                 f"multiples of {size}")
+            reg = Prune() if how == "prune" else Regularizer(how, *entry[3:])
+            setting = "instance-sequential" if size == 1 else "batch-sequential"
+            out.append(Chain(method, size, tuple(int(f) // size for f in facts), reg, setting, s))
     return out
 
 
@@ -262,6 +290,11 @@ class ChainUnit:
         self.batches = [sample[i * b:(i + 1) * b] for i in range(chain.edits)]
         self.edit_key = {"model": model, **edit_settings(chain.method, hparams),
                          "regularizer": regularizer_key(chain.regularizer)}
+        # the weights a checkpoint stores are those the edits left: PRUNE read at evaluation
+        # leaves them unrestrained, so its chain shares the unregularised chain's states
+        reg = chain.regularizer
+        unrestrained = isinstance(reg, Prune) and reg.when == "evaluation"
+        self.state_edit_key = {**self.edit_key, "regularizer": ["none"]} if unrestrained else self.edit_key
 
     @property
     def label(self) -> str:
@@ -291,7 +324,7 @@ class ChainUnit:
         return key if count == 0 else {**key, **self.edit_key, "edits": self._edited(count)}
 
     def state_key(self, count: int) -> dict:
-        return {"experiment": "side_effects_state", **self.edit_key, "edits": self._edited(count)}
+        return {"experiment": "side_effects_state", **self.state_edit_key, "edits": self._edited(count)}
 
     def settings(self) -> tuple[list[dict], list[dict]]:
         return ([self.row_key(c, t) for c in self.chain.checkpoints for t in self.tasks]
@@ -316,7 +349,7 @@ class ChainUnit:
         c = self.chain
         return {"method": c.method, "setting": c.setting, "batch_size": c.batch_size,
                 "regularizer": c.regularizer.label, "how": c.regularizer.how, "k": c.regularizer.k,
-                "chain": c.label, "ordering": c.seed, "edits": count, "edited_facts": count * c.batch_size}
+                "variant": c.variant, "chain": c.label, "ordering": c.seed, "edits": count, "edited_facts": count * c.batch_size}
 
     def table(self, store, columns: Sequence[str] = ROW_COLUMNS) -> list[dict]:
         return [{**self.columns_at(count), "task": task,
@@ -454,6 +487,6 @@ def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
     return out.reindex(columns=list(dict.fromkeys(df.task))).reset_index()  # a task all NaN stays, as NaN
 
 
-__all__ = ["Chain", "ChainUnit", "chains", "checkpoint_measures", "side_effect_records", "side_effects", "wide",
+__all__ = ["Chain", "ChainUnit", "chains", "rescue_chains", "checkpoint_measures", "side_effect_records", "side_effects", "wide",
            "MEASURES", "SweepError",
            "SweepInterrupted"]

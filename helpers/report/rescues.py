@@ -1,0 +1,147 @@
+"""The rescues side by side (notebook 05): what each preserves, and what it costs the edits.
+
+Every variant — a method alone, or with a regulariser — edits the same records in the same
+orderings (chains of the same seed draw the same records), and every checkpoint reads the same
+task examples, so each comparison is paired: a variant's damage against the unedited model (the
+ranking), and against the unregularised chain of its family that edited the same records (the
+claims: does the rescue preserve more, and does it keep its edits). The family of a variant is
+its method, except r-ROME (ROME's) and AlphaEdit (MEMIT's).
+
+Inputs are :func:`helpers.runs.sweep.side_effect_records` and
+:func:`helpers.runs.sweep.checkpoint_measures` (``records=True``) of the same chains; points are
+matched by ``edited_facts`` (a batch chain's 5 edits of 10 facts meet a single-fact chain's 50).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+
+FAMILY = {"R-ROME": "ROME", "AlphaEdit": "MEMIT"}
+EDITING = ("reliability", "generalization", "locality")
+
+
+def family(variant: str) -> str:
+    """The unregularised variant a rescue is compared with: ``"ROME + RECT 40%"`` -> ``"ROME"``,
+    ``"AlphaEdit"`` -> ``"MEMIT"``."""
+    method = variant.split(" + ")[0]
+    return FAMILY.get(method, method)
+
+
+def heldout_records(windows: pd.DataFrame) -> pd.DataFrame:
+    """Held-out windows as task-like records whose ``gold_nll`` measure is the NLL per token over
+    the windows (the log of the perplexity), so :mod:`.stats` pairs and resamples them."""
+    out = windows.drop(columns=["window", "nll_sum", "tokens"])
+    return out.assign(example=windows.window.to_numpy(), gold_nll=windows.nll_sum.to_numpy(),
+                      has_gold=windows.tokens.to_numpy(), task="heldout")
+
+
+def _frames(records: pd.DataFrame) -> list[pd.DataFrame]:
+    return [g for _, g in records.groupby("ordering", sort=True)]
+
+
+def _at(records: pd.DataFrame, variant: str, facts: int) -> pd.DataFrame:
+    return records[(records.variant == variant) & (records.edited_facts == facts)]
+
+
+def ranking(records: pd.DataFrame, windows: pd.DataFrame | None = None, measures=("value", "gold_nll"),
+            protocol: str = "paper") -> pd.DataFrame:
+    """Per task (and the held-out text's perplexity, as task ``heldout``), each variant's paired
+    damage at the last checkpoint they all reach (positive = worse than unedited; the interval
+    over examples and orderings) and its rank among the variants (1 = least damage; by the
+    estimate, ties shared), one line per (task, measure, variant)."""
+    facts = int(records.groupby("variant").edited_facts.max().min())
+    sources = [(records, list(measures))]
+    if windows is not None:
+        sources.append((heldout_records(windows), ["gold_nll"]))
+    out = []
+    for frame, ms in sources:
+        unedited = frame[frame.edited_facts == 0]
+        for task in dict.fromkeys(frame.task):
+            before = unedited[unedited.task == task]
+            if before.empty:
+                continue
+            # the unedited model, read once (every chain carries the same rows at 0 edits)
+            before = before[(before.ordering == before.ordering.min()) & (before.variant == before.variant.iloc[0])]
+            for measure in ms:
+                for variant in dict.fromkeys(frame.variant):
+                    after = _at(frame[frame.task == task], variant, facts)
+                    if after.empty or before.empty:
+                        continue
+                    e = stats.paired_damage(_frames(after), before, task, protocol, measure)
+                    out.append({"task": task, "measure": measure, "variant": variant, "edited_facts": facts,
+                                "damage": e.estimate, "low": e.low, "high": e.high, "side": e.side(),
+                                "orderings": e.orderings, "examples": e.examples})
+    table = pd.DataFrame(out)
+    if table.empty:
+        return table
+    table["rank"] = table.groupby(["task", "measure"]).damage.rank(method="min").astype(int)
+    return table
+
+
+def rank_summary(table: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
+    """One line per variant: its mean rank over the tasks (``measure``; the held-out text left
+    out) and on how many tasks its damage is beyond zero (``worse``)."""
+    part = table[(table.measure == measure) & (table.task != "heldout")]
+    return (part.groupby("variant", sort=False)
+            .agg(mean_rank=("rank", "mean"), tasks=("task", "nunique"), worse=("side", lambda s: int((s == "worse").sum())))
+            .reset_index().sort_values("mean_rank"))
+
+
+def editing_intervals(editing: pd.DataFrame, x: str = "edited_facts") -> pd.DataFrame:
+    """Mean and 95% interval of each editing metric per (variant, ``x``), over the edited
+    records of all orderings (a bootstrap over records): the shaded bands of 05's editing figure."""
+    out = []
+    for (variant, point), part in editing.groupby(["variant", x], sort=False):
+        for metric in EDITING:
+            mean, low, high = stats.paired_mean_interval(part[metric].to_numpy())
+            out.append({"variant": variant, x: point, "measure": metric, "estimate": mean, "low": low, "high": high})
+    return pd.DataFrame(out)
+
+
+def perplexity_intervals(windows: pd.DataFrame, x: str = "edited_facts") -> pd.DataFrame:
+    """Held-out perplexity with its 95% interval per (variant, ``x``), over windows and orderings."""
+    records = heldout_records(windows)
+    out = []
+    for (variant, point), part in records.groupby(["variant", x], sort=False):
+        est, low, high = stats.level_interval(_frames(part), "heldout", measure="gold_nll")
+        out.append({"variant": variant, x: point, "measure": "perplexity", "estimate": float(np.exp(est)),
+                    "low": float(np.exp(low)), "high": float(np.exp(high))})
+    return pd.DataFrame(out)
+
+
+def against_family(records: pd.DataFrame, editing: pd.DataFrame, windows: pd.DataFrame | None = None,
+                   measure: str = "value", protocol: str = "paper", level: float = stats.LEVEL) -> pd.DataFrame:
+    """Each rescue against the unregularised chain of its family on the same records, at the
+    last checkpoint both reach: per task, the damage *difference* (rescue minus family, positive
+    = the rescue is worse; paired by example and ordering), and the rescue's cost in editing
+    performance (its mean reliability / generalization / locality minus the family's, paired by
+    edited record; negative = the rescue keeps fewer of its edits). One line per (variant, task)."""
+    out = []
+    variants = [v for v in dict.fromkeys(records.variant) if family(v) != v and family(v) in set(records.variant)]
+    sources = [(records, measure)] + ([(heldout_records(windows), "gold_nll")] if windows is not None else [])
+    for variant in variants:
+        base = family(variant)
+        facts = int(min(records[records.variant == variant].edited_facts.max(),
+                        records[records.variant == base].edited_facts.max()))
+        cost = {}
+        mine, theirs = _at(editing, variant, facts), _at(editing, base, facts)
+        both = mine.merge(theirs, on=["ordering", "case_id"], suffixes=("", "_base"))
+        for metric in EDITING:
+            est, low, high = stats.paired_mean_interval((both[metric] - both[f"{metric}_base"]).to_numpy(), level)
+            cost.update({f"{metric}_change": est, f"{metric}_low": low, f"{metric}_high": high})
+        for frame, m in sources:
+            for task in dict.fromkeys(frame.task):
+                after, before = _at(frame[frame.task == task], variant, facts), _at(frame[frame.task == task], base, facts)
+                if after.empty or before.empty:
+                    continue
+                e = stats.paired_damage(_frames(after), _frames(before), task, protocol, m, level=level)
+                out.append({"variant": variant, "family": base, "edited_facts": facts, "task": task, "measure": m,
+                            "difference": e.estimate, "low": e.low, "high": e.high, "orderings": e.orderings,
+                            "examples": e.examples, **cost})
+    return pd.DataFrame(out)
+
+
+__all__ = ["FAMILY", "EDITING", "family", "heldout_records", "ranking", "rank_summary", "editing_intervals",
+           "perplexity_intervals", "against_family"]
