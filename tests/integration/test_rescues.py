@@ -206,3 +206,37 @@ def test_prune_needs_a_parameter_name():
     with pytest.raises(Exception, match="reduce"):
         Prune(reduce="cube")
 
+
+
+# the shipped files for the papers' models ------------------------------------------------------
+
+@pytest.mark.parametrize("kind,method,file", [("gpt2-xl", "R-ROME", "gpt2-xl"), ("llama-7b", "R-ROME", "llama-7b"),
+                                              ("gpt2-xl", "AlphaEdit", "gpt2-xl"), ("llama-7b", "AlphaEdit", "llama3-8b")])
+def test_the_shipped_files_edit_models_of_the_papers_shapes(smol_tokenizer, kind, method, file, tmp_path, monkeypatch):
+    """GPT-2 XL's 48 Conv1D blocks and LLaMA's 32 Linear blocks (small widths), edited with the
+    files shipped for them; only the key statistics are overridden (texts sampled from the
+    model: no Wikipedia without the hub)."""
+    from helpers.editing import read_hparams
+    from helpers.editing.hparams import HPARAMS_DIR
+    from tests.integration.test_paper_architectures import paper_shaped
+
+    monkeypatch.setenv("EDITHURT_CACHE", str(tmp_path))
+    model, tok = paper_shaped(kind, len(smol_tokenizer)), smol_tokenizer
+    hp = read_hparams(method, HPARAMS_DIR / method / f"{file}.yaml")
+    assert type(hp).__name__ == {"R-ROME": "RROMEHyperParams", "AlphaEdit": "AlphaEditHyperParams"}[method]
+    hp.mom2_dataset, hp.mom2_n_samples = "self", 24
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    begin_sequence()
+    res = edit(model, tok, REQ, method, hp)
+    try:
+        params = dict(model.named_parameters())
+        assert set(res.deltas) == {f"{hp.rewrite_module_tmp.format(l)}.weight" for l in hp.layers}
+        for name, delta in res.deltas.items():
+            assert delta.shape == params[name].shape and torch.isfinite(delta).all()
+    finally:
+        res.restore()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    if method == "R-ROME":
+        assert hp.enable_random_prefix_keys
+    else:
+        assert (hp.nullspace_threshold, hp.L2) == (2e-2, 10)
