@@ -110,7 +110,7 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
         ax.set_visible(False)
     _legend_outside(fig, axes.flat[0])
     shaded = ", shaded: 95% interval over examples and orderings" if bands is not None else ""
-    fig.suptitle(f"{title} — {MEASURE_LABELS.get(measure, measure)}{shaded}")
+    fig.suptitle(f"{title}\n{MEASURE_LABELS.get(measure, measure)}{shaded}")
     return fig
 
 

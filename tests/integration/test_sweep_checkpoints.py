@@ -76,3 +76,19 @@ def test_a_prune_chain_edits_unrestrained_and_is_read_restrained(tiny_deep_model
     # the unregularised chain of the same records shares nothing but the unedited rows
     plain = _run(tiny_deep_model, [Chain("ROME", 1, (0, 2))], store=store)
     assert not plain[plain.edits == 2].gold_nll.tolist() == pytest.approx(at0.gold_nll.tolist(), abs=1e-5)
+
+
+def test_rescue_chains_edit_the_same_records_counted_in_facts():
+    from helpers.runs.sweep import SweepError, rescue_chains
+
+    grid = rescue_chains([["ROME", 1, "none"], ["rome", 1, "rect", 0.4], ["ROME", 1, "prune"], ["r-rome", 1, "none"],
+                          ["MEMIT", 5, "none"], ["alphaedit", 5, "none"]], [0, 25, 50], seed=3, orderings=2)
+    assert len(grid) == 12 and {c.seed for c in grid} == {3, 4}
+    first = grid[:6]
+    assert [c.variant for c in first] == ["ROME", "ROME + RECT 40%", "ROME + PRUNE", "R-ROME", "MEMIT", "AlphaEdit"]
+    assert [c.checkpoints for c in first] == [(0, 25, 50)] * 4 + [(0, 5, 10)] * 2
+    assert first[4].setting == "batch-sequential" and first[0].setting == "instance-sequential"
+    with pytest.raises(SweepError, match="multiples of 5"):
+        rescue_chains([["MEMIT", 5, "none"]], [0, 12])
+    with pytest.raises(SweepError, match="one fact at a time"):
+        Chain("R-ROME", 2)
