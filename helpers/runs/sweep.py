@@ -190,7 +190,7 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
     todo = missing()
     # the unedited rows first (every chain of the same model and task sample shares them), then the chains
     first = [u.unedited() for u in units if 0 in u.chain.checkpoints and u.missing_at(0, store)][:1]
-    with store.writing(), tqdm(total=todo, desc="side effects (task evaluations)", unit="eval",
+    with store.writing(), tqdm(total=todo, desc="side effects (tasks and checkpoint measures)", unit="eval",
                                disable=not progress or not todo) as bar:
         todo = missing()  # rows another process stored while this one waited for the store
         bar.reset(total=todo)
@@ -204,7 +204,7 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
             where = (f"{len(store)} rows are stored in {store.path}; run the same call again to resume from there "
                      "(finished rows are not recomputed)") if store.path is not None else \
                 "nothing was stored (no store= given): pass store= a path to be able to resume"
-            raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} task evaluations; {where}. The "
+            raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} evaluations (tasks and checkpoint measures); {where}. The "
                                    "model was restored to its unedited weights.") from None
     return pd.DataFrame([r for u in units for r in u.table(store)])
 

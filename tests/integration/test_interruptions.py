@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALS = 4 * 2  # 4 points (0..3 edits) x 2 tasks
+MEASURES = 4 + 3  # the collapse signals at every point, the editing performance after each edit
 
 
 def _start(store, log, sleep=0.0):
@@ -59,18 +60,20 @@ def test_the_same_settings_and_seed_give_the_same_table_and_rows_record_their_or
     again = _finish(_start(tmp_path / "store.jsonl", tmp_path / "log"))
     pd.testing.assert_frame_equal(again, reference)  # every value, bit for bit (timings excluded)
     recs = _lines(tmp_path / "store.jsonl")
-    assert len(recs) == EVALS
+    assert len(recs) == EVALS + MEASURES
     for rec in recs:
         assert rec["format"] == FORMAT
         assert {"edithurt", "torch", "transformers"} <= set(rec["made_by"])
-        assert rec["settings"]["task_seed"] == 0 and rec["settings"]["n"] == 2
+    tasks = [r for r in recs if r["settings"]["experiment"] == "side_effects"]
+    assert len(tasks) == EVALS and all(r["settings"]["task_seed"] == 0 and r["settings"]["n"] == 2 for r in tasks)
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_an_interrupted_sweep_resumes_without_recomputing_or_losing_rows(reference, tmp_path, how):
     store, log = tmp_path / "store.jsonl", tmp_path / "log"
     proc = _start(store, log, sleep=0.5)
-    # strike during the 6th evaluation: 5 rows are stored, the 6th is in progress
+    # strike during the 6th task evaluation: 5 task rows are stored, and the measures of points 0 and 1 (point 0's
+    # signals; point 1's signals and editing performance: 3 rows), the 6th is in progress
     _wait_for(log, "eval start", 6, proc)
     proc.send_signal(getattr(signal, how))
     out, err = proc.communicate(timeout=120)
@@ -78,11 +81,12 @@ def test_an_interrupted_sweep_resumes_without_recomputing_or_losing_rows(referen
         assert proc.returncode == -signal.SIGKILL
     else:
         assert proc.returncode != 0
-        assert "SweepInterrupted: interrupted after 5 of 8 task evaluations; 5 rows are stored in" in err
+        assert (f"SweepInterrupted: interrupted after 8 of {EVALS + MEASURES} evaluations (tasks and checkpoint "
+                "measures); 8 rows are stored in") in err
         assert "run the same call again to resume from there" in err
     done = _count(log, "eval")
     assert done == 5
-    assert len(ResultStore(store)) == done  # opens cleanly: no corrupt line
+    assert len(ResultStore(store)) == done + 3  # opens cleanly: no corrupt line
 
     log2 = tmp_path / "log2"
     resumed = _finish(_start(store, log2))
@@ -91,4 +95,4 @@ def test_an_interrupted_sweep_resumes_without_recomputing_or_losing_rows(referen
     assert _count(log2, "edit") == 1
     pd.testing.assert_frame_equal(resumed, reference, check_exact=False, atol=1e-5)
     recs = _lines(store)
-    assert len(recs) == EVALS and len({r["key"] for r in recs}) == EVALS  # none lost, none twice
+    assert len(recs) == EVALS + MEASURES and len({r["key"] for r in recs}) == EVALS + MEASURES  # none lost, none twice
