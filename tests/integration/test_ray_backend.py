@@ -1,6 +1,7 @@
 """The sweep on a local Ray cluster of 2 CPU workers: the smoke profile's side-effect grid gives
 the local backend's table, with one worker process killed mid-run and nothing lost; a unit that
 fails twice the same way is reported while the others finish."""
+import json
 import os
 import signal
 import threading
@@ -98,5 +99,9 @@ def test_a_unit_failing_twice_the_same_way_is_reported_and_the_others_finish(clu
                            store=tmp_path / "s.jsonl", backend="ray", progress=False)
     done = sweep.side_effects([grid[0]], "smollm2-135m", ["sentiment"], n=1, store=tmp_path / "s.jsonl",
                               backend="local", progress=False)
-    assert len(_lines(tmp_path / "s.jsonl")) == 2  # KN's two points were stored by the ray run
+    rows = [json.loads(l)["settings"] for l in _lines(tmp_path / "s.jsonl")]
+    # KN's two points were stored by the ray run: their task rows, and the checkpoint measures (signals at 0 and 1
+    # edits, editing performance at 1)
+    assert sum(r["experiment"] == "side_effects" for r in rows) == 2
+    assert len(rows) == 5
     assert done.edits.tolist() == [0, 1]
