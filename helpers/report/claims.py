@@ -7,7 +7,8 @@ the report.
 
 Side effects (C1–C4, C8) are judged on the per-prompt records, paired: the same examples are
 read before and after, so each task's damage is an average of per-example changes, with a 95%
-interval over examples and edit orderings (:mod:`.stats`). "As edits grow" is the trend over
+interval over examples for the edit orderings run, a side taken only where every ordering agrees
+(:mod:`.stats`). "As edits grow" is the trend over
 the checkpoints (the damage the least-squares line reaches at the last checkpoint), not one
 endpoint. A claim about most of the 8 tasks uses Bonferroni-adjusted intervals (level
 1 − 0.05/8 each), so that the chance of any task counted wrongly stays below 5%.
@@ -95,7 +96,18 @@ def _level(tasks: int) -> float:
 
 
 def _fmt(e: stats.Effect) -> str:
-    return f"{e.estimate:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+    """The estimate, its interval, and — with several orderings — each ordering's own value."""
+    text = f"{e.estimate:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+    if e.orderings > 1:
+        text += f" (orderings {' / '.join(f'{p:+.3f}' for p in e.per_ordering)})"
+    return text
+
+
+def _per_task(records: pd.DataFrame) -> str:
+    """How many examples each task's records hold: "n = 40 per task" (or the range)."""
+    counts = records.groupby("task").example.nunique()
+    low, high = int(counts.min()), int(counts.max())
+    return f"n = {low} per task" if low == high else f"n = {low}–{high} per task"
 
 
 def _measure_name(task: str, measure: str) -> str:
@@ -149,6 +161,9 @@ def _summary(results: list[dict], verdict: str) -> str:
     sides = [r["side"] for r in results]
     text = (f"{sides.count('worse')} of {len(sides)} tasks worse beyond the interval, {sides.count('better')} better, "
             f"{sides.count('negligible')} within the margin")
+    split = sum(r["side"] == "unclear" and (r["trend"].low > 0 or r["trend"].high < 0) for r in results)
+    if split:
+        text += f", {split} beyond zero but with the orderings disagreeing in sign"
     if verdict == INCONCLUSIVE:
         seen = [r["trend"].detectable() for r in results if r["side"] == "unclear"]
         text += (f"; the smallest damage this run could have seen (80% power) on the undecided tasks: "
@@ -181,7 +196,7 @@ def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str) -> list
         verdict = _majority([r["side"] for r in res])
         size = f", batch {int(c.batch_size.iloc[0])}" if setting == "batch-sequential" else ""
         head = (f"{method}{size}: checkpoints {', '.join(map(str, points))} edits, {len(keep)} "
-                f"ordering(s), n = {first.example.nunique()} per task. Damage the trend reaches after {points[-1]} "
+                f"ordering(s), {_per_task(first)}. Damage the trend reaches after {points[-1]} "
                 f"edits ({level:.2%} intervals): {_summary(res, verdict)}. ")
         out.append((method, head + _task_text(res, "damage"), verdict))
     return out
@@ -208,7 +223,7 @@ def claim_c2(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
             value_after = float(np.mean([row_from_records(t, a, protocol)["value"] for a in after]))
             collapsed += value_after <= 0.2 * row["value"]
         parts.append(f"{t} ({_measure_name(t, measure)}) damage {_fmt(eff)}")
-    text = (f"after one KN edit ({first.example.nunique()} examples per task, {c.ordering.nunique()} ordering(s), "
+    text = (f"after one KN edit ({_per_task(first)}, {c.ordering.nunique()} ordering(s), "
             f"{level:.2%} intervals): {sides.count('worse')} of {len(sides)} tasks worse; of the {on_metric} judged on "
             f"the paper's metric, {collapsed} fell to ≤ 20% of the unedited value. " + "; ".join(parts))
     if not sides:
@@ -243,7 +258,7 @@ def claim_c3(ex: pd.DataFrame, protocol: str = "paper") -> list[tuple[str, str, 
         res = _trend_by_task(after, {b: smallest for b in after}, protocol, judge, level, origin=sizes[0])
         verdict = _majority([r["side"] for r in res])
         head = (f"{method}: batches of {', '.join(map(str, sizes))} facts, {len(keep)} ordering(s), "
-                f"n = {first.example.nunique()} per task. How much more damage the trend over batch size reaches at "
+                f"{_per_task(first)}. How much more damage the trend over batch size reaches at "
                 f"{sizes[-1]} facts than at {sizes[0]} ({level:.2%} intervals): {_summary(res, verdict)}. ")
         out.append((method, head + _task_text(res, "damage"), verdict))
     return out
@@ -358,8 +373,8 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
                          protocol, judge, level)
     verdict = _majority([r["side"] for r in res])
     sides = [r["side"] for r in res]
-    text = (f"checkpoints {', '.join(map(str, points))} edits, {len(orderings)} ordering(s), n = "
-            f"{first.example.nunique()} per task ({level:.2%} intervals). How much more the unregularized chain is "
+    text = (f"checkpoints {', '.join(map(str, points))} edits, {len(orderings)} ordering(s), "
+            f"{_per_task(first)} ({level:.2%} intervals). How much more the unregularized chain is "
             f"damaged than RECT 40%'s by {points[-1]} edits (positive: RECT better): RECT better on "
             f"{sides.count('worse')} of {len(sides)} tasks, worse on {sides.count('better')}, within the margin on "
             f"{sides.count('negligible')}. " + _task_text(res, "RECT's advantage"))
@@ -491,8 +506,9 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
     lines = [f"# The paper's claims on this run{f' (profile {profile})' if profile else ''}", "",
              "Written by `make reproduce` from the tables in `tables/` (helpers/report/claims.py; the rules are in",
              "docs/claims.md and docs/statistics.md). Side effects are compared per example (the same prompts before",
-             "and after), with intervals from a bootstrap over examples and edit orderings; a damage is positive when",
-             "the model got worse. A task is judged on the paper's metric where the unedited model is above chance on it",
+             "and after): the mean damage over the edit orderings, with an interval from a bootstrap over examples, each",
+             "ordering's own damage in brackets; a task takes a side only when every ordering agrees in sign. A damage",
+             "is positive when the model got worse. A task is judged on the paper's metric where the unedited model is above chance on it",
              f"(generation tasks: at least {FLOOR}), otherwise on the gold answer's NLL. \"As edits grow\" is the trend",
              "over the checkpoints: the damage its least-squares line reaches at the last one. Claims about most of the",
              f"8 tasks use Bonferroni-adjusted intervals and need {MAJORITY} tasks. Holds: the interval lies wholly on",

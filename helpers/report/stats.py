@@ -5,11 +5,13 @@ example and then averaged: an example's difficulty, which no edit changes, drops
 comparison (docs/statistics.md). A chain run with several edit orderings (``Chain.seed``) gives
 one set of records per ordering, on the same examples. With one ordering the interval is the
 paired percentile bootstrap over examples (checked against ``scipy.stats.bootstrap`` in the
-tests). With several, it covers both sources of chance: its standard error adds the bootstrap
-variance over examples to the variance between the orderings' own results over their number, and
-its quantile is Student's t with Welch–Satterthwaite degrees of freedom (``scipy.stats.t``) — with
-3 orderings that differ, the interval is wide, as it should be: 3 draws say little about the spread
-of orderings.
+tests). With several, the estimate is the mean over the orderings, and its interval is the same
+bootstrap over examples — one draw of examples for all orderings, since they read the same
+examples — so it speaks about the edit sequences that were run. Whether other sequences would do
+the same is judged apart: a side is only taken when every ordering's own damage lies on it
+(:meth:`Effect.side`), and the random-effects interval, which generalises to new orderings, is
+kept beside it (:attr:`Effect.over_orderings`; Student's t with Welch–Satterthwaite degrees of
+freedom — with 3 orderings about 2, too few to decide anything at a Bonferroni level).
 
 A task's measure is a function of column sums over its examples (:func:`measure_of`): the mean
 score for most tasks, NER's micro F1 from its entity counts, the gold answer's mean NLL over the
@@ -70,9 +72,11 @@ class Effect:
     """A damage (positive = worse; see the module text) with its interval.
 
     ``estimate``: the mean over orderings of each ordering's damage on all examples;
-    ``low``/``high``: the ``level`` bootstrap percentile interval; ``per_ordering``: each
-    ordering's own damage (the spread over orderings); ``examples``, ``orderings``: the sample
-    sizes."""
+    ``low``/``high``: the ``level`` bootstrap percentile interval over examples (for the
+    orderings run); ``per_ordering``: each ordering's own damage (the spread over orderings);
+    ``over_orderings``: the ``(low, high)`` random-effects interval that also counts the spread
+    between orderings as chance (``None`` with one ordering); ``examples``, ``orderings``: the
+    sample sizes."""
 
     estimate: float
     low: float
@@ -81,6 +85,12 @@ class Effect:
     examples: int
     orderings: int
     per_ordering: list[float] = field(default_factory=list)
+    over_orderings: tuple[float, float] | None = None
+
+    @property
+    def orderings_agree(self) -> bool:
+        """Every ordering's own damage on the same side of zero as the estimate (vacuous with one)."""
+        return all(np.sign(p) == np.sign(self.estimate) != 0 for p in self.per_ordering)
 
     @property
     def half_width(self) -> float:
@@ -94,13 +104,14 @@ class Effect:
 
     def side(self, margin: float = 0.0) -> str:
         """``"negligible"`` (the interval lies wholly inside ±``margin``: no practical effect,
-        even where it excludes zero), else ``"worse"`` (wholly above zero), ``"better"`` (wholly
-        below), or ``"unclear"``."""
+        even where it excludes zero), else ``"worse"`` (wholly above zero, and every ordering's
+        own damage above zero too), ``"better"`` (the same below), or ``"unclear"`` — which
+        includes an interval beyond zero whose orderings disagree in sign."""
         if margin > 0 and -margin < self.low and self.high < margin:
             return "negligible"
-        if self.low > 0:
+        if self.low > 0 and self.orderings_agree:
             return "worse"
-        if self.high < 0:
+        if self.high < 0 and self.orderings_agree:
             return "better"
         return "unclear"
 
@@ -137,22 +148,34 @@ def _resamples(level: float, resamples: int) -> int:
 
 
 def _interval(per_ordering: np.ndarray, boot: np.ndarray, level: float) -> tuple[float, float, float]:
-    """(estimate, low, high) from each ordering's value on all examples (``[S]``) and their
-    values on resampled examples (``boot [R, S]``, one draw of examples for all orderings): see
-    the module text."""
-    est = float(np.nanmean(per_ordering))
-    mean_boot = np.nanmean(boot, axis=1)
+    """(estimate, low, high): the mean of each ordering's value on all examples (``[S]``) and
+    the percentile interval of their mean on resampled examples (``boot [R, S]``, one draw of
+    examples for all orderings)."""
     alpha = 1 - level
+    low, high = np.nanquantile(np.nanmean(boot, axis=1), [alpha / 2, 1 - alpha / 2])
+    return float(np.nanmean(per_ordering)), float(low), float(high)
+
+
+def _over_orderings(per_ordering: np.ndarray, boot: np.ndarray, level: float) -> tuple[float, float] | None:
+    """The random-effects interval (``None`` with one ordering): standard error² = the bootstrap
+    variance over examples of the mean over orderings + the variance between the orderings'
+    values / their number; Student's t quantile with Welch–Satterthwaite degrees of freedom."""
     s = len(per_ordering)
-    if s == 1:
-        low, high = np.nanquantile(mean_boot, [alpha / 2, 1 - alpha / 2])
-        return est, float(low), float(high)
-    v_examples = float(np.nanvar(mean_boot, ddof=1))
+    if s < 2:
+        return None
+    est = float(np.nanmean(per_ordering))
+    v_examples = float(np.nanvar(np.nanmean(boot, axis=1), ddof=1))
     v_orderings = float(np.nanvar(per_ordering, ddof=1)) / s
     se = np.sqrt(v_examples + v_orderings)
     df = (v_examples + v_orderings) ** 2 / (v_orderings ** 2 / (s - 1)) if v_orderings > 0 else np.inf
-    q = float(sps.t.ppf(1 - alpha / 2, df))
-    return est, est - q * se, est + q * se
+    q = float(sps.t.ppf(1 - (1 - level) / 2, df))
+    return est - q * se, est + q * se
+
+
+def _effect(per_ordering: np.ndarray, boot: np.ndarray, level: float, examples: int) -> Effect:
+    est, low, high = _interval(per_ordering, boot, level)
+    return Effect(est, low, high, level, examples, len(per_ordering), [float(x) for x in per_ordering],
+                  _over_orderings(per_ordering, boot, level))
 
 
 def _example_weights(n: int, level: float, resamples: int, seed: int) -> np.ndarray:
@@ -187,11 +210,10 @@ def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] 
         return sign * (value(sums_a) - value(sums_b))
 
     per = [float(damage(x.sum(0), y.sum(0))) for x, y in zip(a, b)]
-    n, s = a[0].shape[0], len(a)
+    n = a[0].shape[0]
     w = _example_weights(n, level, resamples, seed)  # [R, N]
     d = np.stack([damage(wa, wb) for wa, wb in zip(_resampled(a, w), _resampled(b, w))], axis=1)  # [R, S]
-    est, low, high = _interval(np.array(per), d, level)
-    return Effect(est, low, high, level, n, s, per)
+    return _effect(np.array(per), d, level, n)
 
 
 def damage_trend(after: dict[float, Sequence[pd.DataFrame]],
@@ -243,14 +265,14 @@ def damage_trend(after: dict[float, Sequence[pd.DataFrame]],
 
     n = mats[0].shape[0]
     per_ordering = reached(np.ones((1, n)))[0]
-    est, low, high = _interval(per_ordering, reached(_example_weights(n, level, resamples, seed)), level)
-    return Effect(est, low, high, level, n, s, [float(x) for x in per_ordering])
+    return _effect(per_ordering, reached(_example_weights(n, level, resamples, seed)), level, n)
 
 
 def level_interval(records: Sequence[pd.DataFrame], task: str, protocol: str = "paper", measure: str = "value", *,
                    level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
-    """(estimate, low, high) of ``measure`` itself at one point (one frame per ordering), over
-    examples and orderings: the band around a side-effect line."""
+    """(estimate, low, high) of ``measure`` itself at one point (one frame per ordering): the
+    mean over the orderings, with its interval over examples — the band around a side-effect
+    line."""
     mats = _aligned(list(records))
     columns = list(mats[0].columns)
     m = [x.to_numpy() for x in mats]

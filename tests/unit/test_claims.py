@@ -73,6 +73,21 @@ def test_c1_is_inconclusive_when_few_examples_move_and_says_what_could_be_seen()
     assert verdict == "inconclusive" and "smallest damage this run could have seen" in text
 
 
+def test_c1_takes_no_side_when_one_ordering_collapses_the_tasks_and_the_others_do_not():
+    # ordering 0 loses half the examples of every task; orderings 1 and 2 gain back what little was lost: the
+    # mean over orderings is well beyond zero, but the edit sequences disagree, so no task counts as worse
+    ex = _chain("ROME", (0, 10, 20), 0.0, orderings=3)
+    for o, lost in ((0, 30), (1, 0), (2, 0)):
+        rows = (ex.ordering == o) & (ex.edits > 0)
+        ex.loc[rows & (ex.example < lost), "score"] = 0.0
+    ex.loc[(ex.ordering > 0) & (ex.edits > 0), "gold_nll"] -= 0.3
+    ex.loc[(ex.ordering == 0) & (ex.edits > 0), "gold_nll"] += 3.0
+    (_, text, verdict), = claims._chain_claim(ex, "instance-sequential", ("ROME",), "paper")
+    assert verdict == "inconclusive" and "0 of 5 tasks worse" in text
+    assert "5 beyond zero but with the orderings disagreeing in sign" in text
+    assert "n = 60 per task" in text and "(orderings +" in text
+
+
 def test_c2_holds_when_one_kn_edit_collapses_every_task():
     ex = _chain("KN", (0, 1), 1.0)
     text, verdict = claims.claim_c2(ex)

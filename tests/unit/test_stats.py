@@ -70,20 +70,33 @@ def test_a_score_that_drops_is_a_positive_damage_and_ner_is_recomputed_from_its_
     assert len(stats.example_sums(ner)) == 5  # 4 prompts per sentence resampled together
 
 
-def test_orderings_that_disagree_widen_the_interval():
+def test_orderings_that_disagree_keep_the_example_interval_but_take_no_side():
     rng = np.random.default_rng(3)
     before = rng.normal(4, 1, 50)
     noise = rng.normal(0, 0.05, 50)
     agree = [records(before + 0.3 + noise) for _ in range(3)]
-    disagree = [records(before + d + noise) for d in (0.0, 0.3, 0.6)]
-    e_agree = stats.paired_damage(agree, records(before), "summarization", measure="gold_nll")
-    e_dis = stats.paired_damage(disagree, records(before), "summarization", measure="gold_nll")
-    assert e_agree.estimate == pytest.approx(e_dis.estimate, abs=1e-9)
-    assert e_dis.half_width > 3 * e_agree.half_width
-    assert e_dis.per_ordering == pytest.approx([0.0 + noise.mean(), 0.3 + noise.mean(), 0.6 + noise.mean()])
-    assert e_dis.orderings == 3 and e_dis.examples == 50
-    # three orderings that disagree say little about the spread of orderings: the interval covers them all
-    assert e_dis.low < min(e_dis.per_ordering) and e_dis.high > max(e_dis.per_ordering)
+    spread = [records(before + d + noise) for d in (0.1, 0.3, 0.5)]
+    split = [records(before + d + noise) for d in (-0.1, 0.3, 0.7)]
+    e_agree, e_spread, e_split = (stats.paired_damage(x, records(before), "summarization", measure="gold_nll")
+                                  for x in (agree, spread, split))
+    assert e_agree.estimate == pytest.approx(e_spread.estimate, abs=1e-9) == pytest.approx(e_split.estimate, abs=1e-9)
+    assert e_split.per_ordering == pytest.approx([-0.1 + noise.mean(), 0.3 + noise.mean(), 0.7 + noise.mean()])
+    assert e_split.orderings == 3 and e_split.examples == 50
+    # the interval over examples speaks about the orderings run: the same draw of examples shifts every ordering
+    # alike, so a constant offset between orderings does not widen it
+    assert e_split.half_width == pytest.approx(e_agree.half_width, rel=1e-6)
+    assert e_agree.side() == e_spread.side() == "worse"
+    # beyond zero, but one ordering improved the task: no side is taken
+    assert e_split.low > 0 and not e_split.orderings_agree and e_split.side() == "unclear"
+    # the random-effects interval counts the orderings as chance: three draws say little about their spread,
+    # so it covers them all (Welch–Satterthwaite: about 2 degrees of freedom here)
+    low, high = e_split.over_orderings
+    assert low < min(e_split.per_ordering) and high > max(e_split.per_ordering)
+    assert high - low > 10 * (e_split.high - e_split.low)
+    sd = np.std(e_split.per_ordering, ddof=1)
+    t = sps.t.ppf(0.975, 2)
+    assert (high - low) / 2 == pytest.approx(t * sd / np.sqrt(3), rel=0.05)
+    assert stats.paired_damage(agree[:1], records(before), "summarization", measure="gold_nll").over_orderings is None
 
 
 def test_a_trend_against_a_reference_other_than_zero_and_uneven_orderings():
