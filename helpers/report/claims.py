@@ -382,15 +382,6 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------- beyond RECT (notebook 05)
-def _editing_cost(editing: pd.DataFrame, variant: str, base: str, facts: int) -> dict[str, tuple]:
-    """Per editing metric: (change, low, high) of the rescue's mean minus its family's, paired by
-    edited record and ordering, at ``facts`` edited facts."""
-    mine = editing[(editing.variant == variant) & (editing.edited_facts == facts)]
-    theirs = editing[(editing.variant == base) & (editing.edited_facts == facts)]
-    both = mine.merge(theirs, on=["ordering", "case_id"], suffixes=("", "_base"))
-    return {m: stats.paired_mean_interval((both[m] - both[f"{m}_base"]).to_numpy()) for m in rescues.EDITING}
-
-
 def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows: pd.DataFrame | None = None,
                   protocol: str = "paper") -> list[dict]:
     """Per rescue (a variant whose family — :func:`helpers.report.rescues.family` — also ran):
@@ -429,7 +420,7 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
             trend = stats.damage_trend(a, b, "heldout", protocol, "gold_nll")
             line["heldout"] = f"{_fmt(trend)} — {trend.side(MARGIN['gold_nll'])}"
         if editing is not None and variant in set(editing.variant):
-            for metric, (est, low, high) in _editing_cost(editing, variant, base, points[-1]).items():
+            for metric, (est, low, high) in rescues.editing_cost(editing, variant, base, points[-1]).items():
                 line[metric] = f"{est:+.3f} [{low:+.3f}, {high:+.3f}]"
         out.append(line)
     return out

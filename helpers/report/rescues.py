@@ -111,13 +111,24 @@ def perplexity_intervals(windows: pd.DataFrame, x: str = "edited_facts") -> pd.D
     return pd.DataFrame(out)
 
 
+def editing_cost(editing: pd.DataFrame, variant: str, base: str, facts: int,
+                 level: float = stats.LEVEL) -> dict[str, tuple[float, float, float]]:
+    """Per editing metric: ``(change, low, high)`` of the rescue's mean minus its family's, over
+    the same edited records in the same orderings at ``facts`` edited facts (negative = the
+    rescue keeps less of its edits; :func:`helpers.report.stats.paired_mean_interval`)."""
+    both = _at(editing, variant, facts).merge(_at(editing, base, facts), on=["ordering", "case_id"],
+                                             suffixes=("", "_base"))
+    return {m: stats.paired_mean_interval((both[m] - both[f"{m}_base"]).to_numpy(), level) for m in EDITING}
+
+
 def against_family(records: pd.DataFrame, editing: pd.DataFrame, windows: pd.DataFrame | None = None,
                    measure: str = "value", protocol: str = "paper", level: float = stats.LEVEL) -> pd.DataFrame:
     """Each rescue against the unregularised chain of its family on the same records, at the
-    last checkpoint both reach: per task, the damage *difference* (rescue minus family, positive
-    = the rescue is worse; paired by example and ordering), and the rescue's cost in editing
-    performance (its mean reliability / generalization / locality minus the family's, paired by
-    edited record; negative = the rescue keeps fewer of its edits). One line per (variant, task)."""
+    last checkpoint both reach: per task, the rescue's *advantage* (how much more the family's
+    chain is damaged than the rescue's; positive = the rescue is better, as in ``claims.md``;
+    paired by example and ordering), and its cost in editing performance (:func:`editing_cost`).
+    One line per (variant, task); ``claims.md`` judges the same comparison as a trend over the
+    checkpoints (:func:`helpers.report.claims.rescue_claims`)."""
     out = []
     variants = [v for v in dict.fromkeys(records.variant) if family(v) != v and family(v) in set(records.variant)]
     sources = [(records, measure)] + ([(heldout_records(windows), "gold_nll")] if windows is not None else [])
@@ -126,22 +137,19 @@ def against_family(records: pd.DataFrame, editing: pd.DataFrame, windows: pd.Dat
         facts = int(min(records[records.variant == variant].edited_facts.max(),
                         records[records.variant == base].edited_facts.max()))
         cost = {}
-        mine, theirs = _at(editing, variant, facts), _at(editing, base, facts)
-        both = mine.merge(theirs, on=["ordering", "case_id"], suffixes=("", "_base"))
-        for metric in EDITING:
-            est, low, high = stats.paired_mean_interval((both[metric] - both[f"{metric}_base"]).to_numpy(), level)
+        for metric, (est, low, high) in editing_cost(editing, variant, base, facts, level).items():
             cost.update({f"{metric}_change": est, f"{metric}_low": low, f"{metric}_high": high})
         for frame, m in sources:
             for task in dict.fromkeys(frame.task):
-                after, before = _at(frame[frame.task == task], variant, facts), _at(frame[frame.task == task], base, facts)
-                if after.empty or before.empty:
+                mine, theirs = _at(frame[frame.task == task], variant, facts), _at(frame[frame.task == task], base, facts)
+                if mine.empty or theirs.empty:
                     continue
-                e = stats.paired_damage(_frames(after), _frames(before), task, protocol, m, level=level)
+                e = stats.paired_damage(_frames(theirs), _frames(mine), task, protocol, m, level=level)
                 out.append({"variant": variant, "family": base, "edited_facts": facts, "task": task, "measure": m,
-                            "difference": e.estimate, "low": e.low, "high": e.high, "orderings": e.orderings,
-                            "examples": e.examples, **cost})
+                            "advantage": e.estimate, "low": e.low, "high": e.high, "side": e.side(),
+                            "orderings": e.orderings, "examples": e.examples, **cost})
     return pd.DataFrame(out)
 
 
 __all__ = ["FAMILY", "EDITING", "family", "heldout_records", "ranking", "rank_summary", "editing_intervals",
-           "perplexity_intervals", "against_family"]
+           "perplexity_intervals", "editing_cost", "against_family"]
