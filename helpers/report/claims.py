@@ -11,7 +11,8 @@ interval over examples for the edit orderings run, a side taken only where every
 (:mod:`.stats`). "As edits grow" is the trend over
 the checkpoints (the damage the least-squares line reaches at the last checkpoint), not one
 endpoint. A claim about most of the 8 tasks uses Bonferroni-adjusted intervals (level
-1 − 0.05/8 each), so that the chance of any task counted wrongly stays below 5%.
+1 − 0.05/8 each), so that the chance of any task counted wrongly stays below 5% — over the
+examples, for the edit orderings run (docs/statistics.md).
 
 Which measure judges a task: the paper's metric where the unedited model is above chance on it
 (more than two standard errors above the chance level; for the generation tasks, which have no
@@ -152,18 +153,27 @@ def _common_orderings(*parts: pd.DataFrame) -> list:
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def _task_text(results: list[dict], what: str) -> str:
+def _comparing(who: str) -> dict[str, str]:
+    """Side labels for a comparison of two chains, where a positive value means ``who`` is better."""
+    return {"worse": f"{who} better", "better": f"{who} worse", "negligible": "within the margin", "unclear": "unclear"}
+
+
+def _task_text(results: list[dict], what: str, labels: dict[str, str] | None = None) -> str:
+    labels = labels or {}
     return "; ".join(f"{r['task']} ({_measure_name(r['task'], r['measure'])}) {what} {_fmt(r['trend'])}"
-                     f"{' — ' + r['side'] if r['side'] != 'unclear' else ''}" for r in results)
+                     f"{' — ' + labels.get(r['side'], r['side']) if r['side'] != 'unclear' else ''}" for r in results)
+
+
+def _split(results: list[dict]) -> str:
+    """``", k beyond zero but with the orderings disagreeing in sign"`` (empty when none)."""
+    k = sum(r["side"] == "unclear" and r["trend"].beyond_zero for r in results)
+    return f", {k} beyond zero but with the orderings disagreeing in sign" if k else ""
 
 
 def _summary(results: list[dict], verdict: str) -> str:
     sides = [r["side"] for r in results]
     text = (f"{sides.count('worse')} of {len(sides)} tasks worse beyond the interval, {sides.count('better')} better, "
-            f"{sides.count('negligible')} within the margin")
-    split = sum(r["side"] == "unclear" and (r["trend"].low > 0 or r["trend"].high < 0) for r in results)
-    if split:
-        text += f", {split} beyond zero but with the orderings disagreeing in sign"
+            f"{sides.count('negligible')} within the margin{_split(results)}")
     if verdict == INCONCLUSIVE:
         seen = [r["trend"].detectable() for r in results if r["side"] == "unclear"]
         text += (f"; the smallest damage this run could have seen (80% power) on the undecided tasks: "
@@ -377,7 +387,7 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
             f"{_per_task(first)} ({level:.2%} intervals). How much more the unregularized chain is "
             f"damaged than RECT 40%'s by {points[-1]} edits (positive: RECT better): RECT better on "
             f"{sides.count('worse')} of {len(sides)} tasks, worse on {sides.count('better')}, within the margin on "
-            f"{sides.count('negligible')}. " + _task_text(res, "RECT's advantage"))
+            f"{sides.count('negligible')}{_split(res)}. " + _task_text(res, "RECT's advantage", _comparing("RECT")))
     return text, verdict
 
 
@@ -411,14 +421,14 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
         line = {"rescue": variant, "family": base, "facts": points[-1], "orderings": len(orderings),
                 "verdict": _majority(sides),
                 "tasks": f"better on {sides.count('worse')} of {len(sides)}, worse on {sides.count('better')}, "
-                         f"within the margin on {sides.count('negligible')}",
-                "detail": _task_text(res, "advantage")}
+                         f"within the margin on {sides.count('negligible')}{_split(res)}",
+                "detail": _task_text(res, "advantage", _comparing("rescue"))}
         if windows is not None and variant in set(windows.variant):
             held = rescues.heldout_records(windows[windows.ordering.isin(orderings)])
             a = {p: _orderings(held[(held.variant == base) & (held.edited_facts == p)]) for p in points}
             b = {p: _orderings(held[(held.variant == variant) & (held.edited_facts == p)]) for p in points}
             trend = stats.damage_trend(a, b, "heldout", protocol, "gold_nll")
-            line["heldout"] = f"{_fmt(trend)} — {trend.side(MARGIN['gold_nll'])}"
+            line["heldout"] = f"{_fmt(trend)} — {_comparing('rescue')[trend.side(MARGIN['gold_nll'])]}"
         if editing is not None and variant in set(editing.variant):
             for metric, (est, low, high) in rescues.editing_cost(editing, variant, base, points[-1]).items():
                 line[metric] = f"{est:+.3f} [{low:+.3f}, {high:+.3f}]"
@@ -498,8 +508,8 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
              "Written by `make reproduce` from the tables in `tables/` (helpers/report/claims.py; the rules are in",
              "docs/claims.md and docs/statistics.md). Side effects are compared per example (the same prompts before",
              "and after): the mean damage over the edit orderings, with an interval from a bootstrap over examples, each",
-             "ordering's own damage in brackets; a task takes a side only when every ordering agrees in sign. A damage",
-             "is positive when the model got worse. A task is judged on the paper's metric where the unedited model is above chance on it",
+             "ordering's own damage in brackets; a task takes a side only when every ordering agrees in sign. The",
+             "verdicts are about these edit sequences on these examples. A damage is positive when the model got worse. A task is judged on the paper's metric where the unedited model is above chance on it",
              f"(generation tasks: at least {FLOOR}), otherwise on the gold answer's NLL. \"As edits grow\" is the trend",
              "over the checkpoints: the damage its least-squares line reaches at the last one. Claims about most of the",
              f"8 tasks use Bonferroni-adjusted intervals and need {MAJORITY} tasks. Holds: the interval lies wholly on",

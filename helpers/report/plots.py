@@ -109,7 +109,7 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     _legend_outside(fig, axes.flat[0])
-    shaded = ", shaded: 95% interval over examples and orderings" if bands is not None else ""
+    shaded = ", shaded: 95% interval over examples" if bands is not None else ""
     fig.suptitle(f"{title}\n{MEASURE_LABELS.get(measure, measure)}{shaded}")
     return fig
 

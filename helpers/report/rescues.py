@@ -20,6 +20,8 @@ from . import stats
 
 FAMILY = {"R-ROME": "ROME", "AlphaEdit": "MEMIT"}
 EDITING = ("reliability", "generalization", "locality")
+# a rescue's advantage is the family's extra damage: its side, in words about the rescue
+SIDES = {"worse": "rescue better", "better": "rescue worse", "unclear": "unclear", "negligible": "within the margin"}
 
 
 def family(variant: str) -> str:
@@ -49,7 +51,7 @@ def ranking(records: pd.DataFrame, windows: pd.DataFrame | None = None, measures
             protocol: str = "paper") -> pd.DataFrame:
     """Per task (and the held-out text's perplexity, as task ``heldout``), each variant's paired
     damage at the last checkpoint they all reach (positive = worse than unedited; the interval
-    over examples and orderings) and its rank among the variants (1 = least damage; by the
+    over examples, for these orderings) and its rank among the variants (1 = least damage; by the
     estimate, ties shared), one line per (task, measure, variant)."""
     facts = int(records.groupby("variant").edited_facts.max().min())
     sources = [(records, list(measures))]
@@ -146,7 +148,7 @@ def against_family(records: pd.DataFrame, editing: pd.DataFrame, windows: pd.Dat
                     continue
                 e = stats.paired_damage(_frames(theirs), _frames(mine), task, protocol, m, level=level)
                 out.append({"variant": variant, "family": base, "edited_facts": facts, "task": task, "measure": m,
-                            "advantage": e.estimate, "low": e.low, "high": e.high, "side": e.side(),
+                            "advantage": e.estimate, "low": e.low, "high": e.high, "side": SIDES[e.side()],
                             "orderings": e.orderings, "examples": e.examples, **cost})
     return pd.DataFrame(out)
 

@@ -11,7 +11,7 @@ examples — so it speaks about the edit sequences that were run. Whether other 
 the same is judged apart: a side is only taken when every ordering's own damage lies on it
 (:meth:`Effect.side`), and the random-effects interval, which generalises to new orderings, is
 kept beside it (:attr:`Effect.over_orderings`; Student's t with Welch–Satterthwaite degrees of
-freedom — with 3 orderings about 2, too few to decide anything at a Bonferroni level).
+freedom — with 3 orderings about 2).
 
 A task's measure is a function of column sums over its examples (:func:`measure_of`): the mean
 score for most tasks, NER's micro F1 from its entity counts, the gold answer's mean NLL over the
@@ -89,8 +89,15 @@ class Effect:
 
     @property
     def orderings_agree(self) -> bool:
-        """Every ordering's own damage on the same side of zero as the estimate (vacuous with one)."""
-        return all(np.sign(p) == np.sign(self.estimate) != 0 for p in self.per_ordering)
+        """Every ordering's own damage (the estimate itself when none are given) on the same side
+        of zero as the estimate: False when any is zero or undefined."""
+        values = self.per_ordering or [self.estimate]
+        return all(np.sign(p) == np.sign(self.estimate) != 0 for p in values)
+
+    @property
+    def beyond_zero(self) -> bool:
+        """The interval excludes zero (whether or not the orderings agree)."""
+        return self.low > 0 or self.high < 0
 
     @property
     def half_width(self) -> float:
@@ -103,11 +110,14 @@ class Effect:
         return self.half_width * (z + sps.norm.ppf(power)) / z
 
     def side(self, margin: float = 0.0) -> str:
-        """``"negligible"`` (the interval lies wholly inside ±``margin``: no practical effect,
-        even where it excludes zero), else ``"worse"`` (wholly above zero, and every ordering's
-        own damage above zero too), ``"better"`` (the same below), or ``"unclear"`` — which
-        includes an interval beyond zero whose orderings disagree in sign."""
-        if margin > 0 and -margin < self.low and self.high < margin:
+        """``"negligible"`` (the interval, and every ordering's own damage, lie inside
+        ±``margin``: no practical effect, even where the interval excludes zero), else
+        ``"worse"`` (the interval wholly above zero, and every ordering's own damage above zero
+        too), ``"better"`` (the same below), or ``"unclear"`` — which includes an interval beyond
+        zero whose orderings disagree in sign. The agreement asked of the orderings is a screen,
+        not a test: the interval's error rate is over examples, for the orderings run."""
+        values = self.per_ordering or [self.estimate]
+        if margin > 0 and -margin < self.low and self.high < margin and all(abs(p) < margin for p in values):
             return "negligible"
         if self.low > 0 and self.orderings_agree:
             return "worse"
@@ -160,7 +170,7 @@ def _over_orderings(per_ordering: np.ndarray, boot: np.ndarray, level: float) ->
     """The random-effects interval (``None`` with one ordering): standard error² = the bootstrap
     variance over examples of the mean over orderings + the variance between the orderings'
     values / their number; Student's t quantile with Welch–Satterthwaite degrees of freedom."""
-    s = len(per_ordering)
+    s = int(np.isfinite(per_ordering).sum())
     if s < 2:
         return None
     est = float(np.nanmean(per_ordering))
@@ -192,7 +202,7 @@ def paired_damage(after: Sequence[pd.DataFrame], before: Sequence[pd.DataFrame] 
     ``after``: per-prompt records, one frame per edit ordering, all on the same examples.
     ``before``: one frame (the unedited model: the same for every ordering) or one per
     ordering, paired with ``after`` by position (e.g. the unregularised chain that edited the
-    same records). The interval covers examples and orderings (the module text)."""
+    same records). The interval is over examples, for these orderings (the module text)."""
     after = list(after)
     befores = [before] * len(after) if isinstance(before, pd.DataFrame) else list(before)
     if len(befores) == 1:
@@ -288,8 +298,8 @@ def bands(records: pd.DataFrame, measure: str = "value", by: Sequence[str] = ("c
           protocol: str = "paper", level: float = LEVEL, resamples: int = 2000) -> pd.DataFrame:
     """The interval of ``measure`` at every point of a sweep's per-prompt ``records``
     (:func:`helpers.runs.sweep.side_effect_records`): one line per group of ``by`` with
-    ``estimate``, ``low``, ``high`` (:func:`level_interval`, over examples and the group's
-    orderings) — the bands of :func:`helpers.report.plots.side_effect_lines`."""
+    ``estimate``, ``low``, ``high`` (:func:`level_interval`: the mean over the group's
+    orderings, its interval over examples) — the bands of :func:`helpers.report.plots.side_effect_lines`."""
     by = list(by) + (["edits"] if "edits" not in by and "edits" in records else [])  # one point per checkpoint
     out = []
     for key, part in records.groupby(by, sort=False):

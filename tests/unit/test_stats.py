@@ -99,6 +99,26 @@ def test_orderings_that_disagree_keep_the_example_interval_but_take_no_side():
     assert stats.paired_damage(agree[:1], records(before), "summarization", measure="gold_nll").over_orderings is None
 
 
+def test_identical_orderings_share_one_draw_of_examples_and_split_ones_are_not_negligible():
+    rng = np.random.default_rng(5)
+    before = rng.normal(4, 1, 50)
+    after = before + 0.3 + rng.normal(0, 0.2, 50)
+    one = stats.paired_damage([records(after)], records(before), "summarization", measure="gold_nll")
+    three = stats.paired_damage([records(after)] * 3, records(before), "summarization", measure="gold_nll")
+    # one draw of examples for every ordering: three copies of an ordering are that ordering, not more evidence
+    assert (three.estimate, three.low, three.high) == pytest.approx((one.estimate, one.low, one.high), abs=1e-12)
+    # orderings of -0.4 / 0 / +0.4 nats average to 0 with a narrow interval over examples, but they are no evidence
+    # of "no practical effect": not within the ±0.05 margin
+    noise = rng.normal(0, 0.01, 50)
+    split = stats.paired_damage([records(before + d + noise) for d in (-0.4, 0.0, 0.4)], records(before),
+                                "summarization", measure="gold_nll")
+    assert -0.05 < split.low and split.high < 0.05
+    assert split.side(margin=0.05) == "unclear"
+    calm = stats.paired_damage([records(before + d + noise) for d in (-0.01, 0.0, 0.01)], records(before),
+                               "summarization", measure="gold_nll")
+    assert calm.side(margin=0.05) == "negligible"
+
+
 def test_a_trend_against_a_reference_other_than_zero_and_uneven_orderings():
     rng = np.random.default_rng(7)
     before = rng.normal(4, 1, 40)
