@@ -188,6 +188,8 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
         return len(set().union(*(u.missing(store) for u in units))) if units else 0
 
     todo = missing()
+    if not todo:  # everything is stored: read it, without waiting for a process that is writing other rows
+        return pd.DataFrame([r for u in units for r in u.table(store)])
     # the unedited rows first (every chain of the same model and task sample shares them), then the chains
     first = [u.unedited() for u in units if 0 in u.chain.checkpoints and u.missing_at(0, store)][:1]
     with store.writing(), tqdm(total=todo, desc="side effects (tasks and checkpoint measures)", unit="eval",

@@ -88,6 +88,30 @@ def test_an_interrupted_chain_resumes_from_its_last_checkpoint(tiny_deep_model, 
     assert calls == {"edit": 0, "eval": 0} and again[cols].equals(resumed[cols])
 
 
+def test_a_sweep_whose_rows_are_stored_reads_them_while_another_process_holds_the_store(tiny_deep_model, tmp_path):
+    import subprocess
+    import sys
+    import threading
+
+    store = tmp_path / "r.jsonl"
+    chain = [Chain("ROME", 1, (0, 1))]
+    first = _run(tiny_deep_model, chain, store=store)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom helpers.runs.store import store_lock\n"
+                               "with store_lock(sys.argv[1]):\n    print('HOLDING', flush=True)\n    time.sleep(600)",
+                               str(store)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "HOLDING"
+        out = {}
+        reader = threading.Thread(target=lambda: out.update(df=_run(tiny_deep_model, chain, store=store)))
+        reader.start()
+        reader.join(timeout=120)
+        assert not reader.is_alive(), "a sweep with nothing to compute waited for the store's writer"
+        assert out["df"].equals(first)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_chains_read_a_profile_grid():
     grid = chains({"ROME": [0, 5, 1]}, {"MEMIT": [1, 10]}, {"MEND": {"batch_size": 4, "edits": [0, 1, 2]}})
     assert [(c.method, c.setting, c.batch_size, c.checkpoints) for c in grid] == [
