@@ -153,11 +153,6 @@ def _common_orderings(*parts: pd.DataFrame) -> list:
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def _comparing(who: str) -> dict[str, str]:
-    """Side labels for a comparison of two chains, where a positive value means ``who`` is better."""
-    return {"worse": f"{who} better", "better": f"{who} worse", "negligible": "within the margin", "unclear": "unclear"}
-
-
 def _task_text(results: list[dict], what: str, labels: dict[str, str] | None = None) -> str:
     labels = labels or {}
     return "; ".join(f"{r['task']} ({_measure_name(r['task'], r['measure'])}) {what} {_fmt(r['trend'])}"
@@ -387,7 +382,8 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
             f"{_per_task(first)} ({level:.2%} intervals). How much more the unregularized chain is "
             f"damaged than RECT 40%'s by {points[-1]} edits (positive: RECT better): RECT better on "
             f"{sides.count('worse')} of {len(sides)} tasks, worse on {sides.count('better')}, within the margin on "
-            f"{sides.count('negligible')}{_split(res)}. " + _task_text(res, "RECT's advantage", _comparing("RECT")))
+            f"{sides.count('negligible')}{_split(res)}. "
+            + _task_text(res, "RECT's advantage", stats.comparison_sides("RECT")))
     return text, verdict
 
 
@@ -422,13 +418,13 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
                 "verdict": _majority(sides),
                 "tasks": f"better on {sides.count('worse')} of {len(sides)}, worse on {sides.count('better')}, "
                          f"within the margin on {sides.count('negligible')}{_split(res)}",
-                "detail": _task_text(res, "advantage", _comparing("rescue"))}
+                "detail": _task_text(res, "advantage", rescues.SIDES)}
         if windows is not None and variant in set(windows.variant):
             held = rescues.heldout_records(windows[windows.ordering.isin(orderings)])
             a = {p: _orderings(held[(held.variant == base) & (held.edited_facts == p)]) for p in points}
             b = {p: _orderings(held[(held.variant == variant) & (held.edited_facts == p)]) for p in points}
             trend = stats.damage_trend(a, b, "heldout", protocol, "gold_nll")
-            line["heldout"] = f"{_fmt(trend)} — {_comparing('rescue')[trend.side(MARGIN['gold_nll'])]}"
+            line["heldout"] = f"{_fmt(trend)} — {rescues.SIDES[trend.side(MARGIN['gold_nll'])]}"
         if editing is not None and variant in set(editing.variant):
             for metric, (est, low, high) in rescues.editing_cost(editing, variant, base, points[-1]).items():
                 line[metric] = f"{est:+.3f} [{low:+.3f}, {high:+.3f}]"
@@ -509,7 +505,8 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
              "docs/claims.md and docs/statistics.md). Side effects are compared per example (the same prompts before",
              "and after): the mean damage over the edit orderings, with an interval from a bootstrap over examples, each",
              "ordering's own damage in brackets; a task takes a side only when every ordering agrees in sign. The",
-             "verdicts are about these edit sequences on these examples. A damage is positive when the model got worse. A task is judged on the paper's metric where the unedited model is above chance on it",
+             "verdicts are about these edit sequences on these examples. A damage is positive when the model got",
+             "worse. A task is judged on the paper's metric where the unedited model is above chance on it",
              f"(generation tasks: at least {FLOOR}), otherwise on the gold answer's NLL. \"As edits grow\" is the trend",
              "over the checkpoints: the damage its least-squares line reaches at the last one. Claims about most of the",
              f"8 tasks use Bonferroni-adjusted intervals and need {MAJORITY} tasks. Holds: the interval lies wholly on",

@@ -20,9 +20,7 @@ from . import stats
 
 FAMILY = {"R-ROME": "ROME", "AlphaEdit": "MEMIT"}
 EDITING = ("reliability", "generalization", "locality")
-# a rescue's advantage is the family's extra damage: its side, in words about the rescue
-SIDES = {"worse": "rescue better", "better": "rescue worse", "unclear": "unclear", "negligible": "within the margin"}
-
+SIDES = stats.comparison_sides("rescue")  # a rescue's advantage is its family's extra damage
 
 def family(variant: str) -> str:
     """The unregularised variant a rescue is compared with: ``"ROME + RECT 40%"`` -> ``"ROME"``,

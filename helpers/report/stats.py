@@ -126,6 +126,13 @@ class Effect:
         return "unclear"
 
 
+def comparison_sides(who: str) -> dict[str, str]:
+    """:meth:`Effect.side` in words, for a comparison of two chains whose value is how much more
+    the other chain is damaged (positive = ``who`` is better): ``"worse"`` -> ``"<who> better"``."""
+    return {"worse": f"{who} better", "better": f"{who} worse", "negligible": "within the margin",
+            "unclear": "unclear"}
+
+
 def _aligned(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
     sums = [example_sums(f) for f in frames]
     ids = sums[0].index
