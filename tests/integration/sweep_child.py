@@ -46,4 +46,9 @@ def main(store, log, sleep=0.0):
 
 
 if __name__ == "__main__":
+    import signal
+
+    # Ctrl-C raises KeyboardInterrupt even when the test suite runs as a background job (`make test &`), whose
+    # children start with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
