@@ -187,9 +187,12 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
     def missing() -> int:
         return len(set().union(*(u.missing(store) for u in units))) if units else 0
 
+    def table() -> pd.DataFrame:
+        return pd.DataFrame([r for u in units for r in u.table(store)])
+
     todo = missing()
     if not todo:  # everything is stored: read it, without waiting for a process that is writing other rows
-        return pd.DataFrame([r for u in units for r in u.table(store)])
+        return table()
     # the unedited rows first (every chain of the same model and task sample shares them), then the chains
     first = [u.unedited() for u in units if 0 in u.chain.checkpoints and u.missing_at(0, store)][:1]
     with store.writing(), tqdm(total=todo, desc="side effects (tasks and checkpoint measures)", unit="eval",
@@ -206,9 +209,10 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
             where = (f"{len(store)} rows are stored in {store.path}; run the same call again to resume from there "
                      "(finished rows are not recomputed)") if store.path is not None else \
                 "nothing was stored (no store= given): pass store= a path to be able to resume"
-            raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} evaluations (tasks and checkpoint measures); {where}. The "
+            raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} evaluations (tasks and checkpoint "
+                                   f"measures); {where}. The "
                                    "model was restored to its unedited weights.") from None
-    return pd.DataFrame([r for u in units for r in u.table(store)])
+    return table()
 
 
 def side_effect_records(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm2-135m",
