@@ -106,11 +106,24 @@ def canonical_method(method: str) -> str:
     if key not in by_key:
         raise unknown("method", method, METHODS)
     return by_key[key]
-# The revision of what the methods compute: stored results carry it in their keys, so results
-# of an earlier revision are recomputed, never mixed in. 3: the methods as the paper's code
-# computes them (KN's site and edit, MEMIT's templates, N-1 value updates, MEND's network,
-# templates decoded and normalised as generate_fast does).
+
+
+# The revision of what the methods compute: stored results carry their method's in their keys,
+# so results of an earlier revision are recomputed, never mixed in. 3: the methods as the paper's
+# code computes them (KN's site and edit, MEMIT's templates, N-1 value updates, MEND's network,
+# templates decoded and normalised as generate_fast does). 4, the methods that sample context
+# templates or read key statistics: both are read off the unedited model also when a sequence
+# resumes from stored edited weights in a new process (:func:`prepare`); revision 3 sampled them
+# from the edited weights there, so its results depended on where earlier runs had stopped.
 REVISION = 3
+METHOD_REVISIONS = {"ROME": 4, "R-ROME": 4, "MEMIT": 4, "ALPHAEDIT": 4}
+
+
+def revision(method: str) -> int:
+    """The revision of what ``method`` computes (any case)."""
+    return METHOD_REVISIONS.get(str(method).upper(), REVISION)
+
+
 # methods whose next edit depends on more than the weights the earlier edits of its sequence
 # left (upper-case keys: MEND's normalising statistics, as the reference keeps them, see
 # helpers.editing.mend; AlphaEdit's keys of the earlier edits, helpers.editing.alphaedit)
@@ -138,6 +151,46 @@ def read_hparams(method: str, path):
     return load_hparams(registry[key][0], key, "", path)
 
 
+def _method_key(method: str) -> str:
+    """``method``'s key in :func:`_methods` (upper case), or a clear error naming the methods."""
+    key = str(method).upper()
+    if key not in _methods():
+        raise unknown("method", method, METHODS)
+    return key
+
+
+def _hparams_for(model, key: str, hparams):
+    """The hparams object ``edit`` uses: ``hparams`` (None, a path, overrides or an object) over
+    the file shipped for ``model``, its layers checked against the model."""
+    hp = load_hparams(_methods()[key][0], key, short_name(model), hparams)
+    if getattr(hp, "layers", None):
+        check_layers(model, hp.layers)
+    return hp
+
+
+def prepare(model, tok, method: str, hparams=None) -> None:
+    """Read now, from ``model`` as it is, what ``method`` reads off the model once per process and
+    keeps for all later edits: ROME's, r-ROME's, MEMIT's and AlphaEdit's context templates
+    (texts sampled from the model) and key statistics (also cached on disk). Call it while the
+    model is unedited.
+
+    The reference code computes both at the first edit of a run, so on the unedited model. A
+    sequence that resumes from stored edited weights in a fresh process (a rerun after a crash, a
+    Ray worker) would otherwise sample them from the edited model and edit differently from the
+    uninterrupted sequence; the sweep calls this before it jumps to a stored state. KN and MEND
+    read nothing ahead: nothing is done for them."""
+    key = _method_key(method)
+    ahead = _read_ahead().get(key)
+    if ahead is not None:
+        ahead(model, tok, _hparams_for(model, key, hparams))
+
+
+def _read_ahead():
+    from . import alphaedit, memit, rome
+
+    return {"ROME": rome.prepare, "R-ROME": rome.prepare, "MEMIT": memit.prepare, "ALPHAEDIT": alphaedit.prepare}
+
+
 def _check_requests(reqs) -> None:
     if not reqs:
         raise EditError("no edit requests given")
@@ -163,19 +216,14 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
     Every update is checked before it reaches the weights: a NaN or Inf, or a matrix whose norm
     would grow more than ``max_norm_growth`` times (None: no limit), raises
     :class:`EditHealthError` naming the request and the parameter, and nothing is changed."""
-    registry = _methods()
-    key = str(method).upper()
-    if key not in registry:
-        raise unknown("method", method, list(registry) or METHODS)
-    cls, apply, batch_ok = registry[key]
+    key = _method_key(method)
+    _, apply, batch_ok = _methods()[key]
     reqs = [requests] if isinstance(requests, EditRequest) else list(requests)
     if len(reqs) > 1 and not batch_ok:
         raise EditError(f"{key} edits one fact at a time; got a batch of {len(reqs)}. Call edit() once per "
                         "request (sequential editing), or use MEMIT, AlphaEdit or MEND for batch editing.")
     _check_requests(reqs)
-    hp = load_hparams(cls, key, short_name(model), hparams)
-    if getattr(hp, "layers", None):
-        check_layers(model, hp.layers)
+    hp = _hparams_for(model, key, hparams)
     updates = apply(model, tok, reqs, hp)  # {param name: ΔW as [out, in]}
     try:
         return apply_update(model, updates, regularizer, method=key, hparams=hp, max_norm_growth=max_norm_growth)
@@ -191,22 +239,17 @@ def single_updates(model, tok, requests: Sequence[EditRequest], method: str, hpa
     vectors together (one batched pass per step, :func:`helpers.editing.rome.optimize_targets`),
     KN and MEND edit one request at a time. Add one with :func:`apply_update` (and undo it with
     ``.restore()``) to measure each edit on its own."""
-    registry = _methods()
-    key = str(method).upper()
-    if key not in registry:
-        raise unknown("method", method, list(registry))
+    key = _method_key(method)
     reqs = list(requests)
     _check_requests(reqs)
-    hp = load_hparams(registry[key][0], key, short_name(model), hparams)
-    if getattr(hp, "layers", None):
-        check_layers(model, hp.layers)
+    hp = _hparams_for(model, key, hparams)
     each = _each(key)
     if each is not None:
         return each(model, tok, reqs, hp)
     out = []
     for r in reqs:
         begin_sequence()  # each on its own, as a fresh run of the reference
-        out.append(registry[key][1](model, tok, [r], hp))
+        out.append(_methods()[key][1](model, tok, [r], hp))
     return out
 
 
@@ -260,7 +303,7 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
     return result
 
 
-__all__ = ["edit", "single_updates", "canonical_method", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "apply_update",
+__all__ = ["edit", "prepare", "single_updates", "canonical_method", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "METHOD_REVISIONS", "revision", "apply_update",
            "set_parameters",
            "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH", "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
            "Regularizer", "Prune", "regularize", "weight_change_stats"]

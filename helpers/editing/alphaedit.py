@@ -69,6 +69,12 @@ def projection(model, hp: AlphaEditHyperParams, name: str, mom2: torch.Tensor) -
     return _PROJECTIONS[key]
 
 
+def prepare(model, tok, hp: AlphaEditHyperParams) -> None:
+    """MEMIT's templates and key statistics, read now from the model as it is (the null-space
+    projections follow from the statistics alone)."""
+    memit.prepare(model, tok, hp)
+
+
 def apply(model, tok, requests, hp: AlphaEditHyperParams) -> dict[str, torch.Tensor]:
     """``{parameter name: ΔW as [out, in]}`` of one AlphaEdit edit of all ``requests``; the
     requests' keys join the sequence's earlier keys."""
@@ -93,4 +99,4 @@ def apply(model, tok, requests, hp: AlphaEditHyperParams) -> dict[str, torch.Ten
     return updates
 
 
-__all__ = ["AlphaEditHyperParams", "apply", "begin_sequence", "null_space_projection", "projection"]
+__all__ = ["AlphaEditHyperParams", "apply", "begin_sequence", "prepare", "null_space_projection", "projection"]

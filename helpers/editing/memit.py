@@ -70,6 +70,12 @@ def apply_each(model, tok, requests, hp: MEMITHyperParams) -> list[dict[str, tor
     return [spread(model, tok, [r], hp, z[None], setting) for r, z in zip(requests, zs)]
 
 
+def prepare(model, tok, hp: MEMITHyperParams) -> None:
+    """Sample the context templates and compute the key statistics now, from the model as it is
+    (``helpers.editing.prepare``: call it on the unedited model)."""
+    edit_setting(model, tok, hp)
+
+
 def edit_setting(model, tok, hp) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
     """``(template groups, {module name: key second moment [in, in]})`` for ``hp.layers``."""
     from .hparams import HparamsError

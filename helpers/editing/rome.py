@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 
 from ..model.batching import encode_padded, pad, pad_id, positions
+from ..model.loading import short_name
 from .modules import get_module, hooked, module_input_at
 from .positions import in_template, subject_last_index
 
@@ -476,6 +477,18 @@ def _inverse_covariances(model, tok, hp):
     from .key_stats import inverse_key_covariance
 
     return {l: inverse_key_covariance(model, tok, hp.rewrite_module_tmp.format(l), hp) for l in hp.layers}
+
+
+def prepare(model, tok, hp: ROMEHyperParams) -> None:
+    """Sample the context templates and, with ``mom2_adjustment``, compute the key statistics
+    now, from the model as it is (``helpers.editing.prepare``: call it on the unedited model)."""
+    from .key_stats import key_second_moments
+
+    check_hparams(model, hp)
+    template_groups(model, tok, hp)
+    if hp.mom2_adjustment:
+        key_second_moments(model, tok, [hp.rewrite_module_tmp.format(l) for l in hp.layers], hp.mom2_dataset,
+                           hp.mom2_n_samples, hp.mom2_dtype, short_name(model))
 
 
 def apply(model, tok, requests, hp: ROMEHyperParams) -> dict[str, torch.Tensor]:

@@ -19,8 +19,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import (CARRY_STATE, Regularizer, apply_update, begin_sequence, edit, editing_metrics, set_parameters,
-                       single_updates)
+from ..editing import (CARRY_STATE, Regularizer, apply_update, begin_sequence, edit, editing_metrics, prepare,
+                       set_parameters, single_updates)
 from ..editing.mend import MENDHyperParams, split_zsre
 from ..editing.weight_change import accumulated_change
 from ..evaluation import TASKS, evaluate_examples, get_task
@@ -201,6 +201,7 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
     if done < max_edits:
         m, tok = shared_model(model)
         begin_sequence()
+        prepare(m, tok, method, hparams)  # from the unedited model, before the jump to the stored point
         if method.upper() in CARRY_STATE:  # its state between edits is not stored: replay them
             applied = [edit(m, tok, chain[c], method, hparams) for c in range(done)]
         else:

@@ -114,10 +114,10 @@ def hparams_key(hparams) -> object:
 
 def edit_settings(method: str, hparams) -> dict:
     """What identifies an edit's computation in a settings dict: the method, its hparams and the
-    revision of the methods' code (results of another revision are recomputed)."""
-    from ..editing import REVISION
+    revision of the method's code (results of another revision are recomputed)."""
+    from ..editing import revision
 
-    return {"method": str(method).upper(), "hparams": hparams_key(hparams), "methods_revision": REVISION}
+    return {"method": str(method).upper(), "hparams": hparams_key(hparams), "methods_revision": revision(method)}
 
 
 def task_settings(protocol: str) -> dict:

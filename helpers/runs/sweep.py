@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_zsre
 from ..editing import (CARRY_STATE, EditHealthError, Prune, Regularizer, begin_sequence, canonical_method, edit,
-                       editing_metrics, set_parameters)
+                       editing_metrics, prepare, set_parameters)
 from ..editing.modules import from_param_layout, get_module
 from ..editing.weight_change import matrix_signals
 from ..errors import EdithurtError
@@ -377,6 +377,8 @@ class ChainUnit:
             if not pending:
                 return
         begin_sequence()
+        # the templates and key statistics come from the unedited model, before any jump to a stored state
+        prepare(m, tok, self.chain.method, self.hparams)
         reg = self.chain.regularizer
         if isinstance(reg, Prune):
             reg.reset()

@@ -92,3 +92,40 @@ def test_rescue_chains_edit_the_same_records_counted_in_facts():
         rescue_chains([["MEMIT", 5, "none"]], [0, 12])
     with pytest.raises(SweepError, match="one fact at a time"):
         Chain("R-ROME", 2)
+
+
+def test_a_chain_resumed_in_a_fresh_process_edits_as_the_uninterrupted_one(tiny_deep_model, tmp_path, monkeypatch):
+    """MEMIT's context templates (sampled from the model) and key statistics are read once per
+    process. A chain resumed from its stored edited weights in a new process (a rerun after a
+    crash, a Ray worker) reads them off the unedited model before it jumps, so its next edit is
+    the uninterrupted chain's (read off the edited model, the statistics of layer 1 would change)."""
+    from helpers.editing import key_stats, rome
+    from helpers.model import LoadedModel
+    from helpers.runs.sweep import side_effects
+    from tests.integration.test_memit import memit_hparams
+
+    model, tok = tiny_deep_model
+    hp = {"MEMIT": {**memit_hparams(model), "context_templates": None, "context_template_length_params": [[5, 5]]}}
+
+    def fresh_process(cache: str):  # nothing in memory, nothing on disk
+        monkeypatch.setenv("EDITHURT_CACHE", str(tmp_path / cache))
+        monkeypatch.setattr(key_stats, "_MEMORY", {})
+        monkeypatch.setattr(rome, "_TEMPLATES", {})
+
+    def run(checkpoints, store):
+        return side_effects([Chain("MEMIT", 1, checkpoints)], LoadedModel("tiny", model, tok), TASKS, n=2, seed=0,
+                            hparams=hp, progress=False, store=tmp_path / store)
+
+    fresh_process("first")
+    whole = run((0, 1, 2), "whole.jsonl")
+    fresh_process("second")
+    run((0, 1), "resumed.jsonl")
+    fresh_process("third")
+    edits = []
+    real_edit = helpers.runs.sweep.edit
+    monkeypatch.setattr(helpers.runs.sweep, "edit", lambda *a, **k: edits.append(1) or real_edit(*a, **k))
+    resumed = run((0, 1, 2), "resumed.jsonl")
+    assert len(edits) == 1  # the second edit only: the first is the stored state
+    at2 = [t[t.edits == 2].sort_values("task").reset_index(drop=True) for t in (whole, resumed)]
+    assert at2[0].value.tolist() == at2[1].value.tolist()
+    assert at2[1].gold_nll.tolist() == pytest.approx(at2[0].gold_nll.tolist(), abs=1e-6)

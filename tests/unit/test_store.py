@@ -16,6 +16,18 @@ def test_key_ignores_order_and_sees_values():
     assert settings_key({"a": 1}) != settings_key({"a": 2})
 
 
+def test_an_edit_key_carries_its_own_methods_revision():
+    """A revision of the template-sampling methods recomputes their results only: KN's and MEND's
+    keys stay those of revision 3, any spelling of a method gives one key."""
+    from helpers.editing import METHODS, METHOD_REVISIONS, REVISION
+
+    revisions = {m: results.edit_settings(m, None)["methods_revision"] for m in METHODS}
+    assert revisions["KN"] == revisions["MEND"] == REVISION == 3
+    assert all(revisions[m] == 4 for m in ("ROME", "R-ROME", "MEMIT", "AlphaEdit"))
+    assert set(METHOD_REVISIONS) <= {m.upper() for m in METHODS}
+    assert results.edit_settings("alphaedit", None) == results.edit_settings("AlphaEdit", None)
+
+
 def test_rows_survive_a_reopen_and_a_torn_last_line(tmp_path):
     path = tmp_path / "r.jsonl"
     s = ResultStore(path)
