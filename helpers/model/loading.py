@@ -76,9 +76,13 @@ def short_name(model) -> str:
     use for ``model``: read from where it was loaded (``config._name_or_path``) — a hub id
     through :data:`ALIASES` (``openai-community/gpt2-xl`` -> ``gpt2-xl``), else the folder's
     last part (the embedded model's folder is named ``smollm2-135m``)."""
-    path = str(getattr(model.config, "_name_or_path", "") or "")
+    return short_name_of(str(getattr(model.config, "_name_or_path", "") or ""))
+
+
+def short_name_of(name: str) -> str:
+    """:func:`short_name` of a model loaded by ``name`` (an alias, a hub id or a folder)."""
     reverse = {v: k for k, v in ALIASES.items()}
-    return reverse.get(path, path.rstrip("/").split("/")[-1])
+    return reverse.get(name, name.rstrip("/").split("/")[-1])
 
 
 def embedded_gguf() -> Path:

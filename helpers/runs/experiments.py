@@ -26,7 +26,7 @@ from ..editing.weight_change import accumulated_change
 from ..evaluation import TASKS, evaluate_examples, get_task
 from ..evaluation.tasks import check_protocol
 from ..model.loading import LoadedModel
-from .session import model_name, shared_model
+from .session import files_name, model_name, shared_model
 from .store import ResultStore, edit_settings, open_store, task_settings
 
 Store = str | os.PathLike | ResultStore | None
@@ -111,14 +111,14 @@ def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str =
     rows = []
     for req in tqdm(edit_sample(load_zsre(), n, seed, method, hparams), desc=f"{method} single edits",
                     disable=not progress):
-        settings = {"experiment": "editing_performance", "model": model_name(model), **edit_settings(method, hparams),
-                    "case_id": req.case_id}
+        settings = {"experiment": "editing_performance", "model": model_name(model),
+                    **edit_settings(method, hparams, files_name(model)), "case_id": req.case_id}
         rows.append(store.row(settings, lambda: compute(req)))
     return pd.DataFrame(rows)
 
 
 def _raw_update_key(model, req, method: str, hparams) -> dict:
-    return {"experiment": "raw_update", "model": model_name(model), **edit_settings(method, hparams),
+    return {"experiment": "raw_update", "model": model_name(model), **edit_settings(method, hparams, files_name(model)),
             "case_id": req.case_id}
 
 
@@ -161,7 +161,7 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
     edit. An interrupted chain resumes from its last stored point."""
     store = open_store(store)
     records = load_zsre()
-    base = {"model": model_name(model), **edit_settings(method, hparams)}
+    base = {"model": model_name(model), **edit_settings(method, hparams, files_name(model))}
 
     def single(req):
         # the update as the regulariser ablation stores it: one edit serves both
@@ -244,10 +244,11 @@ def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Seq
     for method in methods:
         hp = hparams.get(method)
         sample = edit_sample(load_zsre(), n, seed, method, hp)
+        edit_key = {"experiment": "regularizer_ablation", "model": model_name(model),
+                    **edit_settings(method, hp, files_name(model))}
 
-        def key(req, reg):
-            return {"experiment": "regularizer_ablation", "model": model_name(model), **edit_settings(method, hp),
-                    "case_id": req.case_id, "how": reg.how, "k": reg.k, "reg_seed": reg.seed}
+        def key(req, reg, edit_key=edit_key):
+            return {**edit_key, "case_id": req.case_id, "how": reg.how, "k": reg.k, "reg_seed": reg.seed}
 
         todo = [r for r in sample if any(store.get(key(r, reg)) is None for reg in regularizers)]
         if todo:

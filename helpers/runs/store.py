@@ -106,18 +106,44 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def hparams_key(hparams) -> object:
+def hparams_key(hparams, method: str, model: str) -> object:
     """What identifies ``hparams`` (None, a YAML path, a dict of overrides, or an hparams
-    object) in a settings dict: itself where it is JSON-like, else its ``repr``."""
-    return hparams if isinstance(hparams, (dict, str, type(None))) else repr(hparams)
+    object) for ``method`` on ``model`` (the name its shipped files use,
+    ``helpers.model.short_name``), in a settings dict: the
+    values they stand for, so that a changed YAML file (the one shipped for the model, or the
+    user's) changes the key and its results are recomputed. A path: ``{"file", "values"}``;
+    None or overrides: ``{"shipped": the shipped file's values (None where there is none),
+    "overrides"}``; an hparams object: its ``repr`` (every value)."""
+    from ..editing.hparams import shipped_file
+
+    if isinstance(hparams, (str, os.PathLike)):
+        return {"file": str(hparams), "values": _yaml_values(Path(hparams))}
+    if hparams is None or isinstance(hparams, dict):
+        return {"shipped": _yaml_values(shipped_file(method, model)), "overrides": hparams}
+    return repr(hparams)
 
 
-def edit_settings(method: str, hparams) -> dict:
-    """What identifies an edit's computation in a settings dict: the method, its hparams and the
-    revision of the method's code (results of another revision are recomputed)."""
+def _yaml_values(path: Path) -> dict | None:
+    """The values of the YAML file at ``path`` (None where there is none or it cannot be read:
+    the edit that reads it reports that, naming the file)."""
+    import yaml
+
+    from ..editing.hparams import HparamsError, read_yaml
+
+    try:
+        return read_yaml(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, HparamsError):
+        return None
+
+
+def edit_settings(method: str, hparams, model: str) -> dict:
+    """What identifies an edit's computation in a settings dict: the method, the values of its
+    hparams on ``model`` (:func:`hparams_key`) and the revision of the method's code (results of another
+    revision are recomputed)."""
     from ..editing import revision
 
-    return {"method": str(method).upper(), "hparams": hparams_key(hparams), "methods_revision": revision(method)}
+    return {"method": str(method).upper(), "hparams": hparams_key(hparams, method, model),
+            "methods_revision": revision(method)}
 
 
 def task_settings(protocol: str) -> dict:

@@ -41,10 +41,10 @@ from ..errors import EdithurtError
 from ..evaluation import TASKS, evaluate_examples, get_task
 from ..evaluation.perplexity import heldout_records, perplexity
 from ..evaluation.tasks import check_protocol
-from ..model.loading import LoadedModel
+from ..model.loading import LoadedModel, short_name_of
 from .backends import get_backend
 from .experiments import edit_sample
-from .session import Session, model_name
+from .session import Session, files_name, model_name
 from .store import ResultStore, edit_settings, open_store, settings_key, task_settings
 
 ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds"]
@@ -276,15 +276,17 @@ def _units(chain_list, model, tasks, n, seed, protocol, hparams) -> list[ChainUn
     check_protocol(protocol)
     hparams = {str(k).upper(): v for k, v in (hparams or {}).items()}
     records = load_zsre()
-    return [ChainUnit(c, records, model_name(model), tasks, n, seed, protocol, hparams.get(c.method.upper()))
-            for c in chain_list]
+    return [ChainUnit(c, records, model_name(model), tasks, n, seed, protocol, hparams.get(c.method.upper()),
+                      files_name(model)) for c in chain_list]
 
 
 class ChainUnit:
     """One chain as a unit of work: its records, the keys of its rows and states, and the run
-    that computes the missing ones (see :mod:`helpers.runs.backends` for what a unit is)."""
+    that computes the missing ones (see :mod:`helpers.runs.backends` for what a unit is).
+    ``model``: the name that keys its rows; ``files``: the name the model's shipped hparams use
+    (:func:`helpers.runs.session.files_name`; default: read off ``model``)."""
 
-    def __init__(self, chain: Chain, records, model: str, tasks, n, seed, protocol, hparams):
+    def __init__(self, chain: Chain, records, model: str, tasks, n, seed, protocol, hparams, files: str | None = None):
         self.chain, self.model, self.tasks, self.n, self.seed = chain, model, tasks, n, seed
         self.protocol, self.hparams = protocol, hparams
         need = chain.batch_size * chain.edits
@@ -294,7 +296,7 @@ class ChainUnit:
                              f"with {chain.method}")
         b = chain.batch_size
         self.batches = [sample[i * b:(i + 1) * b] for i in range(chain.edits)]
-        self.edit_key = {"model": model, **edit_settings(chain.method, hparams),
+        self.edit_key = {"model": model, **edit_settings(chain.method, hparams, files or short_name_of(model)),
                          "regularizer": regularizer_key(chain.regularizer)}
         # the weights a checkpoint stores are those the edits left: PRUNE read at evaluation
         # leaves them unrestrained, so its chain shares the unregularised chain's states

@@ -21,11 +21,40 @@ def test_an_edit_key_carries_its_own_methods_revision():
     keys stay those of revision 3, any spelling of a method gives one key."""
     from helpers.editing import METHODS, METHOD_REVISIONS, REVISION
 
-    revisions = {m: results.edit_settings(m, None)["methods_revision"] for m in METHODS}
+    revisions = {m: results.edit_settings(m, None, "smollm2-135m")["methods_revision"] for m in METHODS}
     assert revisions["KN"] == revisions["MEND"] == REVISION == 3
     assert all(revisions[m] == 4 for m in ("ROME", "R-ROME", "MEMIT", "AlphaEdit"))
     assert set(METHOD_REVISIONS) <= {m.upper() for m in METHODS}
-    assert results.edit_settings("alphaedit", None) == results.edit_settings("AlphaEdit", None)
+    assert results.edit_settings("alphaedit", None, "smollm2-135m") == results.edit_settings("AlphaEdit", None,
+                                                                                              "smollm2-135m")
+
+
+def test_an_edit_key_holds_the_values_of_its_hparams_files(tmp_path, monkeypatch):
+    """Editing the YAML file an edit reads — the one shipped for the model, or the user's own —
+    changes the key of its results, so they are recomputed rather than read back stale."""
+    import helpers.editing.hparams as hparams_module
+    from helpers.model.loading import short_name_of
+
+    (tmp_path / "ROME").mkdir()
+    shipped = tmp_path / "ROME" / "tiny.yaml"
+    monkeypatch.setattr(hparams_module, "HPARAMS_DIR", tmp_path)
+
+    def key(hparams, model="tiny"):
+        return settings_key(results.edit_settings("ROME", hparams, model))
+
+    shipped.write_text("layers: [1]\nv_lr: 0.5\n")
+    first, with_override = key(None), key({"v_lr": 0.1})
+    assert results.edit_settings("ROME", None, "tiny")["hparams"]["shipped"] == {"layers": [1], "v_lr": 0.5}
+    assert first != with_override and key(None, "other") != first  # no file shipped for "other"
+    shipped.write_text("layers: [2]\nv_lr: 0.5\n")
+    assert key(None) != first and key({"v_lr": 0.1}) != with_override
+    own = tmp_path / "mine.yaml"
+    own.write_text("layers: [1]\n")
+    by_path = key(str(own))
+    own.write_text("layers: [3]\n")
+    assert key(str(own)) != by_path
+    # the name a hub id's files go by: its alias
+    assert short_name_of("openai-community/gpt2-xl") == "gpt2-xl" and short_name_of("/some/folder/tiny/") == "tiny"
 
 
 def test_rows_survive_a_reopen_and_a_torn_last_line(tmp_path):
