@@ -72,10 +72,10 @@ def _data_copy(ctx):
 
 
 def _stats_path(ctx, name="m.weight"):
-    from helpers.paths import cache_dir
+    from helpers.editing.key_stats import stats_path
 
     ctx.monkeypatch.setenv("EDITHURT_CACHE", str(ctx.tmp / "cache"))
-    return cache_dir("stats") / f"tiny__{name}__self__10__float32.safetensors"
+    return stats_path("tiny", name, "self", 10, "float32")
 
 
 def _stats(ctx, name="m.weight"):

@@ -1,8 +1,9 @@
 """Key statistics for MEMIT (and ROME with ``mom2_adjustment``): the second moment
 ``C = E[k kᵀ]`` of a weight matrix's input over a text corpus.
 
-Computed once per (model, module, corpus, sample count, dtype) and cached as safetensors
-under ``$EDITHURT_CACHE/stats`` with a JSON record of what produced it (never pickle).
+Computed once per (model, module, corpus, sample count, dtype), from the unedited model
+(``helpers.editing.prepare``), and cached as safetensors under ``$EDITHURT_CACHE/stats`` with a
+JSON record of what produced it (never pickle).
 
 Corpora: ``self`` (the offline default) — texts sampled from the model itself, seeded, so
 no downstream test set leaks into the statistics; ``wikipedia`` — the hub's Wikipedia dump,
@@ -23,7 +24,16 @@ from ..model.loading import short_name
 from .modules import get_module
 
 SELF_TEXT_TOKENS = 64  # length of each self-sampled text
+# In the cached files' names: 2, the statistics of the unedited model (before it, a process that
+# resumed a sequence from stored edited weights could compute them from those weights).
+STATS_REVISION = 2
 _MEMORY: dict = {}
+
+
+def stats_path(model_name: str, module_name: str, corpus: str, n_samples: int, dtype: str):
+    """Where the statistics of ``module_name`` are cached (``$EDITHURT_CACHE/stats``)."""
+    name = f"{model_name}__{module_name}__{corpus}__{n_samples}__{dtype}__r{STATS_REVISION}"
+    return cache_dir("stats") / f"{name}.safetensors"
 
 
 def corpus_texts(model, tok, corpus: str, n: int, seed: int = 0) -> list[str]:
@@ -50,8 +60,8 @@ def key_second_moments(model, tok, module_names, corpus: str = "self", n_samples
     one pass over the corpus."""
     out, missing = {}, []
     for name in module_names:
-        key = f"{model_name}__{name}__{corpus}__{n_samples}__{dtype}"
-        path = cache_dir("stats") / f"{key}.safetensors"
+        path = stats_path(model_name, name, corpus, n_samples, dtype)
+        key = path.stem
         if key in _MEMORY:
             out[name] = _MEMORY[key]
         elif path.exists():

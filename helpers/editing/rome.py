@@ -18,6 +18,7 @@ maps ``k̄`` to ``v``.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -440,7 +441,8 @@ def rome_update(model, tok, request, hp: ROMEHyperParams, templates, inv_covs=No
     return updates
 
 
-_TEMPLATES: dict = {}
+# per model object (weakly: a model freed and another loaded at its address starts afresh), then per setting
+_TEMPLATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def template_groups(model, tok, hp) -> list[list[str]]:
@@ -456,11 +458,12 @@ def template_groups(model, tok, hp) -> list[list[str]]:
 
             raise HparamsError(f"context_templates must each hold exactly one '{{}}': {bad}")
         return groups
-    key = (id(model), str(hp.context_template_length_params), hp.template_seed, hp.TEMPLATE_BRACES)
-    if key not in _TEMPLATES:
-        _TEMPLATES[key] = context_template_groups(model, tok, hp.context_template_length_params, hp.template_seed,
-                                                  hp.TEMPLATE_BRACES)
-    return _TEMPLATES[key]
+    key = (str(hp.context_template_length_params), hp.template_seed, hp.TEMPLATE_BRACES)
+    sampled = _TEMPLATES.setdefault(model, {})
+    if key not in sampled:
+        sampled[key] = context_template_groups(model, tok, hp.context_template_length_params, hp.template_seed,
+                                               hp.TEMPLATE_BRACES)
+    return sampled[key]
 
 
 def templates_for(model, tok, hp) -> list[str]:

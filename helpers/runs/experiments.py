@@ -102,17 +102,20 @@ def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str =
         start = time.perf_counter()
         res = edit(m, tok, req, method, hparams)
         seconds = time.perf_counter() - start
-        met = editing_metrics(m, tok, [req], reference=ref).iloc[0]
-        res.restore()
+        try:
+            met = editing_metrics(m, tok, [req], reference=ref).iloc[0]
+        finally:  # an interrupt leaves the shared model unedited for the next call
+            res.restore()
         return {"case_id": req.case_id, "reliability": met.reliability, "generalization": met.generalization,
                 "locality": met.locality, "portability": met.portability, "seconds": seconds,
                 "delta_norm": _update_norm(res)}
 
     rows = []
+    edit_key = {"experiment": "editing_performance", "model": model_name(model),
+                **edit_settings(method, hparams, files_name(model))}
     for req in tqdm(edit_sample(load_zsre(), n, seed, method, hparams), desc=f"{method} single edits",
                     disable=not progress):
-        settings = {"experiment": "editing_performance", "model": model_name(model),
-                    **edit_settings(method, hparams, files_name(model)), "case_id": req.case_id}
+        settings = {**edit_key, "case_id": req.case_id}
         rows.append(store.row(settings, lambda: compute(req)))
     return pd.DataFrame(rows)
 
@@ -262,8 +265,10 @@ def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Seq
                     once.update(reference=editing_metrics(m, tok, [req]),
                                 updates=raw_updates(model, req, method, hp, store))
                 res = apply_update(m, once["updates"], reg, method=method.upper())
-                met = editing_metrics(m, tok, [req], reference=once["reference"]).iloc[0]
-                res.restore()
+                try:
+                    met = editing_metrics(m, tok, [req], reference=once["reference"]).iloc[0]
+                finally:  # an interrupt leaves the shared model unedited for the next call
+                    res.restore()
                 return {"reliability": met.reliability, "generalization": met.generalization,
                         "locality": met.locality, "portability": met.portability, "delta_norm": _update_norm(res)}
 

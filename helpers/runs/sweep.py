@@ -379,8 +379,6 @@ class ChainUnit:
             if not pending:
                 return
         begin_sequence()
-        # the templates and key statistics come from the unedited model, before any jump to a stored state
-        prepare(m, tok, self.chain.method, self.hparams)
         reg = self.chain.regularizer
         if isinstance(reg, Prune):
             reg.reset()
@@ -389,6 +387,10 @@ class ChainUnit:
         # a method that carries state between edits replays its sequence from the start; the
         # others jump to the furthest stored state on the way to each checkpoint
         resumable = self.chain.method.upper() not in CARRY_STATE
+        if not (resumable and all(store.get_tensors(self.state_key(t)) is not None for t in pending)):
+            # an edit will be made: its templates and key statistics come from the unedited model,
+            # read now, before any jump to a stored state
+            prepare(m, tok, self.chain.method, self.hparams)
         applied, at = [], 0
         try:
             for target in pending:

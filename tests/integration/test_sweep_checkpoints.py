@@ -1,5 +1,7 @@
 """What a chain measures at its checkpoints besides the tasks (collapse signals, editing
 performance), PRUNE in a chain, and checkpoints read from stored states without editing again."""
+import weakref
+
 import pytest
 import torch
 
@@ -52,6 +54,8 @@ def test_missing_measures_are_read_from_the_stored_states_without_editing(tiny_d
         raise AssertionError("a checkpoint with stored weights was edited again")
 
     monkeypatch.setattr(helpers.runs.sweep, "edit", no_edit)
+    # nothing is edited, so nothing is read ahead for an edit either (no templates, no statistics)
+    monkeypatch.setattr(helpers.runs.sweep, "prepare", no_edit)
     _run(tiny_deep_model, chain, store=store)
     assert _measures(tiny_deep_model, chain, "signals", store).edits.tolist() == [0, 2, 4]
 
@@ -94,26 +98,33 @@ def test_rescue_chains_edit_the_same_records_counted_in_facts():
         Chain("R-ROME", 2)
 
 
-def test_a_chain_resumed_in_a_fresh_process_edits_as_the_uninterrupted_one(tiny_deep_model, tmp_path, monkeypatch):
-    """MEMIT's context templates (sampled from the model) and key statistics are read once per
-    process. A chain resumed from its stored edited weights in a new process (a rerun after a
-    crash, a Ray worker) reads them off the unedited model before it jumps, so its next edit is
-    the uninterrupted chain's (read off the edited model, the statistics of layer 1 would change)."""
+@pytest.mark.parametrize("method", ["MEMIT", "ROME"])
+def test_a_chain_resumed_in_a_fresh_process_edits_as_the_uninterrupted_one(tiny_deep_model, tmp_path, monkeypatch,
+                                                                             method):
+    """ROME's and MEMIT's context templates (sampled from the model) and key statistics are read
+    once per process. A chain resumed from its stored edited weights in a new process (a rerun
+    after a crash, a Ray worker) reads them off the unedited model before it jumps, so its next
+    edit is the uninterrupted chain's (read off the edited model, MEMIT's statistics of layer 1
+    and both methods' templates would change)."""
     from helpers.editing import key_stats, rome
     from helpers.model import LoadedModel
     from helpers.runs.sweep import side_effects
     from tests.integration.test_memit import memit_hparams
+    from tests.integration.test_rome import tiny_hparams
 
     model, tok = tiny_deep_model
-    hp = {"MEMIT": {**memit_hparams(model), "context_templates": None, "context_template_length_params": [[5, 5]]}}
+    sampled = {"context_templates": None, "context_template_length_params": [[5, 5]]}
+    hp = {"MEMIT": {**memit_hparams(model), **sampled},
+          "ROME": {**tiny_hparams(model, mom2_adjustment=True, mom2_n_samples=6), **sampled}}[method]
+    hp = {method: hp}
 
     def fresh_process(cache: str):  # nothing in memory, nothing on disk
         monkeypatch.setenv("EDITHURT_CACHE", str(tmp_path / cache))
         monkeypatch.setattr(key_stats, "_MEMORY", {})
-        monkeypatch.setattr(rome, "_TEMPLATES", {})
+        monkeypatch.setattr(rome, "_TEMPLATES", weakref.WeakKeyDictionary())
 
     def run(checkpoints, store):
-        return side_effects([Chain("MEMIT", 1, checkpoints)], LoadedModel("tiny", model, tok), TASKS, n=2, seed=0,
+        return side_effects([Chain(method, 1, checkpoints)], LoadedModel("tiny", model, tok), TASKS, n=2, seed=0,
                             hparams=hp, progress=False, store=tmp_path / store)
 
     fresh_process("first")

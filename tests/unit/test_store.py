@@ -17,8 +17,9 @@ def test_key_ignores_order_and_sees_values():
 
 
 def test_an_edit_key_carries_its_own_methods_revision():
-    """A revision of the template-sampling methods recomputes their results only: KN's and MEND's
-    keys stay those of revision 3, any spelling of a method gives one key."""
+    """The methods that sample templates or read key statistics are at revision 4, KN and MEND
+    still at 3 (a later change of those four recomputes their results only); any spelling of a
+    method gives one key."""
     from helpers.editing import METHODS, METHOD_REVISIONS, REVISION
 
     revisions = {m: results.edit_settings(m, None, "smollm2-135m")["methods_revision"] for m in METHODS}
