@@ -1,4 +1,8 @@
-"""A process that computes three rows of a shared store (tests/integration/test_store_writers.py)."""
+"""A process that computes three rows of a shared store (tests/integration/test_store_writers.py).
+
+With a third argument ``hold``, it holds the lock until a line arrives on stdin: the test releases
+it only once the second writer has said that it waits, so the order does not depend on how fast
+the second process starts."""
 import sys
 import time
 
@@ -17,5 +21,7 @@ def compute(i):
 store = ResultStore(store_path)
 with store.writing():
     print("HOLDING", flush=True)
+    if sys.argv[3:] == ["hold"]:
+        sys.stdin.readline()
     rows = [store.row({"row": i}, lambda i=i: compute(i)) for i in range(3)]
 print("ROWS", [r["value"] for r in rows], flush=True)

@@ -1,6 +1,8 @@
 """Two processes writing one results store: the second waits for the first and computes nothing twice."""
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -10,19 +12,49 @@ CHILD = Path(__file__).with_name("store_writer_child.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _stderr_until(process, text, timeout=60.0):
+    """What ``process`` writes to stderr up to the first line holding ``text`` (or its end, or the
+    timeout). Read by a thread: a pipe's buffered lines are invisible to ``select``."""
+    lines: queue.Queue = queue.Queue()
+
+    def read_all():
+        for line in iter(process.stderr.readline, ""):
+            lines.put(line)
+        lines.put("")  # the end
+
+    threading.Thread(target=read_all, daemon=True).start()
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            break
+        if not line:
+            break
+        seen += line
+    return seen, lines
+
+
 def test_a_second_writer_waits_names_the_holder_and_reuses_its_rows(tmp_path):
     store, log = tmp_path / "r.jsonl", tmp_path / "log.txt"
-    first = subprocess.Popen([sys.executable, str(CHILD), str(store), str(log)], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, str(CHILD), str(store), str(log), "hold"], cwd=ROOT, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert first.stdout.readline().strip() == "HOLDING"  # the first holds the lock before the second starts
     second = subprocess.Popen([sys.executable, str(CHILD), str(store), str(log)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waiting, rest = _stderr_until(second, "being written by")  # the first holds on until the second waits
+    finally:
+        first.stdin.write("go\n")
+        first.stdin.flush()
     out1, err1 = first.communicate(timeout=60)
-    out2, err2 = second.communicate(timeout=60)
-    assert first.returncode == 0 and second.returncode == 0, err1 + err2
+    out2 = second.stdout.read()
+    second.wait(timeout=60)
+    err2 = "".join(iter(lambda: rest.get(timeout=10), ""))
+    assert first.returncode == 0 and second.returncode == 0, err1 + waiting + err2
+    assert f"being written by process {first.pid}" in waiting
     assert "ROWS [0, 1, 2]" in out1 and "ROWS [0, 1, 2]" in out2
     assert log.read_text().splitlines() == ["compute 0", "compute 1", "compute 2"]  # once each, by the first
-    assert f"being written by process {first.pid}" in err2
     assert len(store.read_text().splitlines()) == 3 and len(ResultStore(store)) == 3
 
 
