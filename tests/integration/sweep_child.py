@@ -1,12 +1,13 @@
 """A small side-effect sweep on a tiny random model, run as its own process by
 ``test_interruptions.py`` so that it can be killed. ``python -m tests.integration.sweep_child
-STORE LOG [SLEEP]``: appends one line per evaluation and per edit it performs to LOG, sleeps
-SLEEP seconds in each evaluation (time for the test to strike), prints the table as JSON."""
+STORE LOG [HOLD_AT]``: appends one line per evaluation and per edit it performs to LOG, waits in
+its HOLD_AT-th evaluation until it is killed or interrupted (the test strikes there, however slow
+the machine; 0: never), prints the table as JSON."""
 import sys
 import time
 
 
-def main(store, log, sleep=0.0):
+def main(store, log, hold_at=0):
     import helpers.runs.sweep
     from helpers.model import LoadedModel
     from helpers.runs.sweep import Chain, side_effects
@@ -28,9 +29,14 @@ def main(store, log, sleep=0.0):
         note("edit")
         return real_edit(*a, **k)
 
+    started = 0
+
     def logged_eval(*a, **k):
+        nonlocal started
         note("eval start")
-        time.sleep(sleep)
+        started += 1
+        if started == hold_at:
+            time.sleep(3600)
         out = real_eval(*a, **k)
         note("eval")
         return out
@@ -51,4 +57,4 @@ if __name__ == "__main__":
     # Ctrl-C raises KeyboardInterrupt even when the test suite runs as a background job (`make test &`), whose
     # children start with SIGINT ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

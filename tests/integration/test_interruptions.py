@@ -21,8 +21,8 @@ EVALS = 4 * 2  # 4 points (0..3 edits) x 2 tasks
 MEASURES = 4 + 3  # the collapse signals at every point, the editing performance after each edit
 
 
-def _start(store, log, sleep=0.0):
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.sweep_child", str(store), str(log), str(sleep)],
+def _start(store, log, hold_at=0):
+    return subprocess.Popen([sys.executable, "-m", "tests.integration.sweep_child", str(store), str(log), str(hold_at)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -71,9 +71,9 @@ def test_the_same_settings_and_seed_give_the_same_table_and_rows_record_their_or
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_an_interrupted_sweep_resumes_without_recomputing_or_losing_rows(reference, tmp_path, how):
     store, log = tmp_path / "store.jsonl", tmp_path / "log"
-    proc = _start(store, log, sleep=0.5)
-    # strike during the 6th task evaluation: 5 task rows are stored, and the measures of points 0 and 1 (point 0's
-    # signals; point 1's signals and editing performance: 3 rows), the 6th is in progress
+    proc = _start(store, log, hold_at=6)
+    # strike during the 6th task evaluation, which waits for it: 5 task rows are stored, and the measures of points 0
+    # and 1 (point 0's signals; point 1's signals and editing performance: 3 rows), the 6th is in progress
     _wait_for(log, "eval start", 6, proc)
     proc.send_signal(getattr(signal, how))
     out, err = proc.communicate(timeout=120)
