@@ -33,8 +33,10 @@ Store = str | os.PathLike | ResultStore | None
 
 
 def writes_store(fn):
-    """Run ``fn`` holding its ``store``'s lock (:meth:`ResultStore.writing`): a second process
-    writing the same store waits, then finds this one's rows instead of computing them again."""
+    """Run ``fn`` in a lazy ``writing`` block of its ``store`` (:meth:`ResultStore.writing`):
+    from its first missing result on it holds the store's lock, so a second process writing the
+    same store waits, then finds this one's rows instead of computing them again; a call whose
+    results are all stored reads them without waiting for another writer."""
     sig = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -42,7 +44,7 @@ def writes_store(fn):
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         store = bound.arguments["store"] = open_store(bound.arguments["store"])
-        with store.writing():
+        with store.writing(lazy=True):
             return fn(*bound.args, **bound.kwargs)
 
     return run

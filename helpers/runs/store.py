@@ -16,7 +16,8 @@ records (Parquet, ``<store>_examples/<key>.parquet``), each named by its row's k
 One writer at a time: a run that computes rows holds the store's lock (:meth:`ResultStore.writing`,
 a lock file ``<store>.lock`` beside it); a second process that wants to write waits for it,
 saying which process holds it, and then reads what the first stored instead of computing it
-again.
+again. ``writing(lazy=True)`` takes the lock only at the first result the store lacks, so a run
+whose results are all stored reads them while another process writes other rows.
 """
 from __future__ import annotations
 
@@ -180,6 +181,8 @@ class ResultStore:
         self._examples: dict[str, pd.DataFrame] = {}  # in-memory stores only
         self._made_by = None
         self._lock_depth = 0
+        self._lazy_depth = 0  # open writing(lazy=True) blocks
+        self._held = None  # the lock a lazy block took at its first miss, released when the block ends
         self._size = 0  # bytes of the file read so far (a reader reloads when it grows)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,18 +235,40 @@ class ResultStore:
             os.fsync(f.fileno())
 
     @contextlib.contextmanager
-    def writing(self, wait_message_every: float = 60.0):
+    def writing(self, wait_message_every: float = 60.0, *, lazy: bool = False):
         """Hold this store's lock while computing and writing rows: another process that asks
         for it waits (saying which process holds it, again every ``wait_message_every``
         seconds) and, once it has it, reads the rows written meanwhile, so nothing is computed
         twice. Re-entrant; store objects of one process share the lock; in-memory stores need
-        none."""
+        none.
+
+        ``lazy``: take the lock only when the block first misses a result (a ``get``,
+        ``get_tensors`` or ``get_examples`` that finds nothing, or a write), then hold it to the
+        block's end; after taking it the store is read again, so a result another process
+        stored meanwhile is found, not computed. A block whose results are all stored never
+        waits. Every computation must follow a miss (the store's own ``row`` and ``tensors``
+        do)."""
         if self.path is None or self._lock_depth:
             self._lock_depth += 1
             try:
                 yield self
             finally:
                 self._lock_depth -= 1
+            return
+        if lazy:
+            self._lazy_depth += 1
+            try:
+                yield self
+            finally:
+                self._lazy_depth -= 1
+                if not self._lazy_depth and self._held is not None:
+                    held, self._held, self._lock_depth = self._held, None, 0
+                    held.close()
+            return
+        if self._lazy_depth:  # inside a lazy block: take the lock now and keep it to that block's end
+            self._take_lock(wait_message_every)
+            with self.writing():
+                yield self
             return
         with store_lock(self.path, wait_message_every):
             self._lock_depth = 1
@@ -254,10 +279,29 @@ class ResultStore:
             finally:
                 self._lock_depth = 0
 
+    def _take_lock(self, wait_message_every: float = 60.0) -> None:
+        """Inside a lazy ``writing`` block: take the lock (waiting for another writer), kept
+        until the block ends, and read the store again."""
+        held = contextlib.ExitStack()
+        held.enter_context(store_lock(self.path, wait_message_every))
+        self._held, self._lock_depth = held, 1
+        if self.path.exists():
+            self._load(repair=True)
+
+    def _missed(self) -> bool:
+        """Whether a miss must take the lock first (inside a lazy block that has not taken it);
+        if so it is taken here and the caller looks again."""
+        if self.path is None or self._lock_depth or not self._lazy_depth:
+            return False
+        self._take_lock()
+        return True
+
     def get(self, settings: dict) -> dict | None:
         rec = self._rows.get(settings_key(settings))
         if rec is None and self.path is not None and self._size != _size_of(self.path):
             self._load(repair=bool(self._lock_depth))  # the file grew: rows another writer stored
+            rec = self._rows.get(settings_key(settings))
+        if rec is None and self._missed():  # the lock taken and the store read again
             rec = self._rows.get(settings_key(settings))
         return None if rec is None else rec["row"]
 
@@ -306,6 +350,9 @@ class ResultStore:
     def tensors(self, settings: dict, compute) -> dict:
         """The stored tensors of ``settings``, or ``compute()`` — stored as it returns (holding
         the store's lock while computing)."""
+        found = self.get_tensors(settings)
+        if found is not None:
+            return found
         with self.writing():
             return _stored_or_computed(self.get_tensors, self.put_tensors, settings, compute)
 
@@ -326,7 +373,9 @@ class ResultStore:
         if self.path is None:
             return self._tensors.get(settings_key(settings))
         path = self._tensor_path(settings)
-        return load_safetensors(path, "delete it and it is recomputed") if path.exists() else None
+        if not path.exists() and not (self._missed() and path.exists()):
+            return None
+        return load_safetensors(path, "delete it and it is recomputed")
 
     # per-example records beside the rows: Parquet files named by the settings' key
     def _examples_path(self, settings: dict) -> Path:
@@ -345,8 +394,9 @@ class ResultStore:
             found = self._examples.get(settings_key(settings))
             return None if found is None else found.copy()
         path = self._examples_path(settings)
-        return load_parquet(path, "delete it and its row's line in the store, and both are recomputed") \
-            if path.exists() else None
+        if not path.exists() and not (self._missed() and path.exists()):
+            return None
+        return load_parquet(path, "delete it and its row's line in the store, and both are recomputed")
 
     def frame(self) -> pd.DataFrame:
         """Every stored row, with its settings as extra columns."""

@@ -190,28 +190,29 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
     def table() -> pd.DataFrame:
         return pd.DataFrame([r for u in units for r in u.table(store)])
 
-    todo = missing()
-    if not todo:  # everything is stored: read it, without waiting for a process that is writing other rows
-        return table()
-    # the unedited rows first (every chain of the same model and task sample shares them), then the chains
-    first = [u.unedited() for u in units if 0 in u.chain.checkpoints and u.missing_at(0, store)][:1]
-    with store.writing(), tqdm(total=todo, desc="side effects (tasks and checkpoint measures)", unit="eval",
-                               disable=not progress or not todo) as bar:
-        todo = missing()  # rows another process stored while this one waited for the store
-        bar.reset(total=todo)
-        try:
+    # the lock is taken at the first missing row (waiting for another writer, whose rows are then read, not
+    # computed); a sweep whose rows are all stored reads them without waiting
+    with store.writing(lazy=True):
+        todo = missing()
+        if not todo:
+            return table()
+        # the unedited rows first (every chain of the same model and task sample shares them), then the chains
+        first = [u.unedited() for u in units if 0 in u.chain.checkpoints and u.missing_at(0, store)][:1]
+        with tqdm(total=todo, desc="side effects (tasks and checkpoint measures)", unit="eval",
+                  disable=not progress) as bar:
             def on_row(done: str = "") -> None:
                 bar.set_postfix_str(done, refresh=False)
                 bar.update()
 
-            runner.run([first, units], model, store, on_row)
-        except KeyboardInterrupt:
-            where = (f"{len(store)} rows are stored in {store.path}; run the same call again to resume from there "
-                     "(finished rows are not recomputed)") if store.path is not None else \
-                "nothing was stored (no store= given): pass store= a path to be able to resume"
-            raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} evaluations (tasks and checkpoint "
-                                   f"measures); {where}. The "
-                                   "model was restored to its unedited weights.") from None
+            try:
+                runner.run([first, units], model, store, on_row)
+            except KeyboardInterrupt:
+                where = (f"{len(store)} rows are stored in {store.path}; run the same call again to resume from "
+                         "there (finished rows are not recomputed)") if store.path is not None else \
+                    "nothing was stored (no store= given): pass store= a path to be able to resume"
+                raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} evaluations (tasks and "
+                                       f"checkpoint measures); {where}. The model was restored to its unedited "
+                                       "weights.") from None
     return table()
 
 

@@ -2,7 +2,8 @@
 
 With a third argument ``hold``, it holds the lock until a line arrives on stdin: the test releases
 it only once the second writer has said that it waits, so the order does not depend on how fast
-the second process starts."""
+the second process starts. With ``lazy``, it writes in a lazy block (``writing(lazy=True)``:
+the lock is taken at the first missing row)."""
 import sys
 import time
 
@@ -19,8 +20,8 @@ def compute(i):
 
 
 store = ResultStore(store_path)
-with store.writing():
-    print("HOLDING", flush=True)
+with store.writing(lazy=sys.argv[3:] == ["lazy"]):
+    print("HOLDING" if sys.argv[3:] == ["hold"] else "STARTED", flush=True)
     if sys.argv[3:] == ["hold"]:
         sys.stdin.readline()
     rows = [store.row({"row": i}, lambda i=i: compute(i)) for i in range(3)]

@@ -6,6 +6,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from helpers.runs.experiments import writes_store
 from helpers.runs.store import ResultStore
 
 CHILD = Path(__file__).with_name("store_writer_child.py")
@@ -35,12 +38,14 @@ def _stderr_until(process, text, timeout=60.0):
     return seen, lines
 
 
-def test_a_second_writer_waits_names_the_holder_and_reuses_its_rows(tmp_path):
+@pytest.mark.parametrize("second_mode", ["whole", "lazy"])
+def test_a_second_writer_waits_names_the_holder_and_reuses_its_rows(tmp_path, second_mode):
     store, log = tmp_path / "r.jsonl", tmp_path / "log.txt"
     first = subprocess.Popen([sys.executable, str(CHILD), str(store), str(log), "hold"], cwd=ROOT, text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert first.stdout.readline().strip() == "HOLDING"  # the first holds the lock before the second starts
-    second = subprocess.Popen([sys.executable, str(CHILD), str(store), str(log)], cwd=ROOT,
+    second = subprocess.Popen([sys.executable, str(CHILD), str(store), str(log)] + ["lazy"] * (second_mode == "lazy"),
+                              cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         waiting, rest = _stderr_until(second, "being written by")  # the first holds on until the second waits
@@ -80,3 +85,32 @@ def test_two_store_objects_of_one_process_share_the_lock_instead_of_waiting_for_
             b.put({"a": 2}, {"v": 2})
         assert time.monotonic() - start < 5
     assert len(ResultStore(tmp_path / "r.jsonl")) == 2
+
+
+@writes_store
+def _rows_of(keys, *, store=None):
+    return [store.row({"row": k}, lambda k=k: {"value": k}) for k in keys]
+
+
+def test_a_call_with_its_rows_stored_reads_them_while_another_process_writes_and_one_lacking_a_row_waits(tmp_path):
+    store, out = tmp_path / "r.jsonl", {}
+    _rows_of([0, 1], store=store)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom helpers.runs.store import store_lock\n"
+                               "with store_lock(sys.argv[1]):\n    print('HOLDING', flush=True)\n    time.sleep(600)",
+                               str(store)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    writer = threading.Thread(target=lambda: out.update(more=_rows_of([0, 1, 2], store=store)), daemon=True)
+    try:
+        assert holder.stdout.readline().strip() == "HOLDING"
+        reader = threading.Thread(target=lambda: out.update(stored=_rows_of([0, 1], store=store)), daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "a call with nothing to compute waited for the store's writer"
+        assert out["stored"] == [{"value": 0}, {"value": 1}]
+        writer.start()
+        writer.join(timeout=2)
+        assert writer.is_alive() and "more" not in out  # row 2 is missing: it waits for the other writer
+    finally:
+        holder.kill()
+        holder.wait()
+    writer.join(timeout=60)
+    assert out["more"] == [{"value": 0}, {"value": 1}, {"value": 2}]

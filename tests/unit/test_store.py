@@ -150,3 +150,54 @@ def test_a_store_from_a_newer_version_is_refused(tmp_path):
     path.write_text(json.dumps({"format": FORMAT + 1, "key": "a", "settings": {}, "row": {}}) + "\n")
     with pytest.raises(StoreError, match=f"format {FORMAT + 1}; this version reads format {FORMAT}: use the version"):
         ResultStore(path)
+
+
+def _lock_holder(store_path):
+    """Who holds the store's lock, as its lock file says (empty: nobody)."""
+    lock = store_path.with_name(store_path.name + ".lock")
+    return lock.read_text() if lock.exists() else ""
+
+
+@pytest.mark.parametrize("missing", ["row", "tensors", "examples"])
+def test_a_lazy_writing_block_takes_the_lock_at_its_first_miss_and_keeps_it_to_its_end(tmp_path, missing):
+    import torch
+
+    path = tmp_path / "r.jsonl"
+    first = ResultStore(path)
+    first.put({"a": 1}, {"v": 1})
+    first.put_tensors({"a": 1}, {"t": torch.ones(2)})
+    first.put_examples({"a": 1}, pd.DataFrame({"x": [1]}))
+    store = ResultStore(path)
+    with store.writing(lazy=True):
+        assert store.get({"a": 1}) == {"v": 1} and store.get_tensors({"a": 1})["t"].tolist() == [1.0, 1.0]
+        assert len(store.get_examples({"a": 1})) == 1
+        assert _lock_holder(path) == ""  # everything found: no lock taken
+        look = {"row": store.get, "tensors": store.get_tensors, "examples": store.get_examples}[missing]
+        assert look({"a": 2}) is None
+        assert _lock_holder(path).startswith(f"process {os.getpid()} ")  # taken at the miss...
+        store.put({"a": 2}, {"v": 2})
+        assert store.get({"a": 1}) == {"v": 1}
+        assert _lock_holder(path).startswith(f"process {os.getpid()} ")  # ...and kept after the write
+    assert _lock_holder(path) == ""  # released with the block
+    assert len(ResultStore(path)) == 2
+
+
+def test_a_lazy_block_computes_a_missing_result_only_while_holding_the_lock(tmp_path):
+    import torch
+
+    path = tmp_path / "r.jsonl"
+
+    def held():
+        return _lock_holder(path).startswith(f"process {os.getpid()} ")
+
+    with ResultStore(path).writing(lazy=True) as store:
+        assert store.row({"a": 1}, lambda: {"held": held()}) == {"held": True}
+    with ResultStore(path).writing(lazy=True) as store:
+        assert store.row({"a": 1}, lambda: pytest.fail("computed a stored row")) == {"held": True}
+        assert not held()
+        assert store.tensors({"a": 2}, lambda: {"held": torch.tensor([float(held())])})["held"].tolist() == [1.0]
+    assert not held()
+    with ResultStore(path).writing(lazy=True) as store:
+        store.put({"a": 3}, {"v": 3})  # a write without a miss before it also takes the lock for the block
+        assert held()
+    assert not held()
