@@ -72,11 +72,11 @@ def store_lock(path: str | os.PathLike, wait_message_every: float = 60.0):
                               "(its rows are then read, not computed again)", file=sys.stderr, flush=True)
                         told = now
                     time.sleep(0.2)
-        except BaseException:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200] or 'python'})".encode("utf8"), 0)
+        except BaseException:  # Ctrl-C while waiting or just after: closing the descriptor releases the lock
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200] or 'python'})".encode("utf8"), 0)
         entry = {"fd": fd, "count": 1, "pid": os.getpid()}
         with _HELD_GUARD:
             _HELD[key] = entry
@@ -183,6 +183,7 @@ class ResultStore:
         self._lock_depth = 0
         self._lazy_depth = 0  # open writing(lazy=True) blocks
         self._held = None  # the lock a lazy block took at its first miss, released when the block ends
+        self._lazy_wait = 60.0  # the outermost lazy block's wait_message_every
         self._size = 0  # bytes of the file read so far (a reader reloads when it grows)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +257,8 @@ class ResultStore:
                 self._lock_depth -= 1
             return
         if lazy:
+            if not self._lazy_depth:
+                self._lazy_wait = wait_message_every
             self._lazy_depth += 1
             try:
                 yield self
@@ -282,9 +285,9 @@ class ResultStore:
     def _take_lock(self, wait_message_every: float = 60.0) -> None:
         """Inside a lazy ``writing`` block: take the lock (waiting for another writer), kept
         until the block ends, and read the store again."""
-        held = contextlib.ExitStack()
-        held.enter_context(store_lock(self.path, wait_message_every))
-        self._held, self._lock_depth = held, 1
+        self._held = contextlib.ExitStack()  # set first: an interrupt from here on is released with the block
+        self._held.enter_context(store_lock(self.path, wait_message_every))
+        self._lock_depth = 1
         if self.path.exists():
             self._load(repair=True)
 
@@ -293,7 +296,7 @@ class ResultStore:
         if so it is taken here and the caller looks again."""
         if self.path is None or self._lock_depth or not self._lazy_depth:
             return False
-        self._take_lock()
+        self._take_lock(self._lazy_wait)
         return True
 
     def get(self, settings: dict) -> dict | None:

@@ -201,3 +201,46 @@ def test_a_lazy_block_computes_a_missing_result_only_while_holding_the_lock(tmp_
         store.put({"a": 3}, {"v": 3})  # a write without a miss before it also takes the lock for the block
         assert held()
     assert not held()
+
+
+def test_a_lazy_lock_is_released_at_the_outer_block_s_end_on_error_too_and_taken_again_by_the_next_block(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = ResultStore(path)
+
+    def held():
+        return _lock_holder(path).startswith(f"process {os.getpid()} ")
+
+    with store.writing(lazy=True):
+        with store.writing(lazy=True):  # nested (a decorated function calling another)
+            assert store.get({"a": 1}) is None and held()
+        assert held()  # still the outer block's
+    assert not held()
+    with pytest.raises(RuntimeError), store.writing(lazy=True):
+        store.get({"a": 1})
+        raise RuntimeError("inside the block")
+    assert not held()
+    with store.writing(lazy=True):  # the same object again: it computes only under the lock
+        assert not held()
+        assert store.row({"a": 1}, lambda: {"held": held()}) == {"held": True}
+    assert not held()
+
+
+def test_a_lazy_block_reads_what_another_writer_stored_while_it_waited_for_the_lock(tmp_path, monkeypatch):
+    import contextlib
+
+    path = tmp_path / "r.jsonl"
+    theirs = tmp_path / "theirs.jsonl"
+    ResultStore(theirs).put({"a": 1}, {"v": "theirs"})
+    real_lock = results.store_lock
+
+    @contextlib.contextmanager
+    def lock_after_the_other_writer(p, *args, **kwargs):
+        with open(path, "ab") as f:  # the other writer finishes its row while this one waits
+            f.write(theirs.read_bytes())
+        with real_lock(p, *args, **kwargs):
+            yield
+
+    store = ResultStore(path)
+    monkeypatch.setattr(results, "store_lock", lock_after_the_other_writer)
+    with store.writing(lazy=True):
+        assert store.get({"a": 1}) == {"v": "theirs"}  # found after the lock: not computed again
