@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..errors import EdithurtError
 from ..files import atomic_write_text, is_disk_full, load_parquet, load_safetensors, save_parquet, save_safetensors
@@ -68,8 +69,9 @@ def store_lock(path: str | os.PathLike, wait_message_every: float = 60.0):
                     now = time.monotonic()
                     if told is None or now - told >= wait_message_every:
                         holder = os.pread(fd, 4096, 0).decode("utf8", "replace").strip() or "another process"
-                        print(f"results store {path} is being written by {holder}; waiting for it to finish "
-                              "(its rows are then read, not computed again)", file=sys.stderr, flush=True)
+                        tqdm.write(f"results store {path} is being written by {holder}; waiting for it to finish "
+                                   "(its rows are then read, not computed again)", file=sys.stderr)  # above a bar
+                        sys.stderr.flush()
                         told = now
                     time.sleep(0.2)
             os.ftruncate(fd, 0)
