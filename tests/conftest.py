@@ -1,9 +1,33 @@
-"""Shared fixtures. Layers: ``unit`` (no model), ``integration`` (tiny random models and the
-embedded SmolLM2, marked ``model``). Slow tests are marked ``slow``."""
+"""Shared fixtures. Tiers, one folder each and marked by it: ``unit`` (no model: seconds),
+``integration`` (tiny random models; the embedded SmolLM2 where marked ``model``), ``notebooks``
+(every notebook under the smoke profile), ``browser`` (JupyterLab in Chromium). Slow tests are
+also marked ``slow``."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
+
+TIERS = ("unit", "integration", "notebooks", "browser")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share 2 cores (pytest -n 2): one thread each, for them and for the
+    # processes they start (notebook kernels, Ray workers, children), or they oversubscribe the
+    # cores and each slows the other several-fold.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its tier (its folder under tests/), so ``-m unit`` selects a tier."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        parts = Path(str(item.fspath)).resolve().relative_to(here).parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,18 @@ def load_profile(name: str) -> dict:
     return profile
 
 
+def run_notebook(name: str, out_path: Path, parameters: dict, timeout_s: float = CELL_TIMEOUT_S) -> None:
+    """Execute ``notebooks/<name>.ipynb`` headlessly with ``parameters`` into ``out_path``.
+
+    The kernel talks to papermill over local IPC sockets, not TCP ports: nothing listens on the
+    network, and ipykernel has no reason to warn that its traffic is unencrypted.
+    """
+    import papermill
+    from traitlets.config import Config
+
+    papermill.execute_notebook(NOTEBOOKS / f"{name}.ipynb", out_path, parameters=parameters, cwd=str(NOTEBOOKS),
+                               progress_bar=False, kernel_name="python3", execution_timeout=timeout_s,
+                               config=Config({"KernelManager": {"transport": "ipc"}}))
 
 
 def notebook_parameters(profile_name: str, profile: dict, notebook: str, out_dir: Path,
@@ -124,8 +136,6 @@ def main(argv=None) -> int:
     except DataNotFoundError as e:
         print(f"make reproduce: {e}", file=sys.stderr)
         return 2
-    import papermill
-
     from .claims import write_claims
 
     out_dir = REPO_ROOT / "figures" / args.profile
@@ -142,9 +152,7 @@ def main(argv=None) -> int:
         print(f"[{args.profile}] {name}: {params}", flush=True)
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(NOTEBOOKS / f"{name}.ipynb", out_dir / "notebooks" / f"{name}.ipynb",
-                                       parameters=params, cwd=str(NOTEBOOKS), progress_bar=False,
-                                       kernel_name="python3", execution_timeout=CELL_TIMEOUT_S)
+            run_notebook(name, out_dir / "notebooks" / f"{name}.ipynb", params)
         except KeyboardInterrupt:
             print(f"\n[{args.profile}] interrupted during {name}. Every finished result is stored under "
                   f"{out_dir / 'results'}; run `make reproduce PROFILE={args.profile}` again to resume "

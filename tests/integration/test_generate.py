@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from helpers import generate
+from tests.numerics import assert_values_close
 
 PROMPTS = [
     "The capital of France is",
@@ -41,7 +42,7 @@ def test_batched_equals_one_at_a_time(tiny_model):
     for b, s in zip(batched, single):
         assert b.tokens == s.tokens
         for x, y in zip(b.scored, s.scored):
-            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+            assert_values_close(x.logprobs, y.logprobs)
 
 
 def test_greedy_tokens_match_transformers_generate(tiny_model):
@@ -149,7 +150,7 @@ def test_a_shared_instruction_is_read_once_and_changes_nothing(tiny_model, batch
         assert a.tokens == b.tokens == _hf_greedy(model, tok, p, 5)
         assert a.prompt_tokens == b.prompt_tokens == len(tok(p).input_ids)
         for x, y in zip(a.scored, b.scored):
-            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+            assert_values_close(x.logprobs, y.logprobs)
 
 
 def test_one_pass_scoring_equals_reading_prompt_and_continuation_apart(tiny_model):
@@ -165,7 +166,7 @@ def test_one_pass_scoring_equals_reading_prompt_and_continuation_apart(tiny_mode
     for sa, b in zip(one, two):
         (sb,) = b.scored
         assert sa.tokens == sb.tokens and sa.argmax == sb.argmax and sa.greedy == sb.greedy
-        assert sa.logprobs == pytest.approx(sb.logprobs, abs=1e-4)
+        assert_values_close(sa.logprobs, sb.logprobs)
 
 
 def test_score_equals_a_direct_forward_of_prompt_and_continuation(tiny_model):
@@ -184,5 +185,5 @@ def test_score_equals_a_direct_forward_of_prompt_and_continuation(tiny_model):
             lp = torch.log_softmax(model(input_ids=torch.tensor([ids + target])).logits[0].float(), -1)
         direct = [float(lp[len(ids) - 1 + j, t]) for j, t in enumerate(target)]
         assert s.tokens == target
-        assert s.logprobs == pytest.approx(direct, abs=1e-4)
+        assert_values_close(s.logprobs, direct)
         assert s.argmax == [int(lp[len(ids) - 1 + j].argmax()) for j in range(len(target))]

@@ -8,6 +8,7 @@ import torch
 from helpers import EditRequest
 from helpers.editing import EditError, HparamsError, edit, kn
 from helpers.editing.modules import from_param_layout, get_module
+from tests.numerics import assert_close
 
 REQ = EditRequest(prompt="The mother tongue of Danielle Darrieux is", subject="Danielle Darrieux",
                   target_new="English", ground_truth="French", rephrase="x", locality_prompt="y", locality_answer="z")
@@ -77,7 +78,8 @@ def test_attributions_equal_slow_integrated_gradients_at_the_reference_site(tiny
     for i in (0, 1):
         module = get_module(model, SITES[kind(model)][0].format(i))
         want = _slow_ig(model, tok, REQ.prompt, token, module, 6)
-        assert torch.allclose(scores[i], want, rtol=1e-4, atol=1e-6 * want.abs().max())
+        # at the layer's scale: a wrong hook site or α = k/m moves scores by > 1e-2 of it
+        assert_close(scores[i], want, what=f"layer {i}")
 
 
 def test_a_single_step_scores_activation_times_gradient_at_zero(tiny_model):
@@ -88,7 +90,7 @@ def test_a_single_step_scores_activation_times_gradient_at_zero(tiny_model):
     scores = kn.attributions(model, tok, REQ.prompt, "French", hp, [1])
     module = get_module(model, SITES[kind(model)][0].format(1))
     want = _slow_ig(model, tok, REQ.prompt, token, module, 1)
-    assert torch.allclose(scores[0], want, rtol=1e-4, atol=1e-6 * want.abs().max())
+    assert_close(scores[0], want)  # at the layer's scale (float32 promises no more)
 
 
 def test_integrated_gradients_are_complete(tiny_model):
@@ -132,7 +134,7 @@ def test_later_answer_tokens_use_the_reference_context_and_the_mean(tiny_model, 
     else:
         assert contexts[1] == REQ.prompt + tok.decode([greedy[0]])
     want = sum(_slow_ig(model, tok, c, t, module, 4) for c, t in zip(contexts, ids)) / len(ids)
-    assert torch.allclose(scores[0], want, rtol=1e-4, atol=1e-6 * want.abs().max())
+    assert_close(scores[0], want)  # at the layer's scale (float32 promises no more)
 
 
 def test_last_position_attribution_equals_the_whole_model_reference(tiny_deep_model):
@@ -144,7 +146,7 @@ def test_last_position_attribution_equals_the_whole_model_reference(tiny_deep_mo
     a = kn.attributions(model, tok, REQ.prompt, "Paris France", fast, [0, 1, 2, 3])
     b = kn.attributions(model, tok, REQ.prompt, "Paris France", ref, [0, 1, 2, 3])
     assert a.shape == b.shape == (4, b.shape[1])
-    assert torch.allclose(a, b, atol=1e-6 * b.abs().max(), rtol=1e-4)
+    assert_close(a, b)  # at the scale of all layers' scores: a skipped or misplaced layer moves them by O(1)
 
 
 @pytest.mark.parametrize("target", ["English", "English French"])
@@ -166,7 +168,8 @@ def test_kn_edit_adds_target_embeddings_minus_the_prediction(tiny_model, target)
             d = from_param_layout(delta, get_module(model, name.rsplit(".", 1)[0]))  # [out, in]
             cols = d.abs().sum(0).nonzero().flatten()
             assert 0 < len(cols) < d.shape[1]
-            assert torch.allclose(d[:, cols], want[:, None].expand(-1, len(cols)), atol=1e-6)
+            # at the embeddings' scale: a wrong sign or factor 2 moves a column by O(1) of it
+            assert_close(d[:, cols], want[:, None].expand(-1, len(cols)))
     finally:
         res.restore()
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())

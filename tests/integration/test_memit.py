@@ -9,6 +9,7 @@ from helpers.editing import edit, memit
 from helpers.editing.rome import read_at_subject
 from helpers.editing.modules import get_module
 from tests.integration.test_rome import TEMPLATES, tiny_hparams
+from tests.numerics import assert_close, close
 
 REQS = [
     EditRequest(prompt="The mother tongue of Danielle Darrieux is", subject="Danielle Darrieux", target_new="English",
@@ -104,9 +105,9 @@ def test_keys_are_averaged_within_template_groups_then_over_groups(tiny_model):
 
     bare, rest = key("{}"), torch.stack([key(t) for t in groups[1]]).mean(0)
     want = (bare + rest) / 2
-    assert torch.allclose(got, want, atol=1e-5 * want.abs().max())
+    assert_close(got, want)  # the one-and-the-rest average; the flat mean below is 1e-2 of the scale away
     flat = (bare + 3 * rest) / 4
-    assert not torch.allclose(got, flat, atol=1e-3 * want.abs().max())
+    assert not close(got, flat, rel=1e-3)
     # a flat list of fixed templates takes the same two-group form
     assert memit.template_groups(model, tok, memit.MEMITHyperParams(
         **memit_hparams(model, context_templates=["{}", *groups[1]]))) == groups
@@ -125,9 +126,9 @@ def test_the_loss_layer_is_read_through_the_final_norm_and_head(tiny_model):
     z_module = get_module(model, hp.layer_module_tmp.format(0))
     plain = optimize_target(model, tok, REQS[0], hp, z_module, TEMPLATES, 0)
     at_last = optimize_target(model, tok, REQS[0], hp, z_module, TEMPLATES, 0, loss_layer=1)
-    assert torch.allclose(plain, at_last, atol=1e-4 * plain.abs().max())
+    assert_close(at_last, plain)
     at_z = optimize_target(model, tok, REQS[0], hp, z_module, TEMPLATES, 0, loss_layer=0)
-    assert not torch.allclose(plain, at_z, atol=1e-3 * plain.abs().max())
+    assert not close(at_z, plain, rel=1e-3)
     assert loss_layer_of(model, hp, 0) is None  # -1: the last block, read as the model's output
     assert loss_layer_of(model, memit.MEMITHyperParams(**memit_hparams(model, v_loss_layer=0)), 1) is None
     assert loss_layer_of(model, memit.MEMITHyperParams(**memit_hparams(model, v_loss_layer=0)), 0) == 0

@@ -6,6 +6,7 @@ import torch
 from helpers import EditRequest
 from helpers.editing import HparamsError, edit, mend
 from helpers.editing.modules import from_param_layout, get_module
+from tests.numerics import assert_close
 
 REQS = [
     EditRequest(prompt="The mother tongue of Danielle Darrieux is", subject="Danielle Darrieux", target_new="English",
@@ -40,7 +41,7 @@ def test_gradient_factors_rebuild_the_true_gradient(tiny_model):
         u, d = factors[name]
         module = get_module(model, name.rsplit(".", 1)[0])
         grad = from_param_layout(params[name].grad, module)  # [out, in]
-        assert torch.allclose(d.T @ u, grad, atol=1e-6 * grad.abs().max())
+        assert_close(d.T @ u, grad)  # at the gradient's scale
     model.zero_grad()
 
 
@@ -100,7 +101,7 @@ def test_normalisation_uses_the_rows_seen_so_far_unbiased():
     x2, d2 = t(b[:, :3], b[:, 3:], 0)
     rows = torch.cat([a, b])
     want = (b - rows.mean(0)) / (rows.std(0, unbiased=True) + 1e-7)
-    assert torch.allclose(torch.cat([x2, d2], 1), want, atol=1e-5)
+    assert_close(torch.cat([x2, d2], 1), want)  # biased std or the last batch alone: > 1e-2 away
     t.eval()  # eval: the statistics stay
     t(torch.randn(3, 3), torch.randn(3, 2), 0)
     assert int(t.count) == 10
@@ -135,9 +136,9 @@ def test_untrained_mend_is_a_plus_signed_step_per_weight(tiny_model):
     swapped = type(model).__name__.startswith("GPT2")  # c_fc comes before c_proj among GPT-2's parameters
     for i, name in enumerate(hp.inner_params):
         u, d = factors[name]
-        assert torch.allclose(upd[name], net.edit_lrs[i] * (d.T @ u), rtol=1e-5, atol=1e-12)
+        assert_close(upd[name], net.edit_lrs[i] * (d.T @ u))  # another layer's rate: ×2 or more
         j = i ^ 1 if swapped else i
-        assert torch.allclose(at_edit[name], net.edit_lrs[j] * (d.T @ u), rtol=1e-5, atol=1e-12)
+        assert_close(at_edit[name], net.edit_lrs[j] * (d.T @ u))
     own = mend.MEND(model, mend_hparams(model, norm=False, edit_lr_order="inner_params"))
     assert own.edit_step_index == [0, 1, 2, 3]
 

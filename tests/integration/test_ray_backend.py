@@ -39,19 +39,29 @@ def _lines(path) -> list[str]:
     return Path(path).read_text().splitlines() if Path(path).exists() else []
 
 
+# a mix of generation and classification tasks with short answers: the backend's bookkeeping is the
+# same for all 8
+TASKS = ["sentiment", "closed_qa", "ner", "nli"]
+
+
 def _smoke_grid():
+    """The smoke profile's ROME and MEMIT chains — four units: a ROME chain, two MEMIT batches and a
+    MEMIT batch-sequential chain — on 4 of the 8 tasks. KN and MEND are left out: their cost (KN's
+    attributions over every layer, MEND's network trained in each worker) tests those methods, not
+    the backend, and their own tests pin them."""
     from helpers.report import reproduce
     from helpers.runs import sweep
 
     p = reproduce.load_profile("smoke")["notebooks"]["01_side_effects"]
-    return sweep.chains(p["instance_sequential"], p["batch_single"], p["batch_sequential"]), p
+    grid = sweep.chains(p["instance_sequential"], p["batch_single"], p["batch_sequential"])
+    return [c for c in grid if c.method in ("ROME", "MEMIT")], p
 
 
 def test_the_smoke_grid_on_two_ray_workers_with_one_killed_equals_the_local_table(cluster, tmp_path):
     from helpers.runs import sweep
 
     grid, p = _smoke_grid()
-    run = dict(model="smollm2-135m", n=p["n"], seed=0, hparams=p["hparams"], progress=False)
+    run = dict(model="smollm2-135m", tasks=TASKS, n=p["n"], seed=0, hparams=p["hparams"], progress=False)
     start = time.perf_counter()
     local = sweep.side_effects(grid, store=tmp_path / "local.jsonl", backend="local", **run)
     local_s = time.perf_counter() - start
@@ -67,7 +77,7 @@ def test_the_smoke_grid_on_two_ray_workers_with_one_killed_equals_the_local_tabl
     start = time.perf_counter()
     thread = threading.Thread(target=ray_run)
     thread.start()
-    while len(_lines(store)) < 20 and thread.is_alive():
+    while len(_lines(store)) < 10 and thread.is_alive():
         time.sleep(0.2)
     killed = _worker_pids()
     assert killed, "no Ray worker process found to kill"
@@ -94,11 +104,12 @@ def test_a_unit_failing_twice_the_same_way_is_reported_and_the_others_finish(clu
     from helpers.runs.backends.ray_cluster import UnitsFailedError
 
     grid = [sweep.Chain("KN", 1, (0, 1)), sweep.Chain("ROME", 1, (0, 1))]
+    kn = {"steps": 2, "batch_size": 2}  # few integrated-gradient steps: this tests the backend, not KN
     with pytest.raises(UnitsFailedError, match=r"ROME \(instance-sequential\): HparamsError: .*'v_num_grad_step'"):
-        sweep.side_effects(grid, "smollm2-135m", ["sentiment"], n=1, hparams={"ROME": {"v_num_grad_step": 3}},
+        sweep.side_effects(grid, "smollm2-135m", ["sentiment"], n=1, hparams={"ROME": {"v_num_grad_step": 3}, "KN": kn},
                            store=tmp_path / "s.jsonl", backend="ray", progress=False)
-    done = sweep.side_effects([grid[0]], "smollm2-135m", ["sentiment"], n=1, store=tmp_path / "s.jsonl",
-                              backend="local", progress=False)
+    done = sweep.side_effects([grid[0]], "smollm2-135m", ["sentiment"], n=1, hparams={"KN": kn},
+                              store=tmp_path / "s.jsonl", backend="local", progress=False)
     rows = [json.loads(l)["settings"] for l in _lines(tmp_path / "s.jsonl")]
     # KN's two points were stored by the ray run: their task rows, and the checkpoint measures (signals at 0 and 1
     # edits, editing performance at 1)

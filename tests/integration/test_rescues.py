@@ -12,6 +12,7 @@ from helpers.editing.modules import from_param_layout, get_module
 from helpers.editing.prune import PruneError, restrain, restrained_values
 from tests.integration.test_memit import REQS, memit_hparams, tmp_cache  # noqa: F401 (a fixture)
 from tests.integration.test_rome import REQ, TEMPLATES, tiny_hparams
+from tests.numerics import assert_close
 
 
 # r-ROME ---------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def test_with_nothing_preserved_alphaedit_is_memit_with_a_plain_ridge(tiny_model
     zs = memit.targets(model, tok, REQS, memit.MEMITHyperParams(**memit_hp), setting)
     expected = memit.spread(model, tok, REQS, memit.MEMITHyperParams(**memit_hp), zs, (setting[0], identity))
     for name in expected:
-        assert torch.allclose(res.updates[name], expected[name], rtol=1e-4, atol=1e-6 * expected[name].norm())
+        assert_close(res.updates[name], expected[name])
 
 
 # PRUNE ----------------------------------------------------------------------------------------

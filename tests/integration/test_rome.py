@@ -8,6 +8,7 @@ import torch
 from helpers import EditRequest
 from helpers.editing import EditError, HparamsError, LayerError, apply_update, edit, memit, rome
 from helpers.errors import UnknownNameError
+from tests.numerics import assert_close
 
 REQ = EditRequest(prompt="The mother tongue of Danielle Darrieux is", subject="Danielle Darrieux",
                   target_new="English", ground_truth="French", rephrase="Danielle Darrieux speaks",
@@ -80,7 +81,7 @@ def test_conv1d_and_linear_give_the_same_update_on_equivalent_weights(smol_token
     d_conv = edit(conv, tok, REQ, "ROME", hp).deltas["transformer.h.1.mlp.c_proj.weight"]
     d_lin = edit(lin, tok, REQ, "ROME", hp).deltas["transformer.h.1.mlp.c_proj.weight"]
     assert d_conv.shape == d_lin.T.shape
-    assert torch.allclose(d_conv, d_lin.T, atol=1e-5 * d_conv.abs().max())
+    assert_close(d_conv, d_lin.T)  # a transposed layout read wrongly moves every element by O(1)
 
 
 def test_regularizer_shapes_the_update_that_is_added(tiny_model):
@@ -89,7 +90,8 @@ def test_regularizer_shapes_the_update_that_is_added(tiny_model):
     res = edit(model, tok, REQ, "ROME", tiny_hparams(model), regularizer=lambda d, w: d * 0.5)
     (name, delta), = res.deltas.items()
     added = dict(model.named_parameters())[name] - before[name]
-    assert torch.allclose(added, delta, atol=1e-6)
+    # (W + δ) − W is exact to float32's rounding of W's elements, whatever δ's size
+    assert_close(added, delta, scale=before[name].abs().max() + delta.abs().max())
     res.restore()
 
 
@@ -160,7 +162,7 @@ def test_mom2_adjustment_whitens_the_key(tiny_model, tmp_path, monkeypatch):
     plain = rome.compute_u(model, tok, REQ, hp, 1, TEMPLATES)
     adjusted = rome.compute_u(model, tok, REQ, hp, 1, TEMPLATES, inv)
     expected = inv @ plain
-    assert torch.allclose(adjusted, expected / expected.norm(), atol=1e-5)
+    assert_close(adjusted, expected / expected.norm())
     res = edit(model, tok, REQ, "ROME", tiny_hparams(model, mom2_adjustment=True, mom2_n_samples=6))
     (delta,) = res.deltas.values()
     assert torch.linalg.matrix_rank(delta.double(), rtol=1e-6) == 1
@@ -215,13 +217,13 @@ def test_several_rome_layers_are_edited_in_turn(tiny_model):
     names = [f"{two.rewrite_module_tmp.format(l)}.weight" for l in (0, 1)]
     assert sorted(upd) == sorted(names)
     first = rome.rome_update(model, tok, REQ, dataclasses.replace(two, layers=[0]), TEMPLATES)
-    assert torch.allclose(upd[names[0]], first[names[0]], atol=1e-6 * first[names[0]].abs().max())
+    assert_close(upd[names[0]], first[names[0]])
     res = apply_update(model, first)
     try:
         second = rome.rome_update(model, tok, REQ, dataclasses.replace(two, layers=[1]), TEMPLATES)
     finally:
         res.restore()
-    assert torch.allclose(upd[names[1]], second[names[1]], atol=1e-5 * second[names[1]].abs().max())
+    assert_close(upd[names[1]], second[names[1]])  # computed on the unedited layer 0, it would differ by O(1)
 
 
 def test_settings_rome_would_ignore_are_refused(tiny_model):

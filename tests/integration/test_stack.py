@@ -7,6 +7,7 @@ from helpers import EditRequest
 from helpers.editing import rome
 from helpers.editing.modules import get_module
 from helpers.model.stack import DecoderStack, KeyValues, attention_bias
+from tests.numerics import assert_close, assert_values_close
 
 TEXTS = ["The capital of France is Paris and", "A", "Danielle Darrieux was born in the city of"]
 
@@ -31,7 +32,7 @@ def test_the_stack_run_whole_equals_the_models_forward(tiny_deep_model, side):
         ours = stack.logits(stack.run(stack.embed(ids, pos), pos, mask))
         ref = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
     real = mask.bool()
-    assert torch.allclose(ours[real], ref[real], atol=1e-5)
+    assert_close(ours[real], ref[real])  # at the logits' scale: a wrong mask or position moves them by O(1)
 
 
 def test_starting_above_a_layer_with_a_recorded_prefix_equals_the_full_pass(tiny_deep_model):
@@ -61,7 +62,7 @@ def test_starting_above_a_layer_with_a_recorded_prefix_equals_the_full_pass(tiny
         logits = stack.logits(stack.run(entering, suf_pos, keys, 2, None, KeyValues(prefix=upper)))
         for r, (e, c) in enumerate(zip(enc, cut)):
             full = model(input_ids=torch.tensor([e])).logits[0, c:]
-            assert torch.allclose(logits[r, : len(e) - c], full, atol=1e-5)
+            assert_close(logits[r, : len(e) - c], full)  # a missing prefix key moves them by O(1)
 
 
 def test_attention_bias_blocks_padding_and_the_future():
@@ -106,7 +107,7 @@ def test_the_reused_prefix_gives_the_references_outputs_and_gradients(tiny_deep_
     owner = torch.zeros(len(enc), dtype=torch.long)  # one request: every text is its own
     full = rome._FullRows(model, module, enc, lookup, 0, "cpu", owner, [0])
     fast = rome._SuffixRows(model, module, enc, lookup, layer, 0, "cpu", owner, [0])
-    assert torch.allclose(full.init, fast.init, atol=1e-6)
+    assert_close(fast.init, full.init)
     torch.manual_seed(1)
     delta = (torch.randn_like(full.init) * full.init.norm() / 4).requires_grad_(True)  # [1, out]
     probe = torch.randn(full.init.shape[-1])
@@ -118,7 +119,7 @@ def test_the_reused_prefix_gives_the_references_outputs_and_gradients(tiny_deep_
         (g,) = torch.autograd.grad((picked @ probe).square().sum(), delta)
         grads.append(g)
         outs.append(picked.detach())
-    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert_close(outs[1], outs[0])
     assert (grads[0] - grads[1]).norm() <= 1e-4 * grads[0].norm()
 
 
@@ -166,7 +167,7 @@ def test_the_lower_layer_cache_gives_what_a_full_read_gives_after_an_edit(tiny_d
         for a, b in zip(fast, plain):
             assert a.tokens == b.tokens
             for x, y in zip(a.scored, b.scored):
-                assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+                assert_values_close(x.logprobs, y.logprobs)
         below = model.get_input_embeddings().weight
         row = below[5].detach().clone()
         with torch.no_grad():

@@ -6,6 +6,7 @@ import helpers.runs.sweep
 from helpers.errors import UnknownNameError
 from helpers.model import LoadedModel
 from helpers.runs.sweep import Chain, SweepError, chains, side_effects
+from tests.numerics import assert_values_close
 
 pytestmark = [pytest.mark.data]
 
@@ -40,7 +41,7 @@ def test_points_of_one_chain_equal_separate_chains_and_the_model_is_restored(tin
     at2 = long[long.edits == 2].reset_index(drop=True)
     assert at2[["task", "value", "valid_rate"]].equals(short[["task", "value", "valid_rate"]])
     # the lower-layer cache filled at point 1 serves point 2: the same numbers as a fresh read
-    assert at2.gold_nll.tolist() == pytest.approx(short.gold_nll.tolist(), abs=1e-5)
+    assert_values_close(at2.gold_nll, short.gold_nll)
     # the edits did something: the gold answers' NLL moved
     base = long[long.edits == 0].gold_nll.to_numpy()
     assert (abs(at2.gold_nll.to_numpy() - base) > 1e-6).any()
@@ -81,7 +82,7 @@ def test_an_interrupted_chain_resumes_from_its_last_checkpoint(tiny_deep_model, 
     assert (calls["edit"], calls["eval"]) == (1, 1 + len(TASKS))
     cols = ["edits", "task", "value", "valid_rate"]
     assert resumed[cols].equals(reference[cols])
-    assert resumed.gold_nll.tolist() == pytest.approx(reference.gold_nll.tolist(), abs=1e-5)
+    assert_values_close(resumed.gold_nll, reference.gold_nll)
 
     calls.update(edit=0, eval=0)
     again = _run(tiny_deep_model, chain, store=tmp_path / "run.jsonl")

@@ -10,6 +10,7 @@ import helpers.runs.sweep
 from helpers import Prune
 from helpers.runs.sweep import Chain, checkpoint_measures
 from tests.integration.test_sweep import TASKS, _hp, _run
+from tests.numerics import assert_values_close, values_close
 
 pytestmark = [pytest.mark.data]
 
@@ -73,13 +74,14 @@ def test_a_prune_chain_edits_unrestrained_and_is_read_restrained(tiny_deep_model
     at0 = rows[rows.edits == 0][cols].reset_index(drop=True)
     for count in (1, 2):
         got = rows[rows.edits == count][cols].reset_index(drop=True)
-        assert got.task.equals(at0.task) and got.gold_nll.tolist() == pytest.approx(at0.gold_nll.tolist(), abs=1e-5)
+        assert got.task.equals(at0.task)
+        assert_values_close(got.gold_nll, at0.gold_nll)
     signals = _measures(tiny_deep_model, [Chain("ROME", 1, (0, 1, 2), Prune())], "signals", store)
     assert signals.norm_growth.tolist() == pytest.approx([1.0, 1.0, 1.0])
     assert rows.chain.iloc[0] == "ROME + PRUNE (instance-sequential)"
     # the unregularised chain of the same records shares nothing but the unedited rows
     plain = _run(tiny_deep_model, [Chain("ROME", 1, (0, 2))], store=store)
-    assert not plain[plain.edits == 2].gold_nll.tolist() == pytest.approx(at0.gold_nll.tolist(), abs=1e-5)
+    assert not values_close(plain[plain.edits == 2].gold_nll, at0.gold_nll)
 
 
 def test_rescue_chains_edit_the_same_records_counted_in_facts():
@@ -139,4 +141,4 @@ def test_a_chain_resumed_in_a_fresh_process_edits_as_the_uninterrupted_one(tiny_
     assert len(edits) == 1  # the second edit only: the first is the stored state
     at2 = [t[t.edits == 2].sort_values("task").reset_index(drop=True) for t in (whole, resumed)]
     assert at2[0].value.tolist() == at2[1].value.tolist()
-    assert at2[1].gold_nll.tolist() == pytest.approx(at2[0].gold_nll.tolist(), abs=1e-6)
+    assert_values_close(at2[1].gold_nll, at2[0].gold_nll)

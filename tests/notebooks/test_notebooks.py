@@ -10,13 +10,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.data]
 
 @pytest.mark.parametrize("notebook", list(reproduce.load_profile("smoke")["notebooks"]))
 def test_notebook_runs_under_smoke_profile(notebook, tmp_path):
-    import papermill
-
+    # The results store is the smoke profile's own (figures/smoke/results, as `make reproduce PROFILE=smoke`
+    # and the browser tests use it): rows are keyed by every setting and revision, so a row another test of
+    # this session computed is the same row, read instead of computed again. Figures and tables are
+    # written fresh into tmp_path and checked there.
+    shared = reproduce.REPO_ROOT / "figures" / "smoke" / "results"
+    shared.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "results").symlink_to(shared, target_is_directory=True)
     profile = reproduce.load_profile("smoke")
     params = reproduce.notebook_parameters("smoke", profile, notebook, tmp_path)
-    papermill.execute_notebook(reproduce.NOTEBOOKS / f"{notebook}.ipynb", tmp_path / f"{notebook}.ipynb",
-                               parameters=params, cwd=str(reproduce.NOTEBOOKS), progress_bar=False,
-                               kernel_name="python3", execution_timeout=600)  # a smoke cell is seconds; a hang fails
+    reproduce.run_notebook(notebook, tmp_path / f"{notebook}.ipynb", params, timeout_s=600)  # a hang fails
     pngs = list(tmp_path.glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
     tables = list((tmp_path / "tables").glob("*.csv"))

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 import helpers.runs.store as results
-from helpers.report.tables import to_markdown, write_table
 from helpers.runs.store import FORMAT, DiskFullError, ResultStore, StoreError, settings_key, upgrade
 
 
@@ -86,15 +85,6 @@ def test_numpy_scalars_are_stored_as_numbers(tmp_path):
     s.put({"k": 1}, {"v": np.float64(0.25), "n": np.int64(3)})
     rec = json.loads((tmp_path / "r.jsonl").read_text())
     assert rec["row"] == {"v": 0.25, "n": 3}
-
-
-def test_write_table_csv_and_markdown(tmp_path):
-    df = pd.DataFrame({"task": ["nli", "ner"], "value": [0.5, float("nan")]})
-    write_table(df, tmp_path, "t")
-    assert pd.read_csv(tmp_path / "tables" / "t.csv").task.tolist() == ["nli", "ner"]
-    md = (tmp_path / "tables" / "t.md").read_text().splitlines()
-    assert md[0] == "| task | value |" and md[2] == "| nli | 0.500 |" and md[3] == "| ner |  |"
-    assert to_markdown(df).count("\n") == 3
 
 
 def test_a_full_disk_leaves_the_store_as_it_was_and_the_next_write_works(tmp_path, monkeypatch):
