@@ -4,21 +4,12 @@
 also marked ``slow``."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 TIERS = ("unit", "integration", "notebooks", "browser")
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Two test processes share 2 cores (pytest -n 2): one thread each, for them and for the
-    # processes they start (notebook kernels, Ray workers, children), or they oversubscribe the
-    # cores and each slows the other several-fold.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
-    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
