@@ -33,7 +33,7 @@ $(STAMP): requirements.lock requirements-ray.lock pyproject.toml
 test: setup            ## the whole suite (what CI runs)
 	$(PY) -m pytest
 
-test-fast: setup       ## the unit tier only: no model, no notebook, no browser (about a minute)
+test-fast: setup       ## the unit tier only: no model, no notebook, no browser (seconds)
 	$(PY) -m pytest -m "unit and not slow"
 
 test-integration: setup  ## the integration tier: tiny random models, the embedded SmolLM2, the data

@@ -80,13 +80,13 @@ def main(argv=None) -> int:
                     help="MEMIT batch-single sizes to add to the pilot (one ordering)")
     args = ap.parse_args(argv)
     from ..runs import sweep
-    from .reproduce import REPO_ROOT, load_profile
+    from .reproduce import figures_dir, load_profile
     from .tables import write_records, write_table
 
     profile = load_profile(args.profile)
     side = profile["notebooks"]["01_side_effects"]
     n = args.n or side["n"]
-    out_dir = REPO_ROOT / "figures" / args.profile / "pilot"  # its own store: make reproduce is timed from empty
+    out_dir = figures_dir(args.profile) / "pilot"  # its own store: make reproduce is timed from empty
     grid = [sweep.Chain("ROME", 1, tuple(args.checkpoints), seed=profile.get("seed", 0))]
     grid += [sweep.Chain("MEMIT", b, (0, 1), setting="batch-single", seed=profile.get("seed", 0))
              for b in args.memit_batch]

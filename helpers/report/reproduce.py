@@ -47,6 +47,12 @@ def load_profile(name: str) -> dict:
     return profile
 
 
+def figures_dir(profile: str) -> Path:
+    """Where ``make reproduce PROFILE=<profile>`` writes: figures, tables, claims, and the results
+    store (``results/``) that later runs, the notebooks and the tests read back."""
+    return REPO_ROOT / "figures" / profile
+
+
 def run_notebook(name: str, out_path: Path, parameters: dict, timeout_s: float = CELL_TIMEOUT_S) -> None:
     """Execute ``notebooks/<name>.ipynb`` headlessly with ``parameters`` into ``out_path``.
 
@@ -138,7 +144,7 @@ def main(argv=None) -> int:
         return 2
     from .claims import write_claims
 
-    out_dir = REPO_ROOT / "figures" / args.profile
+    out_dir = figures_dir(args.profile)
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     names = [n for n in profile["notebooks"] if not args.only or n in args.only]
     if args.only and set(args.only) - set(names):

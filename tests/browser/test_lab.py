@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers.report import reproduce
+
 pytestmark = [pytest.mark.browser, pytest.mark.data, pytest.mark.model, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "figures" / "interactive"
-OUT_DIR = ROOT / "figures" / "smoke"  # the smoke profile's results, shared with `make reproduce PROFILE=smoke`
+OUT_DIR = reproduce.figures_dir("smoke")  # the smoke profile's results, shared with `make reproduce PROFILE=smoke`
 RUN_ALL_TIMEOUT_MS = 600_000  # a hang guard: on a cold cache notebook 03 takes about 2 min here, longer on a slower or busy machine
 READOUT = ".edithurt-readout"
 

@@ -93,7 +93,7 @@ def test_an_interrupted_sweep_resumes_without_recomputing_or_losing_rows(referen
     assert _count(log2, "eval") == EVALS - done  # finished rows are not recomputed
     # from the edit state stored at the last checkpoint, not from the start
     assert _count(log2, "edit") == 1
-    # float columns (NLLs) to float32's scale, the rest exactly
+    # numbers to 1e-4 of their size (the NLLs are float32 sums; scores and counts agree exactly)
     pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-4, atol=0)
     recs = _lines(store)
     assert len(recs) == EVALS + MEASURES and len({r["key"] for r in recs}) == EVALS + MEASURES  # none lost, none twice

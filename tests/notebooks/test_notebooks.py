@@ -14,7 +14,7 @@ def test_notebook_runs_under_smoke_profile(notebook, tmp_path):
     # and the browser tests use it): rows are keyed by every setting and revision, so a row another test of
     # this session computed is the same row, read instead of computed again. Figures and tables are
     # written fresh into tmp_path and checked there.
-    shared = reproduce.REPO_ROOT / "figures" / "smoke" / "results"
+    shared = reproduce.figures_dir("smoke") / "results"
     shared.mkdir(parents=True, exist_ok=True)
     (tmp_path / "results").symlink_to(shared, target_is_directory=True)
     profile = reproduce.load_profile("smoke")
