@@ -5,26 +5,24 @@
 with its interval and a verdict. Nothing here is tuned: the rules are fixed below and stated in
 the report.
 
-Side effects (C1–C4, C8) are judged on the per-prompt records, paired: the same examples are
-read before and after, so each task's damage is an average of per-example changes, with a 95%
-interval over examples for the edit orderings run, a side taken only where every ordering agrees
-(:mod:`.stats`). "As edits grow" is the trend over
-the checkpoints (the damage the least-squares line reaches at the last checkpoint), not one
-endpoint. A claim about most of the 8 tasks uses Bonferroni-adjusted intervals (level
-1 − 0.05/8 each), so that the chance of any task counted wrongly stays below 5% — over the
-examples, for the edit orderings run (docs/statistics.md).
+Side effects (C1–C4, C8 and the rescues) are judged on the per-example records, paired: the same
+examples are read before and after, so each task's damage is an average of per-example changes
+(NER: per sentence). A claim's verdict reads a *family* of comparisons — every task of every
+method it names — and their intervals are simultaneous at 95% over the family (:mod:`.judge`,
+:mod:`.stats`), so the chance that any task is counted on a wrong side stays at 5%, over the
+examples, for the edit orderings run; a side is taken only where every ordering agrees. "As edits
+grow" is two questions: the damage at the last checkpoint (the *level*, which the verdicts read)
+and how much it grew since the first (the *growth*, reported with its own simultaneous intervals).
 
 Which measure judges a task: the paper's metric where the unedited model is above chance on it
 (more than two standard errors above the chance level; for the generation tasks, which have no
 chance level, a value of at least ``FLOOR``); otherwise the gold answer's NLL (docs/protocol.md),
 since a drop from the floor cannot be seen.
 
-Verdicts: *holds* — the interval lies wholly on the paper's side of zero; *does not hold* —
-wholly on the other side, or wholly inside the margin of no practical effect (``MARGIN``);
-*inconclusive* — neither, reported with the smallest effect this run could have seen.
-
-The later rescues (notebook 05) get a section of their own, judged by the same rules: each
-against the unregularised chain of its family on the same records (:func:`rescue_claims`).
+Verdicts: *holds* — most tasks (5 of 8) lie wholly on the paper's side of zero; *does not hold*
+— so many lie on the other side, or wholly inside the margin of no practical effect
+(``MARGIN``), that the paper's side cannot reach most; *inconclusive* — neither, with, per
+undecided task, the orderings and examples that would decide it (:func:`helpers.report.power.needed`).
 """
 from __future__ import annotations
 
@@ -35,15 +33,13 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import get_task, row_from_records
-from . import rescues, stats
+from . import power, rescues, stats
+from .judge import (FLOOR, INCONCLUSIVE, MARGIN, NOT_MEASURED, Comparison, Judged, advantage_by_task, by_ordering,
+                    common_orderings, comparisons, growth, judge_family, judge_measure, majority, task_judges,
+                    unedited_row)
 from .tables import (FIG8_EXAMPLES, RECT_ABLATION_ROWS, RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS,
                      SIDE_EFFECTS_EXAMPLES, WEIGHT_CHANGE_TABLE1, read_records, read_table)
 
-FLOOR = 0.05  # a generation metric below this is at the floor: judged on gold_nll
-MAJORITY = 5  # tasks out of 8 that must move for a "most tasks" claim to hold
-# no practical effect: a task metric (accuracy, F1, ROUGE) within 2 points, the gold NLL within
-# 0.05 nats per token, a ratio of editing scores within 2% of the paper's threshold
-MARGIN = {"value": 0.02, "gold_nll": 0.05}
 LEVEL = 0.95
 
 PAPER = {
@@ -59,43 +55,9 @@ PAPER = {
     "C8": "RECT preserves downstream performance better than unregularized editing as edits grow, for "
           "most tasks; sentiment is an exception (Fig. 8, 18).",
 }
-INCONCLUSIVE = "inconclusive"
-NOT_MEASURED = "not measured"
 
 
-# ---------------------------------------------------------------------------- per task
-def judge_measure(base: pd.Series) -> str:
-    """``"value"`` or ``"gold_nll"``: how a task whose unedited row is ``base`` is judged."""
-    p, n, chance = base["value"], max(int(base["prompts"]), 1), base.get("chance", math.nan)
-    if chance is None or chance != chance:
-        chance = 0.0
-    above = p > chance + 2 * math.sqrt(max(p * (1 - p), 1e-12) / n)
-    return "value" if above and p >= FLOOR else "gold_nll"
-
-
-def unedited_row(records: pd.DataFrame, task: str, protocol: str = "paper") -> pd.Series:
-    """The aggregate row of one task's unedited records (what :func:`judge_measure` reads)."""
-    chance = get_task(task).chance
-    return pd.Series({**row_from_records(task, records, protocol), "chance": math.nan if chance is None else chance})
-
-
-def _judges(unedited: pd.DataFrame, protocol: str) -> dict[str, str]:
-    """{task: the measure that judges it}, from one ordering's unedited records."""
-    return {t: judge_measure(unedited_row(unedited[unedited.task == t], t, protocol))
-            for t in dict.fromkeys(unedited.task)}
-
-
-def _orderings(records: pd.DataFrame) -> list[pd.DataFrame]:
-    """One frame per edit ordering, in ordering order."""
-    if "ordering" not in records:
-        return [records]
-    return [g for _, g in sorted(records.groupby("ordering"), key=lambda kv: kv[0])]
-
-
-def _level(tasks: int) -> float:
-    return stats.bonferroni(LEVEL, tasks)
-
-
+# ---------------------------------------------------------------------------- text
 def _fmt(e: stats.Effect) -> str:
     """The estimate, its interval, and — with several orderings — each ordering's own value."""
     text = f"{e.estimate:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
@@ -115,72 +77,108 @@ def _measure_name(task: str, measure: str) -> str:
     return f"{get_task(task).metric}" if measure == "value" else "NLL"
 
 
-def _majority(sides: list[str]) -> str:
-    """Most tasks worse beyond their interval: holds; so many decided as not worse (better,
-    or within the margin) that a majority cannot be reached: does not hold; else inconclusive."""
-    total = len(sides)
-    if not total:
-        return NOT_MEASURED
-    need = min(MAJORITY, total)
-    worse = sides.count("worse")
-    settled_not = sides.count("better") + sides.count("negligible")
-    if worse >= need:
-        return "holds"
-    if settled_not > total - need:
-        return "does not hold"
-    return INCONCLUSIVE
+def _family_text(judged: list[Judged]) -> str:
+    if not judged:
+        return ""
+    e = judged[0].effect
+    return f"{len(judged)} intervals simultaneous at {e.level:.0%} (critical value {e.critical:.2f} standard errors)"
 
 
-def _trend_by_task(after: dict[float, pd.DataFrame], before, protocol: str, judge: dict[str, str],
-                   level: float, origin: float = 0.0) -> list[dict]:
-    """Per task: the damage trend over the checkpoints of ``after`` ({checkpoint: records})
-    against ``before`` (records, or {checkpoint: records}), read at the last checkpoint."""
-    out = []
-    last = max(after)
-    for task in dict.fromkeys(after[last].task):
-        measure = judge[task]
-        a = {c: _orderings(r[r.task == task]) for c, r in after.items()}
-        b = ({c: _orderings(r[r.task == task]) for c, r in before.items()} if isinstance(before, dict)
-             else _orderings(before[before.task == task])[:1])
-        trend = stats.damage_trend(a, b, task, protocol, measure, level=level, origin=origin)
-        out.append({"task": task, "measure": measure, "trend": trend, "side": trend.side(MARGIN[measure])})
-    return out
-
-
-def _common_orderings(*parts: pd.DataFrame) -> list:
-    """The orderings present in every part (each a chain's records at one checkpoint)."""
-    sets = [set(p.ordering) for p in parts]
-    return sorted(set.intersection(*sets)) if sets else []
-
-
-def _task_text(results: list[dict], what: str, labels: dict[str, str] | None = None) -> str:
+def _task_text(results: list[Judged], what: str, labels: dict[str, str] | None = None) -> str:
     labels = labels or {}
-    return "; ".join(f"{r['task']} ({_measure_name(r['task'], r['measure'])}) {what} {_fmt(r['trend'])}"
-                     f"{' — ' + labels.get(r['side'], r['side']) if r['side'] != 'unclear' else ''}" for r in results)
+    return "; ".join(f"{r.task} ({_measure_name(r.task, r.measure)}) {what} {_fmt(r.effect)}"
+                     f"{' — ' + labels.get(r.side, r.side) if r.side != 'unclear' else ''}" for r in results)
 
 
-def _split(results: list[dict]) -> str:
+def _split(results: list[Judged]) -> str:
     """``", k beyond zero but with the orderings disagreeing in sign"`` (empty when none)."""
-    k = sum(r["side"] == "unclear" and r["trend"].beyond_zero for r in results)
+    k = sum(r.side == "unclear" and r.effect.beyond_zero for r in results)
     return f", {k} beyond zero but with the orderings disagreeing in sign" if k else ""
 
 
-def _summary(results: list[dict], verdict: str) -> str:
-    sides = [r["side"] for r in results]
-    text = (f"{sides.count('worse')} of {len(sides)} tasks worse beyond the interval, {sides.count('better')} better, "
+def _summary(results: list[Judged]) -> str:
+    sides = [r.side for r in results]
+    return (f"{sides.count('worse')} of {len(sides)} tasks worse beyond the interval, {sides.count('better')} better, "
             f"{sides.count('negligible')} within the margin{_split(results)}")
-    if verdict == INCONCLUSIVE:
-        seen = [r["trend"].detectable() for r in results if r["side"] == "unclear"]
-        text += (f"; the smallest damage this run could have seen (80% power) on the undecided tasks: "
-                 f"{min(seen):.3f}–{max(seen):.3f}" if seen else "")
-    return text
+
+
+def _growth_text(results: list[Judged], first: int, last: int) -> str:
+    if not results:
+        return ""
+    sides = [r.side for r in results]
+    return (f" Growth from {first} to {last} edits ({_family_text(results)}): grew on {sides.count('worse')} of "
+            f"{len(sides)} tasks, shrank on {sides.count('better')}, within the margin on {sides.count('negligible')}. "
+            + _task_text(results, "grew by"))
+
+
+# ---------------------------------------------------------------------------- sensitivity
+# Every judged comparison a claim reads, with what one more ordering of it costs: the rows of
+# claims.md's "What would decide the undecided" table.
+class Ledger:
+    """The undecided comparisons of a report, with what would decide them (:func:`power.needed`)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, claim: str, judged: list[Judged], seconds_per_ordering: float, verdict: str):
+        """Record each undecided comparison of a claim whose verdict is inconclusive."""
+        if verdict != INCONCLUSIVE and not verdict.startswith("mixed"):
+            return
+        for r in judged:
+            if r.side != "unclear":
+                continue
+            target = abs(r.effect.estimate) if abs(r.effect.estimate) >= MARGIN[r.measure] else MARGIN[r.measure]
+            need = power.needed(r.effect, target)
+            self.rows.append({"claim": claim, "comparison": r.label, "task": r.task,
+                              "measure": _measure_name(r.task, r.measure), "estimate": r.effect.estimate,
+                              "orderings_run": r.effect.orderings, "examples_run": r.effect.examples, **need,
+                              "hours_2_cores": need["orderings"] * seconds_per_ordering / 3600
+                              if math.isfinite(need["orderings"]) else math.inf})
+
+    def lines(self) -> list[str]:
+        if not self.rows:
+            return []
+        out = ["", "## What would decide the undecided", "",
+               "Per undecided task of an inconclusive claim: the spread of its damage between edit orderings and over",
+               "examples (variance components of the per-example values, docs/statistics.md), and what would show a",
+               "damage of this run's size (or the margin, if smaller) with 80% power as a mean over *new* orderings at",
+               "the error each of the family's intervals may spend: the orderings needed at this run's examples, the",
+               "examples needed at its orderings (∞: more examples cannot, the orderings' spread alone is too large),",
+               "and the time those orderings take on 2 cores (from `make bench`'s seconds per edit and per prompt;",
+               f"one GPU: about {power.GPU_SPEEDUP:.0f}× less, an assumption, not a measurement). Three orderings give",
+               "each SD 2 degrees of freedom: read these as orders of magnitude (docs/power.md).", "",
+               "| claim | comparison | task | measure | damage | SD between orderings | SD over examples | orderings "
+               "needed | examples needed | hours on 2 cores |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+        def num(x, fmt="{:.0f}"):
+            return "∞" if not math.isfinite(x) else fmt.format(x)
+
+        for r in self.rows:
+            out.append(f"| {r['claim']} | {r['comparison']} | {r['task']} | {r['measure']} | {r['estimate']:+.3f} | "
+                       f"{r['sd_orderings']:.3f} | {r['sd_examples']:.3f} | {num(r['orderings'])} (at n = "
+                       f"{r['examples_run']}) | {num(r['examples'])} (at {r['orderings_run']} orderings) | "
+                       f"{num(r['hours_2_cores'], '{:.1f}')} |")
+        return out
+
+    def brief(self, claim: str) -> str:
+        """" What would decide it: 12–400 orderings at n = 40 (see below)." for a claim's rows."""
+        rows = [r for r in self.rows if r["claim"] == claim]
+        if not rows:
+            return ""
+        k = [r["orderings"] for r in rows]
+        finite = [x for x in k if math.isfinite(x)]
+        span = (f"{min(finite):.0f}–{max(finite):.0f}" if finite else "∞") + (" (some ∞)" if len(finite) < len(k) and finite else "")
+        return f" Undecided tasks would need {span} orderings at n = {rows[0]['examples_run']} (table below)."
 
 
 # ---------------------------------------------------------------------------- claims
-def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str) -> list[tuple[str, str, str]]:
-    """C1 / C4: per method, the trend of each task's damage over the chain's checkpoints."""
-    out = []
+def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str = "paper", ledger: Ledger | None = None,
+                 claim: str = "C1") -> list[tuple[str, str, str]]:
+    """C1 / C4: per method, each task's damage at the chain's last checkpoint against the
+    unedited model (the verdict; one family over every method's tasks), and its growth since
+    the first checkpoint (reported; a family of its own)."""
     part = ex[(ex.setting == setting) & (ex.how == "none")]
+    level, grown, info = [], [], {}
     for method in dict.fromkeys(part.method):
         if method not in methods:
             continue
@@ -188,84 +186,100 @@ def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str) -> list
         points = sorted(p for p in set(c.edits) if p > 0)
         if not points or 0 not in set(c.edits):
             continue
-        keep = _common_orderings(*(c[c.edits == p] for p in points))
+        keep = common_orderings(*(c[c.edits == p] for p in points))
         if not keep:
             continue
         c = c[c.ordering.isin(keep) | (c.edits == 0)]
-        base = c[c.edits == 0]
-        first = _orderings(base)[0]
-        judge = _judges(first, protocol)
-        after = {p: c[c.edits == p] for p in points}
-        level = _level(len(judge))
-        res = _trend_by_task(after, base, protocol, judge, level)
-        verdict = _majority([r["side"] for r in res])
-        size = f", batch {int(c.batch_size.iloc[0])}" if setting == "batch-sequential" else ""
-        head = (f"{method}{size}: checkpoints {', '.join(map(str, points))} edits, {len(keep)} "
-                f"ordering(s), {_per_task(first)}. Damage the trend reaches after {points[-1]} "
-                f"edits ({level:.2%} intervals): {_summary(res, verdict)}. ")
-        out.append((method, head + _task_text(res, "damage"), verdict))
+        unedited = by_ordering(c[c.edits == 0])[0]
+        judge = task_judges(unedited, protocol)
+        last = c[c.edits == points[-1]]
+        level += comparisons(last, unedited, judge, method, protocol, paired_orderings=False)
+        if len(points) > 1:
+            grown += comparisons(last, c[c.edits == points[0]], judge, method, protocol)
+        batch = int(c.batch_size.iloc[0])
+        info[method] = (points, len(keep), _per_task(unedited), batch,
+                        power.seconds_per_ordering(method, points[-1] * batch, len(points), int(unedited.groupby(
+                            "task").example.nunique().max())))
+    judged, growing = judge_family(level), judge_family(grown)
+    out = []
+    for method, (points, k, per_task, batch, seconds) in info.items():
+        mine = [r for r in judged if r.label == method]
+        verdict = majority([r.side for r in mine])
+        if ledger is not None:
+            ledger.add(claim, mine, seconds, verdict)
+        size = f", batch {batch}" if setting == "batch-sequential" else ""
+        text = (f"{method}{size}: checkpoints {', '.join(map(str, points))} edits, {k} ordering(s), {per_task}. "
+                f"Damage after {points[-1]} edits ({_family_text(judged)}): {_summary(mine)}. "
+                + _task_text(mine, "damage") + "."
+                + _growth_text([r for r in growing if r.label == method], points[0], points[-1]))
+        out.append((method, text, verdict))
     return out
 
 
-def claim_c2(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
+def claim_c2(ex: pd.DataFrame, protocol: str = "paper", ledger: Ledger | None = None) -> tuple[str, str]:
     c = ex[(ex.method == "KN") & (ex.how == "none") & (ex.setting == "instance-sequential")]
     if c.empty or 1 not in set(c.edits) or 0 not in set(c.edits):
         return "no KN chain in this run", NOT_MEASURED
-    first = _orderings(c[c.edits == 0])[0]
-    tasks = list(dict.fromkeys(first.task))
-    level = _level(len(tasks))
-    parts, sides, collapsed, on_metric = [], [], 0, 0
-    for t in tasks:
-        row = unedited_row(first[first.task == t], t, protocol)
-        measure = judge_measure(row)
-        if c[(c.edits == 1) & (c.task == t)].empty:
-            continue
-        after = _orderings(c[(c.edits == 1) & (c.task == t)])
-        eff = stats.paired_damage(after, first[first.task == t], t, protocol, measure, level=level)
-        sides.append(eff.side(MARGIN[measure]))
-        if measure == "value":
+    unedited = by_ordering(c[c.edits == 0])[0]
+    judge = task_judges(unedited, protocol)
+    after = c[c.edits == 1]
+    judged = judge_family(comparisons(after, unedited, judge, "KN", protocol, paired_orderings=False))
+    collapsed = on_metric = 0
+    for r in judged:
+        if r.measure == "value":
             on_metric += 1
-            value_after = float(np.mean([row_from_records(t, a, protocol)["value"] for a in after]))
-            collapsed += value_after <= 0.2 * row["value"]
-        parts.append(f"{t} ({_measure_name(t, measure)}) damage {_fmt(eff)}")
-    text = (f"after one KN edit ({_per_task(first)}, {c.ordering.nunique()} ordering(s), "
-            f"{level:.2%} intervals): {sides.count('worse')} of {len(sides)} tasks worse; of the {on_metric} judged on "
-            f"the paper's metric, {collapsed} fell to ≤ 20% of the unedited value. " + "; ".join(parts))
+            before = row_from_records(r.task, unedited[unedited.task == r.task], protocol)["value"]
+            value_after = float(np.mean([row_from_records(r.task, a, protocol)["value"]
+                                         for a in by_ordering(after[after.task == r.task])]))
+            collapsed += value_after <= 0.2 * before
+    sides = [r.side for r in judged]
+    text = (f"after one KN edit ({_per_task(unedited)}, {after.ordering.nunique()} ordering(s), {_family_text(judged)}): "
+            f"{sides.count('worse')} of {len(sides)} tasks worse; of the {on_metric} judged on the paper's metric, "
+            f"{collapsed} fell to ≤ 20% of the unedited value. " + _task_text(judged, "damage"))
     if not sides:
         return text, NOT_MEASURED
     if sides.count("worse") == len(sides) and collapsed == on_metric:
-        return text, "holds"
-    if any(s in ("better", "negligible") for s in sides):
-        return text, "does not hold"
-    return text, INCONCLUSIVE
+        verdict = "holds"
+    elif any(s in ("better", "negligible") for s in sides):
+        verdict = "does not hold"
+    else:
+        verdict = INCONCLUSIVE
+    if ledger is not None:
+        ledger.add("C2", judged, power.seconds_per_ordering("KN", 1, 1, judged[0].effect.examples), verdict)
+    return text, verdict
 
 
-def claim_c3(ex: pd.DataFrame, protocol: str = "paper") -> list[tuple[str, str, str]]:
-    """Per method, the trend of each task's damage over the batch sizes (one edit each)."""
-    out = []
+def claim_c3(ex: pd.DataFrame, protocol: str = "paper", ledger: Ledger | None = None) -> list[tuple[str, str, str]]:
+    """Per method, each task's damage in the largest batch beyond the smallest (one edit each;
+    one family over every method's tasks)."""
     part = ex[(ex.setting == "batch-single") & (ex.how == "none")]
+    family, info = [], {}
     for method in dict.fromkeys(part.method):
         c = part[part.method == method]
         sizes = sorted(set(c[c.edits == 1].batch_size))
         if len(sizes) < 2:
             continue
-        keep = _common_orderings(*(c[(c.edits == 1) & (c.batch_size == b)] for b in sizes))
+        keep = common_orderings(*(c[(c.edits == 1) & (c.batch_size == b)] for b in sizes))
         if not keep:
             continue
         c = c[c.ordering.isin(keep)]
-        base = c[(c.edits == 0) & (c.batch_size == sizes[0])]
-        first = _orderings(base)[0]
-        judge = _judges(first, protocol)
-        smallest = c[(c.edits == 1) & (c.batch_size == sizes[0])]
-        # the claim is that damage grows with the batch: each larger batch against the smallest
-        after = {int(b): c[(c.edits == 1) & (c.batch_size == b)] for b in sizes[1:]}
-        level = _level(len(judge))
-        res = _trend_by_task(after, {b: smallest for b in after}, protocol, judge, level, origin=sizes[0])
-        verdict = _majority([r["side"] for r in res])
-        head = (f"{method}: batches of {', '.join(map(str, sizes))} facts, {len(keep)} ordering(s), "
-                f"{_per_task(first)}. How much more damage the trend over batch size reaches at "
-                f"{sizes[-1]} facts than at {sizes[0]} ({level:.2%} intervals): {_summary(res, verdict)}. ")
-        out.append((method, head + _task_text(res, "damage"), verdict))
+        unedited = by_ordering(c[(c.edits == 0) & (c.batch_size == sizes[0])])[0]
+        judge = task_judges(unedited, protocol)
+        largest, smallest = (c[(c.edits == 1) & (c.batch_size == b)] for b in (sizes[-1], sizes[0]))
+        family += comparisons(largest, smallest, judge, method, protocol)
+        info[method] = (sizes, len(keep), _per_task(unedited),
+                        power.seconds_per_ordering(method, sizes[-1] + sizes[0], 2, unedited.example.nunique()))
+    judged = judge_family(family)
+    out = []
+    for method, (sizes, k, per_task, seconds) in info.items():
+        mine = [r for r in judged if r.label == method]
+        verdict = majority([r.side for r in mine])
+        if ledger is not None:
+            ledger.add("C3", mine, seconds, verdict)
+        text = (f"{method}: batches of {', '.join(map(str, sizes))} facts, {k} ordering(s), {per_task}. How much more "
+                f"damage a batch of {sizes[-1]} facts does than a batch of {sizes[0]} ({_family_text(judged)}): "
+                f"{_summary(mine)}. " + _task_text(mine, "damage"))
+        out.append((method, text, verdict))
     return out
 
 
@@ -293,11 +307,12 @@ def _pair(rows: pd.DataFrame, method: str, a: str, b: str, metric: str) -> tuple
 
 
 def _side(low: float, high: float, threshold: float = 0.0, margin: float = 0.0) -> str:
-    """Where an interval lies against ``threshold``: above, below, within ±margin, or unclear."""
-    if low > threshold:
-        return "above"
+    """Where an interval lies against ``threshold``: within ±margin (tested first, as for the
+    side effects), above, below, or unclear."""
     if margin and threshold - margin < low and high < threshold + margin:
         return "within"
+    if low > threshold:
+        return "above"
     if high < threshold:
         return "below"
     return "unclear"
@@ -358,44 +373,50 @@ def claim_c7(rows: pd.DataFrame) -> tuple[str, str]:
             "intervals). " + "; ".join(parts)), verdict
 
 
-def claim_c8(ex: pd.DataFrame, protocol: str = "paper") -> tuple[str, str]:
+def claim_c8(ex: pd.DataFrame, protocol: str = "paper", ledger: Ledger | None = None) -> tuple[str, str]:
     """Per task: how much more the unregularised chain is damaged than the RECT 40% chain that
-    edited the same records (paired by example and ordering), as a trend over the checkpoints."""
+    edited the same records, at the last checkpoint (paired by example and ordering; the verdict),
+    and how much that advantage grew since the first checkpoint (reported)."""
     none = ex[ex.how == "none"]
     rect = ex[(ex.how == "rect") & (ex.k.round(2) == 0.4)]
     points = sorted(set(rect.edits) & set(none.edits) - {0})
     if none.empty or rect.empty or not points or 0 not in set(none.edits):
         return "no unregularized and RECT 40% chains in this run", NOT_MEASURED
-    orderings = _common_orderings(*(x[x.edits == p] for p in points for x in (none, rect)))
+    orderings = common_orderings(*(x[x.edits == p] for p in points for x in (none, rect)))
     if not orderings:
         return "the unregularized and RECT 40% chains share no edit ordering at every checkpoint", NOT_MEASURED
     none, rect = none[none.ordering.isin(orderings) | (none.edits == 0)], rect[rect.ordering.isin(orderings)]
-    base = none[none.edits == 0]
-    first = _orderings(base)[0]
-    judge = _judges(first, protocol)
-    level = _level(len(judge))
-    res = _trend_by_task({p: none[none.edits == p] for p in points}, {p: rect[rect.edits == p] for p in points},
-                         protocol, judge, level)
-    verdict = _majority([r["side"] for r in res])
-    sides = [r["side"] for r in res]
-    text = (f"checkpoints {', '.join(map(str, points))} edits, {len(orderings)} ordering(s), "
-            f"{_per_task(first)} ({level:.2%} intervals). How much more the unregularized chain is "
-            f"damaged than RECT 40%'s by {points[-1]} edits (positive: RECT better): RECT better on "
-            f"{sides.count('worse')} of {len(sides)} tasks, worse on {sides.count('better')}, within the margin on "
-            f"{sides.count('negligible')}{_split(res)}. "
-            + _task_text(res, "RECT's advantage", stats.comparison_sides("RECT")))
+    unedited = by_ordering(none[none.edits == 0])[0]
+    judge = task_judges(unedited, protocol)
+    at = {p: advantage_by_task(none[none.edits == p], rect[rect.edits == p], judge, "RECT 40%", protocol)
+          for p in (points[0], points[-1])}
+    judged = judge_family(at[points[-1]])
+    growing = judge_family(growth(at[points[-1]], at[points[0]])) if len(points) > 1 else []
+    verdict = majority([r.side for r in judged])
+    if ledger is not None:
+        ledger.add("C8", judged, 2 * power.seconds_per_ordering("ROME", points[-1], len(points),
+                                                                unedited.example.nunique()), verdict)
+    sides = [r.side for r in judged]
+    text = (f"checkpoints {', '.join(map(str, points))} edits, {len(orderings)} ordering(s), {_per_task(unedited)} "
+            f"({_family_text(judged)}). How much more the unregularized chain is damaged than RECT 40%'s after "
+            f"{points[-1]} edits (positive: RECT better): RECT better on {sides.count('worse')} of {len(sides)} tasks, "
+            f"worse on {sides.count('better')}, within the margin on {sides.count('negligible')}{_split(judged)}. "
+            + _task_text(judged, "RECT's advantage", stats.comparison_sides("RECT")) + "."
+            + (_growth_text(growing, points[0], points[-1]).replace("grew by", "advantage grew by")
+               if growing else ""))
     return text, verdict
 
 
 # ---------------------------------------------------------------------------- beyond RECT (notebook 05)
 def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows: pd.DataFrame | None = None,
-                  protocol: str = "paper") -> list[dict]:
+                  protocol: str = "paper", ledger: Ledger | None = None) -> list[dict]:
     """Per rescue (a variant whose family — :func:`helpers.report.rescues.family` — also ran):
-    does it preserve the tasks better than its family's unregularised chain on the same records
-    (the damage difference's trend over the checkpoints, paired by example and ordering, as C8),
-    the held-out perplexity likewise, and what it costs the edits (each editing metric's change,
-    paired by record, at the last checkpoint). Verdict on the tasks: *holds* (better on most
-    tasks), *does not hold*, *inconclusive*, with the same rules as the paper's claims."""
+    does it preserve the tasks better than its family's unregularised chain on the same records,
+    at the last checkpoint both reach (paired by example and ordering; a family of one interval
+    per task, the same computation as C8: :func:`helpers.report.judge.advantage_by_task`), the
+    held-out perplexity likewise (one interval), and what it costs the edits (each editing
+    metric's change, paired by record). Verdict on the tasks: *holds* (better on most tasks),
+    *does not hold*, *inconclusive*, with the same rules as the paper's claims."""
     out = []
     for variant in dict.fromkeys(ex.variant):
         base = rescues.family(variant)
@@ -403,28 +424,33 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
             continue
         mine, theirs = ex[ex.variant == variant], ex[ex.variant == base]
         points = sorted(set(mine.edited_facts) & set(theirs.edited_facts) - {0})
-        orderings = _common_orderings(*(x[x.edited_facts == p] for p in points for x in (mine, theirs)))
+        orderings = common_orderings(*(x[x.edited_facts == p] for p in points for x in (mine, theirs)))
         unedited = theirs[theirs.edited_facts == 0]
         if not points or not orderings or unedited.empty:
             out.append({"rescue": variant, "family": base, "verdict": NOT_MEASURED, "tasks": "no common checkpoints"})
             continue
         mine, theirs = mine[mine.ordering.isin(orderings)], theirs[theirs.ordering.isin(orderings)]
-        judge = _judges(_orderings(unedited)[0], protocol)
-        level = _level(len(judge))
-        res = _trend_by_task({p: theirs[theirs.edited_facts == p] for p in points},
-                             {p: mine[mine.edited_facts == p] for p in points}, protocol, judge, level)
-        sides = [r["side"] for r in res]
+        first = by_ordering(unedited)[0]
+        judge = task_judges(first, protocol)
+        judged = judge_family(advantage_by_task(theirs[theirs.edited_facts == points[-1]],
+                                                mine[mine.edited_facts == points[-1]], judge, variant, protocol))
+        sides = [r.side for r in judged]
+        verdict = majority(sides)
+        if ledger is not None:
+            ledger.add(f"rescue {variant}", judged, power.seconds_per_ordering(variant, points[-1], len(points),
+                                                                               first.example.nunique())
+                       + power.seconds_per_ordering(base, points[-1], len(points), first.example.nunique()), verdict)
         line = {"rescue": variant, "family": base, "facts": points[-1], "orderings": len(orderings),
-                "verdict": _majority(sides),
+                "verdict": verdict,
                 "tasks": f"better on {sides.count('worse')} of {len(sides)}, worse on {sides.count('better')}, "
-                         f"within the margin on {sides.count('negligible')}{_split(res)}",
-                "detail": _task_text(res, "advantage", rescues.SIDES)}
+                         f"within the margin on {sides.count('negligible')}{_split(judged)}",
+                "detail": _task_text(judged, "advantage", rescues.SIDES)}
         if windows is not None and variant in set(windows.variant):
             held = rescues.heldout_records(windows[windows.ordering.isin(orderings)])
-            a = {p: _orderings(held[(held.variant == base) & (held.edited_facts == p)]) for p in points}
-            b = {p: _orderings(held[(held.variant == variant) & (held.edited_facts == p)]) for p in points}
-            trend = stats.damage_trend(a, b, "heldout", protocol, "gold_nll")
-            line["heldout"] = f"{_fmt(trend)} — {rescues.SIDES[trend.side(MARGIN['gold_nll'])]}"
+            at = held[held.edited_facts == points[-1]]
+            e = stats.paired_damage(by_ordering(at[at.variant == base]), by_ordering(at[at.variant == variant]),
+                                    "heldout", protocol, "gold_nll")
+            line["heldout"] = f"{_fmt(e)} — {rescues.SIDES[e.side(MARGIN['gold_nll'])]}"
         if editing is not None and variant in set(editing.variant):
             for metric, (est, low, high) in rescues.editing_cost(editing, variant, base, points[-1]).items():
                 line[metric] = f"{est:+.3f} [{low:+.3f}, {high:+.3f}]"
@@ -432,20 +458,23 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
     return out
 
 
-def rescue_section(out_dir: str | Path, protocol: str = "paper") -> list[str]:
+def rescue_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger | None = None) -> list[str]:
     """The "Beyond RECT" section of claims.md (empty when notebook 05 did not run)."""
     ex = read_records(out_dir, RESCUE_EXAMPLES)
     if ex is None or not len(ex):
         return []
-    found = rescue_claims(ex, read_records(out_dir, RESCUE_EDITING), read_records(out_dir, RESCUE_WINDOWS), protocol)
+    found = rescue_claims(ex, read_records(out_dir, RESCUE_EDITING), read_records(out_dir, RESCUE_WINDOWS), protocol,
+                          ledger)
     lines = ["", "## Beyond RECT: which rescue preserves what, at what cost in editing performance", "",
              "Notebook 05: every rescue against the unregularised chain of its family (ROME for RECT, PRUNE and",
-             "r-ROME; MEMIT for AlphaEdit) that edited the same records in the same orderings. *Preserves*: the damage",
-             "the family's chain takes beyond the rescue's, per task, as the trend over the checkpoints reaches the",
-             "last one (positive = the rescue is better; Bonferroni over the tasks; the verdict's rules are the",
-             "claims'). Held-out: the same for the NLL per token of the held-out text (the log of its perplexity).",
-             "Editing: the rescue's reliability, generalization and locality minus the family's over the same",
-             "edited records at the last checkpoint (negative = the rescue keeps less of its edits), 95% intervals.",
+             "r-ROME; MEMIT for AlphaEdit) that edited the same records in the same orderings. *Preserves*: per task,",
+             "how much more the family's chain is damaged than the rescue's at the last checkpoint both reach",
+             "(positive = the rescue is better; one family of simultaneous 95% intervals per rescue, the same",
+             "computation as C8, so RECT's numbers here equal C8's where the records are the same; the verdict's",
+             "rules are the claims'). Held-out: the same for the NLL per token of the held-out text (the log of its",
+             "perplexity; one interval). Editing: the rescue's reliability, generalization and locality minus the",
+             "family's over the same edited records at the last checkpoint (negative = the rescue keeps less of its",
+             "edits), 95% intervals.",
              "", "| rescue | vs | facts | preserves the tasks | tasks | held-out NLL advantage | reliability | "
              "generalization | locality |", "|---|---|---|---|---|---|---|---|---|"]
     for r in found:
@@ -457,24 +486,26 @@ def rescue_section(out_dir: str | Path, protocol: str = "paper") -> list[str]:
 
 
 # ---------------------------------------------------------------------------- report
-def evaluate_claims(out_dir: str | Path, protocol: str = "paper") -> list[dict]:
+def evaluate_claims(out_dir: str | Path, protocol: str = "paper", ledger: Ledger | None = None) -> list[dict]:
     """One dict per claim: ``claim``, ``paper``, ``measured``, ``verdict``, from the tables a
-    run wrote to ``out_dir``."""
+    run wrote to ``out_dir``; the undecided comparisons go to ``ledger``."""
     side, t1 = read_records(out_dir, SIDE_EFFECTS_EXAMPLES), read_table(out_dir, WEIGHT_CHANGE_TABLE1)
     abl, f8 = read_table(out_dir, RECT_ABLATION_ROWS), read_records(out_dir, FIG8_EXAMPLES)
     out = []
 
     def add(claim, measured, verdict):
+        if ledger is not None and verdict != "holds":
+            measured += ledger.brief(claim)
         out.append({"claim": claim, "paper": PAPER[claim], "measured": measured, "verdict": verdict})
 
     missing = ("not measured in this run (no per-example records: run `make reproduce`)", NOT_MEASURED)
     if side is not None and len(side):
-        c1 = _chain_claim(side, "instance-sequential", ("ROME", "KN"), protocol)
+        c1 = _chain_claim(side, "instance-sequential", ("ROME", "KN"), protocol, ledger, "C1")
         add("C1", "<br>".join(s for _, s, _ in c1) or missing[0], _combine([v for _, _, v in c1]))
-        add("C2", *claim_c2(side, protocol))
-        c3 = claim_c3(side, protocol)
+        add("C2", *claim_c2(side, protocol, ledger))
+        c3 = claim_c3(side, protocol, ledger)
         add("C3", "<br>".join(s for _, s, _ in c3) or missing[0], _combine([v for _, _, v in c3]))
-        c4 = _chain_claim(side, "batch-sequential", ("MEMIT", "MEND"), protocol)
+        c4 = _chain_claim(side, "batch-sequential", ("MEMIT", "MEND"), protocol, ledger, "C4")
         add("C4", "<br>".join(s for _, s, _ in c4) or missing[0], _combine([v for _, _, v in c4]))
     else:
         for c in ("C1", "C2", "C3", "C4"):
@@ -482,7 +513,7 @@ def evaluate_claims(out_dir: str | Path, protocol: str = "paper") -> list[dict]:
     add("C5", *(claim_c5(t1) if t1 is not None and len(t1) else missing))
     add("C6", *(claim_c6(abl) if abl is not None else missing))
     add("C7", *(claim_c7(abl) if abl is not None else missing))
-    add("C8", *(claim_c8(f8, protocol) if f8 is not None and len(f8) else missing))
+    add("C8", *(claim_c8(f8, protocol, ledger) if f8 is not None and len(f8) else missing))
     return out
 
 
@@ -499,23 +530,29 @@ def _combine(verdicts: list[str]) -> str:
 def write_claims(out_dir: str | Path, profile: str = "") -> Path:
     """``<out_dir>/claims.md`` from ``<out_dir>/tables``; returns its path."""
     out_dir = Path(out_dir)
-    claims = evaluate_claims(out_dir)
+    ledger = Ledger()
+    claims = evaluate_claims(out_dir, ledger=ledger)
+    rescue_lines = rescue_section(out_dir, ledger=ledger)
     lines = [f"# The paper's claims on this run{f' (profile {profile})' if profile else ''}", "",
              "Written by `make reproduce` from the tables in `tables/` (helpers/report/claims.py; the rules are in",
              "docs/claims.md and docs/statistics.md). Side effects are compared per example (the same prompts before",
-             "and after): the mean damage over the edit orderings, with an interval from a bootstrap over examples, each",
-             "ordering's own damage in brackets; a task takes a side only when every ordering agrees in sign. The",
-             "verdicts are about these edit sequences on these examples. A damage is positive when the model got",
-             "worse. A task is judged on the paper's metric where the unedited model is above chance on it",
-             f"(generation tasks: at least {FLOOR}), otherwise on the gold answer's NLL. \"As edits grow\" is the trend",
-             "over the checkpoints: the damage its least-squares line reaches at the last one. Claims about most of the",
-             f"8 tasks use Bonferroni-adjusted intervals and need {MAJORITY} tasks. Holds: the interval lies wholly on",
-             "the paper's side; does not hold: wholly on the other side, or wholly within the margin of no practical",
-             f"effect (task metric ±{MARGIN['value']}, gold NLL ±{MARGIN['gold_nll']} nats per token); otherwise",
-             "inconclusive, with the smallest effect this run could have seen.", "",
+             "and after; NER: per sentence): the mean damage over the edit orderings, each ordering's own damage in",
+             "brackets. A damage is positive when the model got worse. A claim's verdict reads a family of",
+             "comparisons (every task of every method it names), and their intervals are simultaneous at 95% over",
+             "the family (a studentized bootstrap over examples, its critical value the largest deviation over the",
+             "family), so that the chance of any task counted on a wrong side stays at 5% (measured by simulation:",
+             "docs/statistics.md). A task takes a side only when every ordering agrees in sign. The verdicts are about",
+             "these edit sequences on these examples. A task is judged on the paper's metric where the unedited model",
+             f"is above chance on it (generation tasks: at least {FLOOR}), otherwise on the gold answer's NLL. \"As edits",
+             "grow\" is read as the damage at the last checkpoint (the verdict); its growth since the first checkpoint is",
+             "reported with its own simultaneous intervals. Claims about most tasks need 5 of 8. Holds: enough tasks",
+             "lie wholly on the paper's side; does not hold: so many lie on the other side, or wholly within the",
+             f"margin of no practical effect (task metric ±{MARGIN['value']}, gold NLL ±{MARGIN['gold_nll']} nats per",
+             "token), that it cannot; otherwise inconclusive, with what would decide it (the last table).", "",
              "| claim | verdict | the paper | measured here |", "|---|---|---|---|"]
     lines += [f"| {c['claim']} | **{c['verdict']}** | {c['paper']} | {c['measured'].replace('|', '/')} |" for c in claims]
-    lines += rescue_section(out_dir)
+    lines += rescue_lines
+    lines += ledger.lines()
     path = out_dir / "claims.md"
     tmp = path.with_name(".claims.md.tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf8")
@@ -523,4 +560,4 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
     return path
 
 
-__all__ = ["write_claims", "evaluate_claims", "rescue_claims", "judge_measure", "MARGIN", "MAJORITY"]
+__all__ = ["write_claims", "evaluate_claims", "rescue_claims", "judge_measure", "Ledger", "MARGIN"]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .judge import MARGIN, Judged, advantage_by_task, judge_family, task_judges
 
 FAMILY = {"R-ROME": "ROME", "AlphaEdit": "MEMIT"}
 EDITING = ("reliability", "generalization", "locality")
@@ -122,16 +123,17 @@ def editing_cost(editing: pd.DataFrame, variant: str, base: str, facts: int,
 
 
 def against_family(records: pd.DataFrame, editing: pd.DataFrame, windows: pd.DataFrame | None = None,
-                   measure: str = "value", protocol: str = "paper", level: float = stats.LEVEL) -> pd.DataFrame:
+                   protocol: str = "paper", level: float = stats.LEVEL) -> pd.DataFrame:
     """Each rescue against the unregularised chain of its family on the same records, at the
     last checkpoint both reach: per task, the rescue's *advantage* (how much more the family's
-    chain is damaged than the rescue's; positive = the rescue is better, as in ``claims.md``;
-    paired by example and ordering), and its cost in editing performance (:func:`editing_cost`).
-    One line per (variant, task); ``claims.md`` judges the same comparison as a trend over the
-    checkpoints (:func:`helpers.report.claims.rescue_claims`)."""
+    chain is damaged than the rescue's; positive = the rescue is better; paired by example and
+    ordering), on the measure that judges the task, with the family of simultaneous intervals
+    over the tasks that ``claims.md`` reads (:func:`helpers.report.judge.advantage_by_task`:
+    the same numbers as there, and as C8's for RECT); the held-out text's NLL per token (one
+    interval); and the cost in editing performance (:func:`editing_cost`). One line per
+    (variant, task)."""
     out = []
     variants = [v for v in dict.fromkeys(records.variant) if family(v) != v and family(v) in set(records.variant)]
-    sources = [(records, measure)] + ([(heldout_records(windows), "gold_nll")] if windows is not None else [])
     for variant in variants:
         base = family(variant)
         facts = int(min(records[records.variant == variant].edited_facts.max(),
@@ -139,15 +141,21 @@ def against_family(records: pd.DataFrame, editing: pd.DataFrame, windows: pd.Dat
         cost = {}
         for metric, (est, low, high) in editing_cost(editing, variant, base, facts, level).items():
             cost.update({f"{metric}_change": est, f"{metric}_low": low, f"{metric}_high": high})
-        for frame, m in sources:
-            for task in dict.fromkeys(frame.task):
-                mine, theirs = _at(frame[frame.task == task], variant, facts), _at(frame[frame.task == task], base, facts)
-                if mine.empty or theirs.empty:
-                    continue
-                e = stats.paired_damage(_frames(theirs), _frames(mine), task, protocol, m, level=level)
-                out.append({"variant": variant, "family": base, "edited_facts": facts, "task": task, "measure": m,
-                            "advantage": e.estimate, "low": e.low, "high": e.high, "side": SIDES[e.side()],
-                            "orderings": e.orderings, "examples": e.examples, **cost})
+        unedited = records[(records.variant == base) & (records.edited_facts == 0)]
+        unedited = unedited[unedited.ordering == unedited.ordering.min()]
+        judge = task_judges(unedited, protocol)
+        found = judge_family(advantage_by_task(_at(records, base, facts), _at(records, variant, facts), judge, variant,
+                                               protocol), level)
+        if windows is not None:
+            held = heldout_records(windows)
+            e = stats.paired_damage(_frames(_at(held, base, facts)), _frames(_at(held, variant, facts)), "heldout",
+                                    protocol, "gold_nll", level=level)
+            found.append(Judged(variant, "heldout", "gold_nll", e, e.side(MARGIN["gold_nll"])))
+        for r in found:
+            e = r.effect
+            out.append({"variant": variant, "family": base, "edited_facts": facts, "task": r.task,
+                        "measure": r.measure, "advantage": e.estimate, "low": e.low, "high": e.high,
+                        "side": SIDES[r.side], "orderings": e.orderings, "examples": e.examples, **cost})
     return pd.DataFrame(out)
 
 
