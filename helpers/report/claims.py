@@ -22,7 +22,7 @@ since a drop from the floor cannot be seen.
 Verdicts: *holds* — most tasks (5 of 8) lie wholly on the paper's side of zero; *does not hold*
 — so many lie on the other side, or wholly inside the margin of no practical effect
 (``MARGIN``), that the paper's side cannot reach most; *inconclusive* — neither, with, per
-undecided task, the orderings and examples that would decide it (:func:`helpers.report.power.needed`).
+undecided task, the orderings and examples that would decide it (:func:`helpers.report.sensitivity.needed`).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import get_task, row_from_records
-from . import power, rescues, stats
+from . import coverage, rescues, sensitivity, stats
 from .judge import (FLOOR, INCONCLUSIVE, MARGIN, NOT_MEASURED, Comparison, Judged, advantage_by_task, by_ordering,
                     common_orderings, comparisons, growth, judge_family, judge_measure, majority, task_judges,
                     unedited_row)
@@ -115,10 +115,31 @@ def _growth_text(results: list[Judged], first: int, last: int) -> str:
 # Every judged comparison a claim reads, with what one more ordering of it costs: the rows of
 # claims.md's "What would decide the undecided" table.
 class Ledger:
-    """The undecided comparisons of a report, with what would decide them (:func:`power.needed`)."""
+    """The undecided comparisons of a report, with what would decide them (:func:`sensitivity.needed`)."""
 
     def __init__(self):
         self.rows: list[dict] = []
+        self.families: dict[str, list[stats.DamageSample]] = {}
+
+    def family(self, claim: str, judged_family: list[Comparison]):
+        """Keep the family a claim's verdict reads, for its measured coverage (:meth:`coverage_lines`)."""
+        if judged_family:
+            self.families[claim] = [c.sample for c in judged_family]
+
+    def coverage_lines(self, runs: int = 1000) -> list[str]:
+        """claims.md's table of each family's family-wise error, measured by simulation on its own
+        shapes with the effect removed (:func:`helpers.report.coverage.family_error`)."""
+        if not self.families:
+            return []
+        out = ["", "## Measured coverage of the families", "",
+               "Each family's chance of any task taking a wrong side, simulated on this run's own per-example damages",
+               f"with their effect removed ({runs} simulated runs, docs/statistics.md): what the 5% promise is worth here.",
+               "", "| family | intervals | family-wise error | Monte Carlo SE | keeps the 5% promise |", "|---|---|---|---|---|"]
+        for claim, samples in self.families.items():
+            e = coverage.family_error(samples, "simultaneous", runs=runs, seed=0)
+            out.append(f"| {claim} | {len(samples)} | {e.rate:.1%} | {e.mc_se:.1%} | "
+                       f"{'yes' if e.keeps_promise else '**no**'} |")
+        return out
 
     def add(self, claim: str, judged: list[Judged], seconds_per_ordering: float, verdict: str):
         """Record each undecided comparison of a claim whose verdict is inconclusive."""
@@ -128,7 +149,7 @@ class Ledger:
             if r.side != "unclear":
                 continue
             target = abs(r.effect.estimate) if abs(r.effect.estimate) >= MARGIN[r.measure] else MARGIN[r.measure]
-            need = power.needed(r.effect, target)
+            need = sensitivity.needed(r.effect, target)
             self.rows.append({"claim": claim, "comparison": r.label, "task": r.task,
                               "measure": _measure_name(r.task, r.measure), "estimate": r.effect.estimate,
                               "orderings_run": r.effect.orderings, "examples_run": r.effect.examples, **need,
@@ -145,7 +166,7 @@ class Ledger:
                "the error each of the family's intervals may spend: the orderings needed at this run's examples, the",
                "examples needed at its orderings (∞: more examples cannot, the orderings' spread alone is too large),",
                "and the time those orderings take on 2 cores (from `make bench`'s seconds per edit and per prompt;",
-               f"one GPU: about {power.GPU_SPEEDUP:.0f}× less, an assumption, not a measurement). Three orderings give",
+               f"one GPU: about {sensitivity.GPU_SPEEDUP:.0f}× less, an assumption, not a measurement). Three orderings give",
                "each SD 2 degrees of freedom: read these as orders of magnitude (docs/power.md).", "",
                "| claim | comparison | task | measure | damage | SD between orderings | SD over examples | orderings "
                "needed | examples needed | hours on 2 cores |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -198,9 +219,11 @@ def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str = "paper
             grown += comparisons(last, c[c.edits == points[0]], judge, method, protocol)
         batch = int(c.batch_size.iloc[0])
         info[method] = (points, len(keep), _per_task(unedited), batch,
-                        power.seconds_per_ordering(method, points[-1] * batch, len(points), int(unedited.groupby(
+                        sensitivity.seconds_per_ordering(method, points[-1] * batch, len(points), int(unedited.groupby(
                             "task").example.nunique().max())))
     judged, growing = judge_family(level), judge_family(grown)
+    if ledger is not None:
+        ledger.family(claim, level)
     out = []
     for method, (points, k, per_task, batch, seconds) in info.items():
         mine = [r for r in judged if r.label == method]
@@ -223,7 +246,10 @@ def claim_c2(ex: pd.DataFrame, protocol: str = "paper", ledger: Ledger | None = 
     unedited = by_ordering(c[c.edits == 0])[0]
     judge = task_judges(unedited, protocol)
     after = c[c.edits == 1]
-    judged = judge_family(comparisons(after, unedited, judge, "KN", protocol, paired_orderings=False))
+    family = comparisons(after, unedited, judge, "KN", protocol, paired_orderings=False)
+    judged = judge_family(family)
+    if ledger is not None:
+        ledger.family("C2", family)
     collapsed = on_metric = 0
     for r in judged:
         if r.measure == "value":
@@ -245,7 +271,7 @@ def claim_c2(ex: pd.DataFrame, protocol: str = "paper", ledger: Ledger | None = 
     else:
         verdict = INCONCLUSIVE
     if ledger is not None:
-        ledger.add("C2", judged, power.seconds_per_ordering("KN", 1, 1, judged[0].effect.examples), verdict)
+        ledger.add("C2", judged, sensitivity.seconds_per_ordering("KN", 1, 1, judged[0].effect.examples), verdict)
     return text, verdict
 
 
@@ -268,8 +294,10 @@ def claim_c3(ex: pd.DataFrame, protocol: str = "paper", ledger: Ledger | None = 
         largest, smallest = (c[(c.edits == 1) & (c.batch_size == b)] for b in (sizes[-1], sizes[0]))
         family += comparisons(largest, smallest, judge, method, protocol)
         info[method] = (sizes, len(keep), _per_task(unedited),
-                        power.seconds_per_ordering(method, sizes[-1] + sizes[0], 2, unedited.example.nunique()))
+                        sensitivity.seconds_per_ordering(method, sizes[-1] + sizes[0], 2, unedited.example.nunique()))
     judged = judge_family(family)
+    if ledger is not None:
+        ledger.family("C3", family)
     out = []
     for method, (sizes, k, per_task, seconds) in info.items():
         mine = [r for r in judged if r.label == method]
@@ -391,10 +419,12 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper", ledger: Ledger | None = 
     at = {p: advantage_by_task(none[none.edits == p], rect[rect.edits == p], judge, "RECT 40%", protocol)
           for p in (points[0], points[-1])}
     judged = judge_family(at[points[-1]])
+    if ledger is not None:
+        ledger.family("C8", at[points[-1]])
     growing = judge_family(growth(at[points[-1]], at[points[0]])) if len(points) > 1 else []
     verdict = majority([r.side for r in judged])
     if ledger is not None:
-        ledger.add("C8", judged, 2 * power.seconds_per_ordering("ROME", points[-1], len(points),
+        ledger.add("C8", judged, 2 * sensitivity.seconds_per_ordering("ROME", points[-1], len(points),
                                                                 unedited.example.nunique()), verdict)
     sides = [r.side for r in judged]
     text = (f"checkpoints {', '.join(map(str, points))} edits, {len(orderings)} ordering(s), {_per_task(unedited)} "
@@ -432,14 +462,17 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
         mine, theirs = mine[mine.ordering.isin(orderings)], theirs[theirs.ordering.isin(orderings)]
         first = by_ordering(unedited)[0]
         judge = task_judges(first, protocol)
-        judged = judge_family(advantage_by_task(theirs[theirs.edited_facts == points[-1]],
-                                                mine[mine.edited_facts == points[-1]], judge, variant, protocol))
+        family = advantage_by_task(theirs[theirs.edited_facts == points[-1]], mine[mine.edited_facts == points[-1]],
+                                   judge, variant, protocol)
+        judged = judge_family(family)
+        if ledger is not None:
+            ledger.family(f"rescue {variant}", family)
         sides = [r.side for r in judged]
         verdict = majority(sides)
         if ledger is not None:
-            ledger.add(f"rescue {variant}", judged, power.seconds_per_ordering(variant, points[-1], len(points),
+            ledger.add(f"rescue {variant}", judged, sensitivity.seconds_per_ordering(variant, points[-1], len(points),
                                                                                first.example.nunique())
-                       + power.seconds_per_ordering(base, points[-1], len(points), first.example.nunique()), verdict)
+                       + sensitivity.seconds_per_ordering(base, points[-1], len(points), first.example.nunique()), verdict)
         line = {"rescue": variant, "family": base, "facts": points[-1], "orderings": len(orderings),
                 "verdict": verdict,
                 "tasks": f"better on {sides.count('worse')} of {len(sides)}, worse on {sides.count('better')}, "
@@ -553,6 +586,7 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
     lines += [f"| {c['claim']} | **{c['verdict']}** | {c['paper']} | {c['measured'].replace('|', '/')} |" for c in claims]
     lines += rescue_lines
     lines += ledger.lines()
+    lines += ledger.coverage_lines()
     path = out_dir / "claims.md"
     tmp = path.with_name(".claims.md.tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf8")

@@ -131,7 +131,7 @@ class Effect:
     def detectable(self, power: float = 0.8) -> float:
         """The smallest damage this interval (over examples, these orderings) shows beyond zero
         with probability ``power``: ``se·(critical + z_power)``. It ignores the orderings'
-        agreement and spread; :func:`helpers.report.power.undecided` counts both."""
+        agreement and spread; :func:`helpers.report.sensitivity.needed` counts both."""
         return self.se * (self.critical + sps.norm.ppf(power))
 
     def side(self, margin: float = 0.0) -> str:

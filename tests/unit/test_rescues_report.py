@@ -99,3 +99,16 @@ def test_the_section_is_written_into_claims_md(tmp_path):
     write_records(EDITING, tmp_path, RESCUE_EDITING)
     text = claims.write_claims(tmp_path).read_text()
     assert "## Beyond RECT" in text and "| ROME + RECT 40% | ROME | 20 | **holds** |" in text
+
+
+def test_rect_against_rome_is_one_computation_in_c8_and_in_the_rescues_tables():
+    # the same chains as the paper's C8 sees them (how / k) and as notebook 05 does (variant)
+    c8_view = EX.assign(how=np.where(EX.variant == "ROME", "none", "rect"), k=np.where(EX.variant == "ROME", 1.0, 0.4))
+    text, _ = claims.claim_c8(c8_view)
+    (line,) = claims.rescue_claims(EX)
+    table = rescues.against_family(EX, EDITING)
+    for task in TASKS:
+        row = table[table.task == task].iloc[0]
+        shown = f"{row.advantage:+.3f} [{row.low:+.3f}, {row.high:+.3f}]"
+        assert shown in text.split(f"{task} (")[1].split(";")[0]
+        assert shown in line["detail"].split(f"{task} (")[1].split(";")[0]

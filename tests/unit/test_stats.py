@@ -40,18 +40,66 @@ def test_the_paired_interval_is_narrower_when_prompts_differ_in_difficulty():
     assert paired.side() == "worse" and unpaired.side() == "unclear"
 
 
-def test_one_ordering_is_the_paired_bootstrap_of_scipy():
+def test_one_ordering_of_a_mean_is_the_studentized_mean_of_the_per_example_differences():
     rng = np.random.default_rng(1)
-    before = rng.normal(3, 1, 80)
-    after = before + rng.normal(0.1, 0.3, 80)
-    ours = stats.paired_damage([records(after)], records(before), "summarization", measure="gold_nll",
-                               resamples=20000)
-    ref = sps.bootstrap((after, before), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=True,
-                        vectorized=True, n_resamples=20000, method="percentile", random_state=np.random.default_rng(2))
-    assert ours.estimate == pytest.approx(float(np.mean(after - before)))
-    width = ref.confidence_interval.high - ref.confidence_interval.low
-    assert ours.low == pytest.approx(ref.confidence_interval.low, abs=0.05 * width)
-    assert ours.high == pytest.approx(ref.confidence_interval.high, abs=0.05 * width)
+    before = rng.normal(3, 1, 400)
+    after = before + rng.normal(0.1, 0.3, 400)
+    sample = stats.damage_sample([records(after)], records(before), "summarization", measure="gold_nll")
+    # for a mean, an example's jackknife value is its own change
+    assert sample.pseudo[0] == pytest.approx(after - before, rel=1e-9, abs=1e-9)
+    eff = stats.paired_damage([records(after)], records(before), "summarization", measure="gold_nll")
+    assert eff.estimate == pytest.approx(float(np.mean(after - before)))
+    assert eff.se == pytest.approx(float(sps.sem(after - before)), rel=1e-9)
+    assert eff.estimate - eff.low == pytest.approx(eff.high - eff.estimate)
+    # on 400 normal differences the studentized bootstrap's 95% point is the normal one
+    assert eff.critical == pytest.approx(sps.norm.ppf(0.975), abs=0.08)
+
+
+def test_ner_jackknife_values_are_leave_one_sentence_out_by_hand():
+    def ner(seed):
+        r = np.random.default_rng(seed)
+        gold = r.integers(0, 3, 40)
+        return records(score=[0.0] * 40, task_prompts=4, tp=np.minimum(gold, r.integers(0, 3, 40)),
+                       predicted=r.integers(0, 3, 40), gold=gold)
+    before, after = ner(1), ner(2)
+    before["tp"] = np.minimum(before.tp, before.predicted)
+    after["tp"] = np.minimum(after.tp, after.predicted)
+    sample = stats.damage_sample([after], before, "ner")
+    f1 = lambda r: row_from_records("ner", r, "paper")["value"]
+    full = f1(before) - f1(after)
+    by_hand = [10 * full - 9 * (f1(before[before.example != i]) - f1(after[after.example != i])) for i in range(10)]
+    assert sample.pseudo[0] == pytest.approx(by_hand, rel=1e-9, abs=1e-12)
+    assert sample.examples == 10  # the sentence is the unit: 10 sentences of 4 prompts
+
+
+def test_a_family_of_intervals_is_wider_than_one_and_simultaneous():
+    rng = np.random.default_rng(9)
+    before = rng.normal(3, 1, 300)
+    one = [stats.damage_sample([records(before + rng.normal(0.0, 0.3, 300))], records(before), "summarization",
+                               measure="gold_nll") for _ in range(8)]
+    single = stats.intervals(one[:1])[0]
+    family = stats.intervals(one)
+    assert all(e.family == 8 and e.critical == family[0].critical for e in family)
+    # 8 independent normal comparisons: about the Bonferroni point of 8, well beyond a single interval's
+    assert family[0].critical == pytest.approx(sps.norm.ppf(1 - 0.05 / 16), abs=0.15)
+    assert family[0].critical > single.critical + 0.5
+    assert family[0].alpha == pytest.approx(0.05 / 8)
+
+
+def test_variance_components_recover_orderings_examples_and_interaction():
+    rng = np.random.default_rng(10)
+    a = np.array([-1.0, 0.0, 1.0])            # ordering effects: variance 1
+    b = rng.normal(0, 2, 400)                  # example effects: variance ~4
+    additive = stats.DamageSample(a + 0.5, a[:, None] + b[None, :] + 0.5)
+    c = stats.variance_components(additive)
+    assert c["orderings"] == pytest.approx(1.0, rel=1e-6) and c["interaction"] == pytest.approx(0.0, abs=1e-9)
+    assert c["examples"] == pytest.approx(float(np.var(b, ddof=1)), rel=1e-6)
+    # interaction only: the random-effects standard error counts it once (σ²_OE / (S·n)), not twice
+    e = rng.normal(0, 1, (3, 400))
+    noise = stats.DamageSample(e.mean(1), e)
+    se, df = stats.random_effects(noise)
+    assert stats.variance_components(noise)["interaction"] == pytest.approx(1.0, rel=0.15)
+    assert se == pytest.approx(np.sqrt(1.0 / 1200), rel=0.15) and df >= 1
 
 
 def test_a_score_that_drops_is_a_positive_damage_and_ner_is_recomputed_from_its_counts():
@@ -89,7 +137,7 @@ def test_orderings_that_disagree_keep_the_example_interval_but_take_no_side():
     # beyond zero, but one ordering improved the task: no side is taken
     assert e_split.low > 0 and not e_split.orderings_agree and e_split.side() == "unclear"
     # the random-effects interval counts the orderings as chance: three draws say little about their spread,
-    # so it covers them all (Welch–Satterthwaite: about 2 degrees of freedom here)
+    # so it covers them all (Satterthwaite: about 2 degrees of freedom here)
     low, high = e_split.over_orderings
     assert low < min(e_split.per_ordering) and high > max(e_split.per_ordering)
     assert high - low > 10 * (e_split.high - e_split.low)
@@ -119,30 +167,6 @@ def test_identical_orderings_share_one_draw_of_examples_and_split_ones_are_not_n
     assert calm.side(margin=0.05) == "negligible"
 
 
-def test_a_trend_against_a_reference_other_than_zero_and_uneven_orderings():
-    rng = np.random.default_rng(7)
-    before = rng.normal(4, 1, 40)
-    smallest = records(before + 0.5)  # batch 1 already does 0.5 of damage
-    larger = {10: [records(before + 0.5 + 0.01 * 9)], 100: [records(before + 0.5 + 0.01 * 99)]}
-    more = stats.damage_trend(larger, {10: [smallest], 100: [smallest]}, "summarization", measure="gold_nll",
-                              origin=1)
-    assert more.estimate == pytest.approx(0.99, abs=1e-6)  # exactly linear in the batch size beyond batch 1
-    with pytest.raises(ValueError, match="same 1 orderings"):
-        stats.damage_trend({10: [smallest], 20: [smallest, smallest]}, records(before), "summarization",
-                           measure="gold_nll")
-
-
-def test_the_trend_is_the_slope_of_the_damage_over_checkpoints():
-    rng = np.random.default_rng(4)
-    before = rng.normal(4, 1, 60)
-    after = {c: [records(before + 0.02 * c + rng.normal(0, 0.05, 60))] for c in (10, 20, 30)}
-    trend = stats.damage_trend(after, records(before), "summarization", measure="gold_nll")
-    assert trend.estimate == pytest.approx(0.6, abs=0.02) and trend.side() == "worse"  # the line at 30 edits
-    flat = {c: [records(before + rng.normal(0, 0.05, 60))] for c in (10, 20, 30)}
-    none = stats.damage_trend(flat, records(before), "summarization", measure="gold_nll")
-    assert none.side(margin=0.05) == "negligible"
-
-
 def test_records_of_other_examples_cannot_be_paired():
     with pytest.raises(ValueError, match="same examples"):
         stats.paired_damage([records([1.0, 2.0, 3.0])], records([1.0, 2.0]), "summarization", measure="gold_nll")
@@ -154,8 +178,8 @@ def test_interval_helpers_from_scipy():
     r, lo, hi = stats.ratio_interval([0.9, 1.0, 0.95, 1.0], [1.0, 1.0, 1.0, 1.0])
     assert r == pytest.approx(0.9625) and lo <= r <= hi <= 1.0
     assert stats.bonferroni(0.95, 8) == pytest.approx(1 - 0.05 / 8)
-    eff = stats.Effect(0.1, 0.02, 0.18, 0.95, 30, 1)
-    assert eff.detectable() == pytest.approx(0.08 * (1.959964 + 0.841621) / 1.959964, rel=1e-4)
+    eff = stats.Effect(0.1, 0.02, 0.18, 0.95, 30, 1, se=0.04, critical=2.0)
+    assert eff.detectable() == pytest.approx(0.04 * (2.0 + 0.841621), rel=1e-4)
 
 
 def test_power_detectable_and_examples_needed_are_inverse_and_read_a_pilot():
@@ -178,3 +202,23 @@ def test_power_detectable_and_examples_needed_are_inverse_and_read_a_pilot():
     assert row.measure == "gold_nll" and row.damage == pytest.approx(0.5, abs=0.1)
     assert row.sd == pytest.approx(0.2, rel=0.3)  # the per-example spread of the paired difference
     assert row.detectable_n40 < row.damage and row.n_needed < 40
+
+
+def test_what_would_decide_a_damage_counts_the_orderings_spread():
+    from helpers.report import sensitivity
+
+    z = sps.norm.ppf(1 - 0.05 / 16) + sps.norm.ppf(0.8)  # one of a family of 8, 80% power
+
+    def effect(orderings, examples, interaction):
+        return stats.Effect(0.5, 0.0, 1.0, 0.95, 40, 3, family=8,
+                            components={"orderings": orderings, "examples": examples, "interaction": interaction})
+
+    # orderings that differ a lot (σ²_O = 0.09): more examples cannot decide it at 3 orderings, more orderings can
+    need = sensitivity.needed(effect(0.09, 0.1, 0.1), 0.5)
+    assert need["examples"] == math.inf and need["sd_orderings"] == pytest.approx(0.3)
+    assert need["orderings"] == next(s for s in range(1, 10000)
+                                     if z * math.sqrt(0.09 / s + 0.1 / 40 + 0.1 / (s * 40)) <= 0.5)
+    # orderings that agree: examples decide it; the smallest n with z·√(σ²_E/n + σ²_OE/(3n)) ≤ 0.5, by hand
+    calm = sensitivity.needed(effect(0.0, 2.0, 0.5), 0.5)
+    assert calm["examples"] == next(n for n in range(1, 100000) if z * math.sqrt(2.0 / n + 0.5 / (3 * n)) <= 0.5)
+    assert calm["examples"] > 40
