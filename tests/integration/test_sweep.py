@@ -129,3 +129,26 @@ def test_bad_chains_are_named():
         Chain("ROME", 1, (-1, 2))
     with pytest.raises(SweepError, match="batch_size: B, edits"):
         chains(batch_sequential={"MEMIT": [1, 2]})
+
+
+def test_every_edit_leaves_a_trace_and_a_store_without_traces_replays_to_add_them(tiny_deep_model, tmp_path):
+    model, tok = tiny_deep_model
+    chain = [Chain("ROME", 1, (0, 3))]  # one checkpoint after 3 edits: traces after edits 1, 2 and 3
+    store = tmp_path / "run.jsonl"
+    _run(tiny_deep_model, chain, store=store)
+    call = dict(model=LoadedModel("tiny", model, tok), tasks=TASKS, n=2, seed=0, hparams=_hp(model), store=store)
+    traces = helpers.runs.sweep.edit_traces(chain, **call)
+    assert traces.edits.tolist() == [0, 1, 2, 3] and (traces.norm_growth.iloc[1:] != 1.0).all()
+    assert traces.norm_growth.iloc[0] == 1.0 and traces.heldout_nll.nunique() == 4  # each edit moved the text's NLL
+    # the held-out NLL after the last edit is the checkpoint's perplexity, read apart
+    signals = helpers.runs.sweep.checkpoint_measures(chain, "signals", **call)
+    assert traces.heldout_nll.iloc[-1] == pytest.approx(float(torch.tensor(signals.perplexity.iloc[-1]).log()),
+                                                        rel=1e-4)
+    # a store written before traces were kept: the chain is not skipped over its stored state, it is replayed
+    lines = [line for line in store.read_text().splitlines() if "side_effects_trace" not in line]
+    store.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SweepError, match="no trace"):
+        helpers.runs.sweep.edit_traces(chain, **call)
+    _run(tiny_deep_model, chain, store=store)
+    again = helpers.runs.sweep.edit_traces(chain, **call)
+    assert_values_close(again.heldout_nll, traces.heldout_nll)
