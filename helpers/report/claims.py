@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import get_task, row_from_records
-from . import coverage, rescues, sensitivity, stats
+from . import coverage, disabling, rescues, sensitivity, stats
 from .judge import (FLOOR, INCONCLUSIVE, MARGIN, NOT_MEASURED, Comparison, Judged, advantage_by_task, by_ordering,
                     common_orderings, comparisons, growth, judge_family, judge_measure, majority, task_judges,
                     unedited_row)
-from .tables import (FIG8_EXAMPLES, RECT_ABLATION_ROWS, RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS,
+from .tables import (EDIT_TRACES, FIG8_EXAMPLES, RECT_ABLATION_ROWS, RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS,
                      SIDE_EFFECTS_EXAMPLES, WEIGHT_CHANGE_TABLE1, read_records, read_table)
 
 LEVEL = 0.95
@@ -518,6 +518,59 @@ def rescue_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger 
     return lines + ([""] + details if details else [])
 
 
+# ---------------------------------------------------------------------------- disabling edits
+def disabling_section(out_dir: str | Path, protocol: str = "paper") -> list[str]:
+    """The "Disabling edits" section of claims.md (empty without notebook 01's edit traces)."""
+    traces = read_table(out_dir, EDIT_TRACES)
+    if traces is None or not len(traces):
+        return []
+    traces = traces[traces.setting != "batch-single"]  # one edit each: nothing sequential to trace
+    if not len(traces):
+        return []
+    flags = disabling.flag_edits(traces)
+    spread = disabling.spread_explained(traces)
+    side = read_records(out_dir, SIDE_EFFECTS_EXAMPLES)
+    lines = ["", "## Disabling edits: single edits that make the model jump", "",
+             "After every edit of every chain the package reads the held-out text's NLL per token; an edit is flagged",
+             f"when its jump exceeds the chain's median jump by more than {disabling.Z:g} robust SDs and by more than",
+             f"{disabling.FLOOR} nats (one-edit chains: a jump above {disabling.COLLAPSE:g} nat; docs/statistics.md). Per chain: the",
+             "flagged edits, the held-out NLL's rise over the chain in each ordering, and its SD between orderings with",
+             "and without the flagged jumps — how much of the spread between orderings those single edits carry. The",
+             "last column compares the tasks' damage at the chain's end in the orderings that hold a flagged edit with",
+             "the others (mean over the tasks judged on the gold NLL, nats per token).", "",
+             "| chain | orderings | edits | flagged edits | held-out NLL rise per ordering | SD between orderings | "
+             "SD without the flagged jumps | task NLL damage: orderings with a flag / without |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in spread.itertuples():
+        sd = f"{r.sd_between:.3f}" if hasattr(r, "sd_between") and r.sd_between == r.sd_between else ""
+        sd0 = (f"{r.sd_between_without_flagged:.3f}" if hasattr(r, "sd_between_without_flagged")
+               and r.sd_between_without_flagged == r.sd_between_without_flagged else "")
+        lines.append(f"| {r.chain} | {r.orderings} | {r.edits} | {r.flagged_edits or 'none'} | {r.rise_per_ordering} | "
+                     f"{sd} | {sd0} | {_flagged_task_damage(side, flags, r.chain, protocol)} |")
+    return lines
+
+
+def _flagged_task_damage(side: pd.DataFrame | None, flags: pd.DataFrame, chain: str, protocol: str) -> str:
+    """"+1.20 / +0.05": the mean gold-NLL damage over the NLL-judged tasks at the chain's last
+    checkpoint, in the orderings holding a flagged edit and in the others (empty when either is none)."""
+    if side is None or chain not in set(side.chain):
+        return ""
+    hit = set(flags[(flags.chain == chain) & flags.flagged].ordering)
+    c = side[side.chain == chain]
+    if not hit or not set(c.ordering) - hit or 0 not in set(c.edits):
+        return ""
+    unedited = by_ordering(c[c.edits == 0])[0]
+    nll = {t: m for t, m in task_judges(unedited, protocol).items() if m == "gold_nll"}
+    if not nll:
+        return ""
+    found = comparisons(c[c.edits == c.edits.max()], unedited, nll, chain, protocol, paired_orderings=False)
+    orderings = sorted(set(c[c.edits == c.edits.max()].ordering))
+    per = np.mean([x.sample.per_ordering for x in found], axis=0)  # [orderings]
+    with_flag = [p for o, p in zip(orderings, per) if o in hit]
+    without = [p for o, p in zip(orderings, per) if o not in hit]
+    return f"{np.mean(with_flag):+.3f} / {np.mean(without):+.3f}"
+
+
 # ---------------------------------------------------------------------------- report
 def evaluate_claims(out_dir: str | Path, protocol: str = "paper", ledger: Ledger | None = None) -> list[dict]:
     """One dict per claim: ``claim``, ``paper``, ``measured``, ``verdict``, from the tables a
@@ -585,6 +638,7 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
              "| claim | verdict | the paper | measured here |", "|---|---|---|---|"]
     lines += [f"| {c['claim']} | **{c['verdict']}** | {c['paper']} | {c['measured'].replace('|', '/')} |" for c in claims]
     lines += rescue_lines
+    lines += disabling_section(out_dir)
     lines += ledger.lines()
     lines += ledger.coverage_lines()
     path = out_dir / "claims.md"

@@ -178,3 +178,25 @@ def _legend_outside(fig, ax) -> None:
         ax.get_legend().remove()
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+
+
+def edit_traces(flags: pd.DataFrame, title: str = "Held-out NLL after every edit") -> plt.Figure:
+    """One panel per sequential chain: the held-out text's NLL per token after every edit, one
+    line per edit ordering, the flagged edits (:func:`helpers.report.disabling.flag_edits`)
+    marked with a red ×. ``flags`` holds edits ≥ 1; the line starts at the unedited value."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    chains = list(dict.fromkeys(flags.chain))
+    fig, axes = plt.subplots(1, max(len(chains), 1), figsize=(4.2 * max(len(chains), 1), 3.6),
+                             constrained_layout=True, squeeze=False)
+    for ax, chain in zip(axes[0], chains):
+        part = flags[flags.chain == chain]
+        for ordering, line in part.groupby("ordering"):
+            start = line.heldout_nll.iloc[0] - line.jump.iloc[0]
+            xs, ys = [0, *line.edits], [start, *line.heldout_nll]
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=f"ordering {ordering}")
+            hit = line[line.flagged]
+            ax.scatter(hit.edits, hit.heldout_nll, marker="x", s=80, color="red", zorder=5)
+        ax.set(title=chain, xlabel="edits", ylabel="held-out NLL per token")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{title} (red ×: a flagged jump)")
+    return fig

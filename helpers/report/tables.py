@@ -30,6 +30,7 @@ RESCUE_WINDOWS = "rescues_heldout_windows"       # 05: held-out perplexity, per 
 RESCUE_EDITING = "rescues_editing_records"       # 05: editing performance, per edited record
 # written for people (wide or summarised forms of the above)
 SIDE_EFFECTS = "side_effects"
+EDIT_TRACES = "edit_traces"                      # 01: held-out NLL and norm growth after every edit
 WEIGHT_CHANGE_ROWS = "weight_change_rows"
 FIG7_SUMMARY = "fig7_rect_ablation"
 FIG8 = "fig8_rect_side_effects"
