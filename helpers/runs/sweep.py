@@ -199,7 +199,7 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
             return table()
         # the unedited rows first (every chain of the same model and task sample shares them), then the chains
         first = [u.unedited() for u in units if 0 in u.chain.checkpoints and u.missing_at(0, store)][:1]
-        with tqdm(total=todo, desc="side effects (tasks and checkpoint measures)", unit="eval",
+        with tqdm(total=todo, desc="side effects (tasks, checkpoint measures, edit traces)", unit="eval",
                   disable=not progress) as bar:
             def on_row(done: str = "") -> None:
                 bar.set_postfix_str(done, refresh=False)
@@ -211,8 +211,8 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
                 where = (f"{len(store)} rows are stored in {store.path}; run the same call again to resume from "
                          "there (finished rows are not recomputed)") if store.path is not None else \
                     "nothing was stored (no store= given): pass store= a path to be able to resume"
-                raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} evaluations (tasks and "
-                                       f"checkpoint measures); {where}. The model was restored to its unedited "
+                raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} evaluations (tasks, "
+                                       f"checkpoint measures and edit traces); {where}. The model was restored to its unedited "
                                        "weights.") from None
     return table()
 
@@ -455,6 +455,7 @@ class ChainUnit:
                     at += 1
                     if store.get(self.trace_key(at)) is None:
                         store.put(self.trace_key(at), self._trace(m, tok, _first_values(applied)))
+                        on_row(f"{self.chain.label}: edit {at}, trace")
                 originals = _first_values(applied)
                 if edited:
                     # before evaluating: a crash during the evaluation resumes here, not edits earlier

@@ -19,6 +19,8 @@ pytestmark = [pytest.mark.data, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 EVALS = 4 * 2  # 4 points (0..3 edits) x 2 tasks
 MEASURES = 4 + 3  # the collapse signals at every point, the editing performance after each edit
+TRACES = 3  # the held-out NLL and norm growth after every edit
+ROWS = EVALS + MEASURES + TRACES
 
 
 def _start(store, log, hold_at=0):
@@ -60,7 +62,7 @@ def test_the_same_settings_and_seed_give_the_same_table_and_rows_record_their_or
     again = _finish(_start(tmp_path / "store.jsonl", tmp_path / "log"))
     pd.testing.assert_frame_equal(again, reference)  # every value, bit for bit (timings excluded)
     recs = _lines(tmp_path / "store.jsonl")
-    assert len(recs) == EVALS + MEASURES
+    assert len(recs) == ROWS
     for rec in recs:
         assert rec["format"] == FORMAT
         assert {"edithurt", "torch", "transformers"} <= set(rec["made_by"])
@@ -72,8 +74,9 @@ def test_the_same_settings_and_seed_give_the_same_table_and_rows_record_their_or
 def test_an_interrupted_sweep_resumes_without_recomputing_or_losing_rows(reference, tmp_path, how):
     store, log = tmp_path / "store.jsonl", tmp_path / "log"
     proc = _start(store, log, hold_at=6)
-    # strike during the 6th task evaluation, which waits for it: 5 task rows are stored, and the measures of points 0
-    # and 1 (point 0's signals; point 1's signals and editing performance: 3 rows), the 6th is in progress
+    # strike during the 6th task evaluation, which waits for it: 5 task rows are stored, the measures of points 0
+    # and 1 (point 0's signals; point 1's signals and editing performance: 3 rows) and the traces of edits 1 and 2;
+    # the 6th is in progress
     _wait_for(log, "eval start", 6, proc)
     proc.send_signal(getattr(signal, how))
     out, err = proc.communicate(timeout=120)
@@ -81,12 +84,12 @@ def test_an_interrupted_sweep_resumes_without_recomputing_or_losing_rows(referen
         assert proc.returncode == -signal.SIGKILL
     else:
         assert proc.returncode != 0
-        assert (f"SweepInterrupted: interrupted after 8 of {EVALS + MEASURES} evaluations (tasks and checkpoint "
-                "measures); 8 rows are stored in") in err
+        assert (f"SweepInterrupted: interrupted after 10 of {ROWS} evaluations (tasks, checkpoint measures and edit "
+                "traces); 10 rows are stored in") in err
         assert "run the same call again to resume from there" in err
     done = _count(log, "eval")
     assert done == 5
-    assert len(ResultStore(store)) == done + 3  # opens cleanly: no corrupt line
+    assert len(ResultStore(store)) == done + 3 + 2  # opens cleanly: no corrupt line
 
     log2 = tmp_path / "log2"
     resumed = _finish(_start(store, log2))
@@ -96,4 +99,4 @@ def test_an_interrupted_sweep_resumes_without_recomputing_or_losing_rows(referen
     # numbers to 1e-4 of their size (the NLLs are float32 sums; scores and counts agree exactly)
     pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-4, atol=0)
     recs = _lines(store)
-    assert len(recs) == EVALS + MEASURES and len({r["key"] for r in recs}) == EVALS + MEASURES  # none lost, none twice
+    assert len(recs) == ROWS and len({r["key"] for r in recs}) == ROWS  # none lost, none twice

@@ -111,8 +111,8 @@ def test_a_unit_failing_twice_the_same_way_is_reported_and_the_others_finish(clu
     done = sweep.side_effects([grid[0]], "smollm2-135m", ["sentiment"], n=1, hparams={"KN": kn},
                               store=tmp_path / "s.jsonl", backend="local", progress=False)
     rows = [json.loads(l)["settings"] for l in _lines(tmp_path / "s.jsonl")]
-    # KN's two points were stored by the ray run: their task rows, and the checkpoint measures (signals at 0 and 1
-    # edits, editing performance at 1)
+    # KN's two points were stored by the ray run: their task rows, the checkpoint measures (signals at 0 and 1
+    # edits, editing performance at 1) and the trace of its one edit
     assert sum(r["experiment"] == "side_effects" for r in rows) == 2
-    assert len(rows) == 5
+    assert len(rows) == 6
     assert done.edits.tolist() == [0, 1]
