@@ -157,12 +157,19 @@ def _known(unit, store) -> tuple[dict, dict]:
     return ({k: v for k, v in rows.items() if v is not None}, {k: v for k, v in states.items() if v is not None})
 
 
+RESTART_WAIT_S = 600  # a restarted worker loads the model again: on a busy machine, minutes
+
+
 def _run_units(ray, units, workers, store, queue, drain) -> list[tuple[str, str]]:
     from ray.exceptions import RayActorError
 
     todo = list(units)
     errors: dict[int, list[str]] = {}
     running = {}  # future -> (unit, worker)
+    # A worker whose process died is restarted by Ray (max_restarts=-1), but a call made before its
+    # constructor has run again fails at once with RayActorError: it gets no unit until a probe
+    # (its pid) answers, so a restart never counts as a unit's failure.
+    probing = {}  # probe future -> (worker, when its restart began)
     idle = list(workers)
     failed = []
     while todo or running:
@@ -171,9 +178,19 @@ def _run_units(ray, units, workers, store, queue, drain) -> list[tuple[str, str]
             worker = idle.pop(0)
             rows, states = _known(unit, store)
             running[worker.run.remote(unit, rows, states, queue)] = (unit, worker)
-        done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+        done, _ = ray.wait(list(running) + list(probing), num_returns=1, timeout=0.5)
         drain()
         for fut in done:
+            if fut in probing:
+                worker, since = probing.pop(fut)
+                try:
+                    ray.get(fut)
+                    idle.append(worker)
+                except RayActorError:
+                    if time.monotonic() - since < RESTART_WAIT_S:  # else the worker is left out of the run
+                        time.sleep(0.5)
+                        probing[worker.pid.remote()] = (worker, since)
+                continue
             unit, worker = running.pop(fut)
             try:
                 ray.get(fut)
@@ -189,8 +206,12 @@ def _run_units(ray, units, workers, store, queue, drain) -> list[tuple[str, str]
                 else:
                     todo.append(unit)
                 if isinstance(e, RayActorError):
-                    time.sleep(0.5)  # the actor restarts (max_restarts=-1) before it takes the next unit
+                    probing[worker.pid.remote()] = (worker, time.monotonic())
+                    continue
             idle.append(worker)
+        if todo and not idle and not running and not probing:  # every worker is gone for good
+            failed += [(u.label, "no worker came back after a restart") for u in todo]
+            break
     return failed
 
 
