@@ -1,8 +1,8 @@
 """Every bad input the package is known to meet, the error it raises, and what the message says.
 
 One list, three uses: ``tests/integration/test_bad_inputs.py`` runs each case and checks the
-exception type and that the message contains ``says``; the README's table is rendered from it
-(``python -m tests.bad_input_cases`` prints it) and a test checks the README shows exactly it.
+exception type and that the message contains ``says``; the table in docs/reliability.md is rendered
+from it (``python -m tests.bad_input_cases`` prints it) and a test checks the page shows exactly it.
 
 Each case is ``Case(what, error, says, run)``: ``run(ctx)`` must raise ``error``; ``ctx`` gives
 a tiny random Llama model (``ctx.model, ctx.tok``), a scratch folder (``ctx.tmp``) and pytest's

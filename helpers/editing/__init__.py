@@ -6,20 +6,23 @@ requests in one call (MEMIT, MEND; ROME and KN edit one fact at a time).
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ..data import EditRequest
-from ..errors import EditError, EditHealthError, unknown
+from ..errors import EditError, EditHealthError, UnknownNameError
 from ..model.loading import short_name
 from .hparams import HparamsError, load_hparams
 from .modules import LayerError, check_layers, from_param_layout, get_module, to_param_layout
 from .performance import editing_metrics
 from .prune import Prune
+from . import builtin
+from .registry import EditSequence, MethodSpec, RegistryError, method_names, method_spec, register_method
 from .regularize import Regularizer, regularize
-from .weight_change import weight_change_stats
+from .weight_stats import weight_change_stats
 
 
 # One edit multiplying a matrix's norm by more than this is an explosion, not an edit: one ROME
@@ -75,94 +78,69 @@ def set_parameters(model, values: dict[str, torch.Tensor]) -> EditResult:
 UpdateShaper = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _methods():
-    from . import alphaedit, kn, memit, mend, rome
-
-    return {"ROME": (rome.ROMEHyperParams, rome.apply, False),
-            "MEMIT": (memit.MEMITHyperParams, memit.apply, True),
-            "KN": (kn.KNHyperParams, kn.apply, False),
-            "MEND": (mend.MENDHyperParams, mend.apply, True),
-            "R-ROME": (rome.RROMEHyperParams, rome.apply, False),
-            "ALPHAEDIT": (alphaedit.AlphaEditHyperParams, alphaedit.apply, True)}
-
-
-def _each(key: str):
-    """A method's one-update-per-request function, where it batches the work (else None)."""
-    from . import memit, rome
-
-    return {"ROME": rome.apply_each, "MEMIT": memit.apply_each, "R-ROME": rome.apply_each}.get(key)
-
-
 # the paper's four methods, then the later ones this package compares with RECT: r-ROME (ROME with
-# consistent keys) and AlphaEdit (MEMIT projected onto the preserved keys' null space)
+# consistent keys) and AlphaEdit (MEMIT projected onto the preserved keys' null space). A method
+# registered later (register_method) is named like these; method_names() lists them all.
 METHODS = ("ROME", "MEMIT", "KN", "MEND", "R-ROME", "AlphaEdit")
 
 
 def canonical_method(method: str) -> str:
-    """``method`` as :data:`METHODS` spells it (any case is accepted: ``"alphaedit"`` ->
-    ``"AlphaEdit"``)."""
-    by_key = {m.upper(): m for m in METHODS}
-    key = str(method).upper()
-    if key not in by_key:
-        raise unknown("method", method, METHODS)
-    return by_key[key]
+    """``method`` as its spec spells it (any case is accepted: ``"alphaedit"`` -> ``"AlphaEdit"``)."""
+    return method_spec(method).name
 
 
-# The revision of what the methods compute: stored results carry their method's in their keys,
-# so results of an earlier revision are recomputed, never mixed in. 3: the methods as the paper's
-# code computes them (KN's site and edit, MEMIT's templates, N-1 value updates, MEND's network,
-# templates decoded and normalised as generate_fast does). 4, the methods that sample context
-# templates or read key statistics: both are read off the unedited model also when a sequence
-# resumes from stored edited weights in a new process (:func:`prepare`); revision 3 sampled them
-# from the edited weights there, so its results depended on where earlier runs had stopped.
-REVISION = 3
-METHOD_REVISIONS = {"ROME": 4, "R-ROME": 4, "MEMIT": 4, "ALPHAEDIT": 4}
+def base_method(method: str) -> str:
+    """The plain method a rescue built on ``method`` is compared with (its spec's ``base``:
+    r-ROME -> ROME, AlphaEdit -> MEMIT); the method itself otherwise, also for a name no method
+    is registered under (a column of an older table)."""
+    try:
+        spec = method_spec(method)
+    except UnknownNameError:
+        return method
+    return spec.base or spec.name
 
 
 def revision(method: str) -> int:
     """The revision of what ``method`` computes (any case)."""
-    return METHOD_REVISIONS.get(str(method).upper(), REVISION)
+    return method_spec(method).revision
 
 
-# methods whose next edit depends on more than the weights the earlier edits of its sequence
-# left (upper-case keys: MEND's normalising statistics, as the reference keeps them, see
-# helpers.editing.mend; AlphaEdit's keys of the earlier edits, helpers.editing.alphaedit)
-CARRY_STATE = ("MEND", "ALPHAEDIT")
+# the sequence of hand calls to edit() on each model (a chain passes its own): the state the methods
+# carry from one edit to the next until begin_sequence() starts another
+_HAND_SEQUENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def begin_sequence() -> None:
-    """A new sequence of edits starts: forget what the methods in :data:`CARRY_STATE` carried
-    over from the edits before (call it before a sequence's first edit)."""
-    from . import alphaedit, mend
+def begin_sequence(model=None) -> None:
+    """A new sequence of hand calls to :func:`edit` starts (on ``model``; None: on every model):
+    forget what the methods that carry state (MEND's normalising statistics, AlphaEdit's earlier
+    keys) kept from the edits before. Calls that pass ``sequence=`` are not affected."""
+    if model is None:
+        _HAND_SEQUENCES.clear()
+    else:
+        _HAND_SEQUENCES.pop(model, None)
 
-    mend.begin_sequence()
-    alphaedit.begin_sequence()
+
+def hand_sequence(model) -> EditSequence:
+    """The sequence that calls to :func:`edit` on ``model`` without ``sequence=`` go on."""
+    if model not in _HAND_SEQUENCES:
+        _HAND_SEQUENCES[model] = EditSequence()
+    return _HAND_SEQUENCES[model]
 
 
 def read_hparams(method: str, path):
-    """The hparams object of ``method`` (ROME, MEMIT, KN, MEND) from an EasyEdit-format YAML file
-    at ``path``, as ``edit(..., hparams=path)`` reads it: bookkeeping keys (paths, devices,
-    logging) are ignored, and module templates a file leaves out are inferred from the model
-    when it edits. A file whose ``alg_name`` names another method is refused."""
-    registry = _methods()
-    key = str(method).upper()
-    if key not in registry:
-        raise unknown("method", method, list(registry))
-    return load_hparams(registry[key][0], key, "", path)
+    """The hparams object of ``method`` from an EasyEdit-format YAML file at ``path``, as
+    ``edit(..., hparams=path)`` reads it: bookkeeping keys (paths, devices, logging) are ignored,
+    and module templates a file leaves out are inferred from the model when it edits. A file
+    whose ``alg_name`` names another method is refused."""
+    spec = method_spec(method)
+    return load_hparams(spec.hparams, spec.key, "", path, folder=spec.hparams_dir)
 
 
-def _method_key(method: str) -> str:
-    """``method``'s key in :func:`_methods` (upper case), or a clear error naming the methods."""
-    key = str(method).upper()
-    if key not in _methods():
-        raise unknown("method", method, METHODS)
-    return key
-
-
-def _hparams_for(model, key: str, hparams):
+def hparams_for(model, method: str, hparams):
     """The hparams object ``edit`` uses: ``hparams`` (None, a path, overrides or an object) over
     the file shipped for ``model``, its layers checked against the model."""
-    hp = load_hparams(_methods()[key][0], key, short_name(model), hparams)
+    spec = method_spec(method)
+    hp = load_hparams(spec.hparams, spec.key, short_name(model), hparams, folder=spec.hparams_dir)
     if getattr(hp, "layers", None):
         check_layers(model, hp.layers)
     return hp
@@ -177,18 +155,11 @@ def prepare(model, tok, method: str, hparams=None) -> None:
     The reference code computes both at the first edit of a run, so on the unedited model. A
     sequence that resumes from stored edited weights in a fresh process (a rerun after a crash, a
     Ray worker) would otherwise sample them from the edited model and edit differently from the
-    uninterrupted sequence; the sweep calls this before it jumps to a stored state. KN and MEND
-    read nothing ahead: nothing is done for them."""
-    key = _method_key(method)
-    ahead = _read_ahead().get(key)
-    if ahead is not None:
-        ahead(model, tok, _hparams_for(model, key, hparams))
-
-
-def _read_ahead():
-    from . import alphaedit, memit, rome
-
-    return {"ROME": rome.prepare, "R-ROME": rome.prepare, "MEMIT": memit.prepare, "ALPHAEDIT": alphaedit.prepare}
+    uninterrupted sequence; a chain (:mod:`helpers.runs.chain`) calls this before it jumps to a
+    stored state. A method whose spec has no ``prepare`` (KN, MEND) reads nothing ahead."""
+    spec = method_spec(method)
+    if spec.prepare is not None:
+        spec.prepare(model, tok, hparams_for(model, method, hparams))
 
 
 def _check_requests(reqs) -> None:
@@ -204,27 +175,31 @@ def _check_requests(reqs) -> None:
 
 
 def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str, hparams=None,
-         regularizer: UpdateShaper | None = None, max_norm_growth: float | None = MAX_NORM_GROWTH) -> EditResult:
+         regularizer: UpdateShaper | None = None, max_norm_growth: float | None = MAX_NORM_GROWTH,
+         sequence: EditSequence | None = None) -> EditResult:
     """Edit ``model`` in place with ``method`` (:data:`METHODS`: ROME, MEMIT, KN, MEND, R-ROME,
-    AlphaEdit; any case). ``hparams``: None (the
+    AlphaEdit, or one added with :func:`register_method`; any case). ``hparams``: None (the
     file shipped for this model), a YAML path, a dict of overrides, or an hparams object.
     ``regularizer(delta, weight) -> delta`` shapes every update before it is added; both are
     ``[out, in]`` whatever the parameter's layout (GPT-2's ``Conv1D`` is transposed for it), e.g.
     ``helpers.Regularizer("rect", k=0.4)``, or ``helpers.Prune()`` for the update accumulated
-    over a sequence (:mod:`helpers.editing.prune`).
+    over a sequence (:mod:`helpers.editing.prune`). ``sequence``: the
+    :class:`EditSequence` this edit continues (what MEND and AlphaEdit carry from edit to edit);
+    None: the sequence of hand calls on ``model`` (:func:`begin_sequence` starts a new one).
 
     Every update is checked before it reaches the weights: a NaN or Inf, or a matrix whose norm
     would grow more than ``max_norm_growth`` times (None: no limit), raises
     :class:`EditHealthError` naming the request and the parameter, and nothing is changed."""
-    key = _method_key(method)
-    _, apply, batch_ok = _methods()[key]
+    spec = method_spec(method)
+    key = spec.key
     reqs = [requests] if isinstance(requests, EditRequest) else list(requests)
-    if len(reqs) > 1 and not batch_ok:
-        raise EditError(f"{key} edits one fact at a time; got a batch of {len(reqs)}. Call edit() once per "
-                        "request (sequential editing), or use MEMIT, AlphaEdit or MEND for batch editing.")
+    if len(reqs) > 1 and not spec.batchable:
+        batchable = [s for s in method_names() if method_spec(s).batchable]
+        raise EditError(f"{spec.name} edits one fact at a time; got a batch of {len(reqs)}. Call edit() once per "
+                        f"request (sequential editing), or use a method that edits batches ({', '.join(batchable)}).")
     _check_requests(reqs)
-    hp = _hparams_for(model, key, hparams)
-    updates = apply(model, tok, reqs, hp)  # {param name: ΔW as [out, in]}
+    hp = hparams_for(model, method, hparams)
+    updates = compute_updates(model, tok, reqs, spec, hp, sequence if sequence is not None else hand_sequence(model))
     try:
         return apply_update(model, updates, regularizer, method=key, hparams=hp, max_norm_growth=max_norm_growth)
     except EditHealthError as e:
@@ -232,25 +207,29 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
         raise EditHealthError(f"{key} edit of {facts}: {e}") from None
 
 
+def compute_updates(model, tok, requests: list[EditRequest], spec: MethodSpec, hp, sequence: EditSequence) -> dict:
+    """``{parameter name: ΔW as [out, in]}`` of ``spec``'s edit of ``requests`` (the model is left
+    unchanged), its state taken from and kept in ``sequence``."""
+    if spec.carries_state:
+        return spec.apply(model, tok, requests, hp, sequence.state_of(spec))
+    return spec.apply(model, tok, requests, hp)
+
+
 def single_updates(model, tok, requests: Sequence[EditRequest], method: str, hparams=None) -> list[dict[str, torch.Tensor]]:
     """One update per request (``{parameter name: ΔW as [out, in]}``), each what
     ``edit(model, tok, request, method, hparams)`` would compute for that request alone on the
     model as it is; the model is left unchanged. ROME and MEMIT optimise the requests' target
-    vectors together (one batched pass per step, :func:`helpers.editing.rome.optimize_targets`),
+    vectors together (one batched pass per step, :func:`helpers.editing.targets.optimize_targets`),
     KN and MEND edit one request at a time. Add one with :func:`apply_update` (and undo it with
     ``.restore()``) to measure each edit on its own."""
-    key = _method_key(method)
+    spec = method_spec(method)
     reqs = list(requests)
     _check_requests(reqs)
-    hp = _hparams_for(model, key, hparams)
-    each = _each(key)
-    if each is not None:
-        return each(model, tok, reqs, hp)
-    out = []
-    for r in reqs:
-        begin_sequence()  # each on its own, as a fresh run of the reference
-        out.append(_methods()[key][1](model, tok, [r], hp))
-    return out
+    hp = hparams_for(model, method, hparams)
+    if spec.apply_each is not None:
+        return spec.apply_each(model, tok, reqs, hp)
+    # each on its own, as a fresh run of the reference: a new sequence each
+    return [compute_updates(model, tok, [r], spec, hp, EditSequence()) for r in reqs]
 
 
 def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateShaper | None = None, *,
@@ -303,7 +282,11 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
     return result
 
 
-__all__ = ["edit", "prepare", "single_updates", "canonical_method", "read_hparams", "begin_sequence", "CARRY_STATE", "REVISION", "METHOD_REVISIONS", "revision", "apply_update",
-           "set_parameters",
+# the package's own methods, registered as a user's would be (their modules import no part of this one)
+builtin.register()
+
+__all__ = ["edit", "prepare", "single_updates", "compute_updates", "canonical_method", "read_hparams", "hparams_for",
+           "begin_sequence", "hand_sequence", "revision", "base_method", "apply_update", "set_parameters",
+           "MethodSpec", "EditSequence", "RegistryError", "register_method", "method_spec", "method_names",
            "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH", "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
            "Regularizer", "Prune", "regularize", "weight_change_stats"]

@@ -19,8 +19,8 @@ model and layer from the same cached key statistics MEMIT uses; the threshold is
 on ``C₀`` normalised per token; ``L2 = 10``; after an edit, each layer's ``K Kᵀ`` is added to
 that layer's ``K_p K_pᵀ`` (this package's keys are the ones the solve used, which equal the
 reference's recomputed keys when the update is added unchanged). That sum is state carried
-from edit to edit: :func:`begin_sequence` (``helpers.editing.begin_sequence``) starts a new
-sequence. Differences, named: the eigenvectors come from ``torch.linalg.eigh`` and the system
+from edit to edit: an :class:`EarlierKeys`, kept by the sequence's
+:class:`~helpers.editing.registry.EditSequence` (a new sequence starts without). Differences, named: the eigenvectors come from ``torch.linalg.eigh`` and the system
 is solved in float64 (the reference: an SVD and a solve in float32, the same system).
 """
 from __future__ import annotations
@@ -42,15 +42,13 @@ class AlphaEditHyperParams(memit.MEMITHyperParams):
     L2: float = 10.0
 
 
-# per (model, parameter module): the summed K Kᵀ of this sequence's earlier edits [in, in]
-_EARLIER_KEYS: dict[tuple[int, str], torch.Tensor] = {}
 # per (model name, module, statistics, threshold): P [in, in]
 _PROJECTIONS: dict[tuple, torch.Tensor] = {}
 
 
-def begin_sequence() -> None:
-    """Forget the keys of earlier edits (a new sequence of edits starts)."""
-    _EARLIER_KEYS.clear()
+class EarlierKeys(dict):
+    """AlphaEdit's state along a sequence: per edited module, the summed ``K Kᵀ`` of the
+    sequence's earlier edits ``[in, in]`` (a new sequence starts with none)."""
 
 
 def null_space_projection(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -75,16 +73,16 @@ def prepare(model, tok, hp: AlphaEditHyperParams) -> None:
     memit.prepare(model, tok, hp)
 
 
-def apply(model, tok, requests, hp: AlphaEditHyperParams) -> dict[str, torch.Tensor]:
+def apply(model, tok, requests, hp: AlphaEditHyperParams, earlier_keys: EarlierKeys) -> dict[str, torch.Tensor]:
     """``{parameter name: ΔW as [out, in]}`` of one AlphaEdit edit of all ``requests``; the
-    requests' keys join the sequence's earlier keys."""
+    requests' keys join the sequence's earlier keys (``earlier_keys``, updated in place)."""
     setting = memit.edit_setting(model, tok, hp)
     _, mom2s = setting
     used: dict[str, torch.Tensor] = {}
 
     def solve(name: str, ks: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
         p = projection(model, hp, name, mom2s[name]).to(ks.device)
-        earlier = _EARLIER_KEYS.get((id(model), name))
+        earlier = earlier_keys.get(name)
         gram = ks.T @ ks + (earlier.to(ks.device) if earlier is not None else 0)
         eye = torch.eye(p.shape[0], dtype=p.dtype, device=p.device)
         # X [in, out] = (P (K Kᵀ + K_p K_pᵀ) + L2 I)⁻¹ P K Rᵀ;  ΔW = Xᵀ
@@ -94,9 +92,8 @@ def apply(model, tok, requests, hp: AlphaEditHyperParams) -> dict[str, torch.Ten
 
     updates = memit.spread(model, tok, requests, hp, memit.targets(model, tok, requests, hp, setting), setting, solve)
     for name, gram in used.items():
-        key = (id(model), name)
-        _EARLIER_KEYS[key] = _EARLIER_KEYS[key] + gram.cpu() if key in _EARLIER_KEYS else gram.cpu()
+        earlier_keys[name] = earlier_keys[name] + gram.cpu() if name in earlier_keys else gram.cpu()
     return updates
 
 
-__all__ = ["AlphaEditHyperParams", "apply", "begin_sequence", "prepare", "null_space_projection", "projection"]
+__all__ = ["AlphaEditHyperParams", "apply", "EarlierKeys", "prepare", "null_space_projection", "projection"]

@@ -40,8 +40,11 @@ class HparamsError(EdithurtError, ValueError):
     """An hparams file or dict that cannot be used; the message names the key."""
 
 
-def shipped_file(method: str, model_name: str) -> Path:
-    """``hparams/<method>/<model>.yaml`` (the method's folder matched in any case: ``AlphaEdit``)."""
+def shipped_file(method: str, model_name: str, folder: str | os.PathLike | None = None) -> Path:
+    """``hparams/<method>/<model>.yaml`` (the method's folder matched in any case: ``AlphaEdit``),
+    or ``<folder>/<model>.yaml`` for a method that ships its files elsewhere."""
+    if folder is not None:
+        return Path(folder) / f"{Path(str(model_name)).name}.yaml"
     folders = {p.name.upper(): p for p in HPARAMS_DIR.iterdir() if p.is_dir()}
     folder = folders.get(method.upper(), HPARAMS_DIR / method.upper())
     return folder / f"{Path(str(model_name)).name}.yaml"
@@ -80,8 +83,9 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def load_hparams(cls, method: str, model_name: str, hparams: Any = None):
-    """Resolve ``hparams`` (None, path, dict of overrides, or ``cls`` instance) to a ``cls``."""
+def load_hparams(cls, method: str, model_name: str, hparams: Any = None, folder: str | os.PathLike | None = None):
+    """Resolve ``hparams`` (None, path, dict of overrides, or ``cls`` instance) to a ``cls``;
+    ``folder``: where the method's shipped files are (None: the package's own)."""
     if isinstance(hparams, cls):
         return hparams
     if isinstance(hparams, (str, os.PathLike)):
@@ -90,7 +94,7 @@ def load_hparams(cls, method: str, model_name: str, hparams: Any = None):
         if named is not None and str(named).upper() != method.upper():
             raise HparamsError(f"{hparams} is a {named} file (alg_name: {named}), not {method.upper()}")
         return from_mapping(cls, values, str(hparams))
-    shipped = shipped_file(method, model_name)
+    shipped = shipped_file(method, model_name, folder)
     if not shipped.exists():
         if isinstance(hparams, dict) and not (set(f.name for f in dataclasses.fields(cls)) - set(hparams) - _defaults(cls)):
             return from_mapping(cls, hparams)

@@ -1,7 +1,7 @@
 """MEMIT (Meng et al., 2023): many facts at once, spread over several MLP output matrices.
 
 For each request, the residual stream after the last edited layer should hold ``z`` (found
-like ROME's value, :func:`rome.optimize_targets`, on the layer's output; all requests'
+like ROME's value, :func:`targets.optimize_targets`, on the layer's output; all requests'
 together). Layer by layer, the
 remaining gap ``z - h`` is divided among the layers still to edit and written by a
 least-squares update that also keeps the keys of ordinary text (second moment ``C``) where
@@ -17,7 +17,8 @@ import torch
 from ..model.loading import short_name
 from .modules import from_param_layout, get_module, module_input_at
 from .positions import in_template, subject_last_index
-from .rome import ROMEHyperParams, check_hparams, loss_layer_of, optimize_targets, read_at_subject, template_groups
+from .rome import ROMEHyperParams, check_hparams, loss_layer_of, read_at_subject, template_groups
+from .targets import optimize_targets
 from .templates import flatten
 
 

@@ -27,7 +27,8 @@ can be switched off:
 * ``edit_statistics: reference``: the network runs in training mode, so the normalising
   statistics restart with the first edit after the network is loaded (the trained ones are
   dropped) and keep accumulating over the edits that follow — in this package, over the edits
-  of one sequence (:func:`begin_sequence`). ``trained``: the trained statistics, unchanged.
+  of one sequence (:class:`SequenceStatistics`, kept by the sequence's
+  :class:`~helpers.editing.registry.EditSequence`). ``trained``: the trained statistics, unchanged.
 * ``edit_lr_order: parameters``: the learnt steps are taken in the order of the model's
   parameters, not of ``inner_params``; GPT-2's files list ``c_proj`` before ``c_fc``, so their
   steps swap within each layer. ``inner_params``: each weight its own step.
@@ -471,19 +472,39 @@ def load_or_train(model, tok, hp: MENDHyperParams, model_name: str, records=None
     return net
 
 
+# the trained networks, once per process (training takes minutes): per model object and settings
 _NETS: dict = {}
 
 
-def begin_sequence() -> None:
-    """A new sequence of edits starts: with ``edit_statistics: reference`` the networks'
-    normalising statistics restart at its first edit (as in a fresh run of the reference);
-    networks run with their trained statistics keep them."""
-    for net in _NETS.values():
-        if net.training:  # edit_statistics: reference
+class SequenceStatistics(dict):
+    """MEND's state along a sequence, with ``edit_statistics: reference``: per network, the
+    normalising statistics its edits have gathered so far (a new sequence starts without, so
+    they restart at its first edit, as in a fresh run of the reference)."""
+
+    def load_into(self, key, net: MEND) -> None:
+        if key not in self:
             net.restart_statistics()
+            return
+        for name, buffer in net.named_buffers():
+            buffer.copy_(self[key][name])
+
+    def keep(self, key, net: MEND) -> None:
+        self[key] = {name: buffer.detach().clone() for name, buffer in net.named_buffers()}
 
 
-def apply(model, tok, requests, hp: MENDHyperParams) -> dict[str, torch.Tensor]:
+def editable_records(records, hparams=None) -> list:
+    """The ZsRE records MEND may edit: its held-out split (``hparams``: None, a dict of overrides
+    or an hparams object; its ``train_fraction`` and ``seed`` make the split)."""
+    given = vars(hparams) if isinstance(hparams, MENDHyperParams) else hparams if isinstance(hparams, dict) else {}
+    fraction = given.get("train_fraction", MENDHyperParams.train_fraction)
+    split_seed = given.get("seed", MENDHyperParams.seed)
+    return split_zsre(list(records), fraction, split_seed)[1]
+
+
+def apply(model, tok, requests, hp: MENDHyperParams, statistics: SequenceStatistics) -> dict[str, torch.Tensor]:
+    """``{parameter name: ΔW as [out, in]}`` of one MEND edit of ``requests``; with
+    ``edit_statistics: reference`` the network's normalising statistics go on from the sequence's
+    earlier edits (``statistics``, updated in place)."""
     check_hparams(hp)
     records = _all_records()
     train = {r.case_id for r in split_zsre(records, hp.train_fraction, hp.seed)[0]} if records and not hp.archive else set()
@@ -493,15 +514,18 @@ def apply(model, tok, requests, hp: MENDHyperParams) -> dict[str, torch.Tensor]:
                         "(helpers.editing.mend.split_zsre(records)[1])")
     key = (id(model), _cache_key(short_name(model), hp), hp.archive, hp.edit_lr_order, hp.edit_statistics)
     if key not in _NETS:
-        net = load_or_train(model, tok, hp, short_name(model), records or None)
-        if hp.edit_statistics == "reference":
-            net.restart_statistics()
-        _NETS[key] = net
+        _NETS[key] = load_or_train(model, tok, hp, short_name(model), records or None)
     net = _NETS[key]
-    net.train(hp.edit_statistics == "reference")
+    reference = hp.edit_statistics == "reference"
+    net.train(reference)
+    if reference:
+        statistics.load_into(key, net)
     factors = gradient_factors(model, tok, requests, net.names)
     with torch.no_grad():
-        return {n: hp.lr_scale * u for n, u in net.updates(factors, at_edit=True).items()}
+        updates = {n: hp.lr_scale * u for n, u in net.updates(factors, at_edit=True).items()}
+    if reference:
+        statistics.keep(key, net)
+    return updates
 
 
 _RECORDS: dict = {}
@@ -523,4 +547,5 @@ def _all_records():
 
 
 __all__ = ["MENDHyperParams", "MEND", "GradientTransform", "LowRankLayer", "train_mend", "load_or_train", "load_archive",
-           "gradient_factors", "edit_batch", "target_nll", "split_zsre", "begin_sequence"]
+           "gradient_factors", "edit_batch", "target_nll", "split_zsre", "SequenceStatistics",
+           "editable_records"]

@@ -74,8 +74,15 @@ class Reply:
 
 
 class Task:
+    """A downstream task: where its examples come from (:meth:`rows` and :meth:`example`, or
+    :meth:`load` as a whole), the prompts it asks (:meth:`prompts`) and how a reply scores
+    (:meth:`paper_each`, one record per prompt). ``revision``: of its scoring code — rows stored
+    under another revision are recomputed (raise it when the prompts or the scoring change).
+    A new task is a subclass registered with :func:`register_task` (docs/extending.md)."""
+
     name: ClassVar[str]
-    file: ClassVar[str]
+    file: ClassVar[str] = ""
+    revision: ClassVar[int] = SCORING_REVISION
     metric: ClassVar[str]
     max_new_tokens: ClassVar[int]
     chance: ClassVar[float | None] = None
@@ -459,16 +466,41 @@ def record_sums(records) -> dict:
     return sums
 
 
-_REGISTRY: dict[str, Task] = {
-    t.name: t for t in (Reasoning(), NLI(), OpenQA(), ClosedQA(), Dialogue(), Summarization(), NER(), Sentiment())
-}
-TASKS: tuple[str, ...] = tuple(_REGISTRY)
+# the paper's 8 tasks, in its order: the default of every run. A task added with register_task is
+# named like these; task_names() lists them all.
+PAPER_TASKS = (Reasoning(), NLI(), OpenQA(), ClosedQA(), Dialogue(), Summarization(), NER(), Sentiment())
+TASKS: tuple[str, ...] = tuple(t.name for t in PAPER_TASKS)
+_TASKS: dict[str, Task] = {t.name: t for t in PAPER_TASKS}
+
+
+def register_task(task: Task, *, replace: bool = False) -> Task:
+    """Make ``task`` (an instance of a :class:`Task` subclass) a task every run can name. A second
+    task of the same name is refused unless ``replace=True``."""
+    from ..errors import EdithurtError
+
+    if not isinstance(task, Task) or not getattr(task, "name", ""):
+        raise EdithurtError(f"register_task takes an instance of a Task subclass with a name, got {task!r}")
+    if task.name in _TASKS and not replace:
+        raise EdithurtError(f"a task named {task.name!r} is already registered; pass replace=True to replace it")
+    _TASKS[task.name] = task
+    return task
+
+
+def task_names() -> tuple[str, ...]:
+    """Every registered task (the paper's 8 first)."""
+    return tuple(_TASKS)
 
 
 def get_task(name: str) -> Task:
-    if name not in _REGISTRY:
-        raise unknown("task", name, TASKS)
-    return _REGISTRY[name]
+    if name not in _TASKS:
+        raise unknown("task", name, task_names())
+    return _TASKS[name]
+
+
+def scoring_key(protocol: str, task: str) -> dict:
+    """What identifies a task row's scoring in a stored row's settings: the protocol and the
+    revision of the task's scoring code (rows of another revision are recomputed)."""
+    return {"protocol": check_protocol(protocol), "scoring_revision": get_task(task).revision}
 
 
 def check_protocol(protocol: str) -> str:

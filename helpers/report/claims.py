@@ -1,9 +1,9 @@
-"""The paper's claims C1–C8 (docs/claims.md) checked against what a ``make reproduce`` run measured.
+"""The paper's claims C1–C8 (docs/claims.md) judged on what a ``make reproduce`` run measured.
 
-:func:`write_claims` reads the tables the notebooks wrote under ``figures/<profile>/tables``
-(named in :mod:`.tables`) and writes ``claims.md`` beside them: per claim and method, the effect
-with its interval and a verdict. Nothing here is tuned: the rules are fixed below and stated in
-the report.
+:func:`evaluate_claims` reads the tables the notebooks wrote under ``figures/<profile>/tables``
+(named in :mod:`.tables`) and judges each claim: per claim and method, the effect with its interval
+and a verdict (:mod:`.claims_report` writes them into ``claims.md``). Nothing here is tuned: the
+rules are fixed below and stated in the report.
 
 Side effects (C1–C4, C8 and the rescues) are judged on the per-example records, paired: the same
 examples are read before and after, so each task's damage is an average of per-example changes
@@ -33,14 +33,11 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import get_task, row_from_records
-from . import coverage, disabling, rescues, sensitivity, stats
-from .judge import (FLOOR, INCONCLUSIVE, MARGIN, NOT_MEASURED, Comparison, Judged, advantage_by_task, by_ordering,
-                    common_orderings, comparisons, growth, judge_family, judge_measure, majority, task_judges,
-                    unedited_row)
-from .tables import (EDIT_TRACES, FIG8_EXAMPLES, RECT_ABLATION_ROWS, RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS,
-                     SIDE_EFFECTS_EXAMPLES, WEIGHT_CHANGE_TABLE1, read_records, read_table)
-
-LEVEL = 0.95
+from . import coverage, rescues, sensitivity, stats
+from .judge import (INCONCLUSIVE, MARGIN, NOT_MEASURED, Comparison, Judged, advantage_by_task, by_ordering,
+                    common_orderings, comparisons, growth, judge_family, judge_measure, majority, task_judges)
+from .tables import (FIG8_EXAMPLES, RECT_ABLATION_ROWS, SIDE_EFFECTS_EXAMPLES, WEIGHT_CHANGE_TABLE1, read_records,
+                     read_table)
 
 PAPER = {
     "C1": "Sequential instance editing (ROME, KN) lowers downstream performance as edits grow (Fig. 3, 9).",
@@ -193,7 +190,7 @@ class Ledger:
 
 
 # ---------------------------------------------------------------------------- claims
-def _chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str = "paper", ledger: Ledger | None = None,
+def chain_claim(ex: pd.DataFrame, setting: str, methods, protocol: str = "paper", ledger: Ledger | None = None,
                  claim: str = "C1") -> list[tuple[str, str, str]]:
     """C1 / C4: per method, each task's damage at the chain's last checkpoint against the
     unedited model (the verdict; one family over every method's tasks), and its growth since
@@ -387,7 +384,7 @@ def claim_c7(rows: pd.DataFrame) -> tuple[str, str]:
                    for metric in ("reliability", "generalization")]
     if not comparisons:
         return "no regularizer ablation in this run", NOT_MEASURED
-    level = stats.bonferroni(LEVEL, len(comparisons))
+    level = stats.bonferroni(stats.LEVEL, len(comparisons))
     parts, sides = [], []
     for method, other, metric in comparisons:
         r, o = _pair(rows, method, "RECT 40%", other, metric)
@@ -479,7 +476,7 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
                          f"within the margin on {sides.count('negligible')}{_split(judged)}",
                 "detail": _task_text(judged, "advantage", rescues.SIDES)}
         if windows is not None and variant in set(windows.variant):
-            held = rescues.heldout_records(windows[windows.ordering.isin(orderings)])
+            held = rescues.heldout_as_task_records(windows[windows.ordering.isin(orderings)])
             at = held[held.edited_facts == points[-1]]
             e = stats.paired_damage(by_ordering(at[at.variant == base]), by_ordering(at[at.variant == variant]),
                                     "heldout", protocol, "gold_nll")
@@ -491,87 +488,7 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
     return out
 
 
-def rescue_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger | None = None) -> list[str]:
-    """The "Beyond RECT" section of claims.md (empty when notebook 05 did not run)."""
-    ex = read_records(out_dir, RESCUE_EXAMPLES)
-    if ex is None or not len(ex):
-        return []
-    found = rescue_claims(ex, read_records(out_dir, RESCUE_EDITING), read_records(out_dir, RESCUE_WINDOWS), protocol,
-                          ledger)
-    lines = ["", "## Beyond RECT: which rescue preserves what, at what cost in editing performance", "",
-             "Notebook 05: every rescue against the unregularised chain of its family (ROME for RECT, PRUNE and",
-             "r-ROME; MEMIT for AlphaEdit) that edited the same records in the same orderings. *Preserves*: per task,",
-             "how much more the family's chain is damaged than the rescue's at the last checkpoint both reach",
-             "(positive = the rescue is better; one family of simultaneous 95% intervals per rescue, the same",
-             "computation as C8, so RECT's numbers here equal C8's where the records are the same; the verdict's",
-             "rules are the claims'). Held-out: the same for the NLL per token of the held-out text (the log of its",
-             "perplexity; one interval). Editing: the rescue's reliability, generalization and locality minus the",
-             "family's over the same edited records at the last checkpoint (negative = the rescue keeps less of its",
-             "edits), 95% intervals.",
-             "", "| rescue | vs | facts | preserves the tasks | tasks | held-out NLL advantage | reliability | "
-             "generalization | locality |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in found:
-        lines.append(f"| {r['rescue']} | {r['family']} | {r.get('facts', '')} | **{r['verdict']}** | {r['tasks']} | "
-                     f"{r.get('heldout', '')} | {r.get('reliability', '')} | {r.get('generalization', '')} | "
-                     f"{r.get('locality', '')} |")
-    details = [f"- {r['rescue']}: {r['detail']}" for r in found if r.get("detail")]
-    return lines + ([""] + details if details else [])
-
-
-# ---------------------------------------------------------------------------- disabling edits
-def disabling_section(out_dir: str | Path, protocol: str = "paper") -> list[str]:
-    """The "Disabling edits" section of claims.md (empty without notebook 01's edit traces)."""
-    traces = read_table(out_dir, EDIT_TRACES)
-    if traces is None or not len(traces):
-        return []
-    traces = traces[traces.setting != "batch-single"]  # one edit each: nothing sequential to trace
-    if not len(traces):
-        return []
-    flags = disabling.flag_edits(traces)
-    spread = disabling.spread_explained(traces)
-    side = read_records(out_dir, SIDE_EFFECTS_EXAMPLES)
-    lines = ["", "## Disabling edits: single edits that make the model jump", "",
-             "After every edit of every chain the package reads the held-out text's NLL per token; an edit is flagged",
-             f"when its jump exceeds the chain's median jump by more than {disabling.Z:g} robust SDs and by more than",
-             f"{disabling.FLOOR} nats (one-edit chains: a jump above {disabling.COLLAPSE:g} nat; docs/statistics.md). Per chain: the",
-             "flagged edits, the held-out NLL's rise over the chain in each ordering, and its SD between orderings with",
-             "and without the flagged jumps — how much of the spread between orderings those single edits carry. The",
-             "last column compares the tasks' damage at the chain's end in the orderings that hold a flagged edit with",
-             "the others (mean over the tasks judged on the gold NLL, nats per token).", "",
-             "| chain | orderings | edits | flagged edits | held-out NLL rise per ordering | SD between orderings | "
-             "SD without the flagged jumps | task NLL damage: orderings with a flag / without |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in spread.itertuples():
-        sd = f"{r.sd_between:.3f}" if hasattr(r, "sd_between") and r.sd_between == r.sd_between else ""
-        sd0 = (f"{r.sd_between_without_flagged:.3f}" if hasattr(r, "sd_between_without_flagged")
-               and r.sd_between_without_flagged == r.sd_between_without_flagged else "")
-        lines.append(f"| {r.chain} | {r.orderings} | {r.edits} | {r.flagged_edits or 'none'} | {r.rise_per_ordering} | "
-                     f"{sd} | {sd0} | {_flagged_task_damage(side, flags, r.chain, protocol)} |")
-    return lines
-
-
-def _flagged_task_damage(side: pd.DataFrame | None, flags: pd.DataFrame, chain: str, protocol: str) -> str:
-    """"+1.20 / +0.05": the mean gold-NLL damage over the NLL-judged tasks at the chain's last
-    checkpoint, in the orderings holding a flagged edit and in the others (empty when either is none)."""
-    if side is None or chain not in set(side.chain):
-        return ""
-    hit = set(flags[(flags.chain == chain) & flags.flagged].ordering)
-    c = side[side.chain == chain]
-    if not hit or not set(c.ordering) - hit or 0 not in set(c.edits):
-        return ""
-    unedited = by_ordering(c[c.edits == 0])[0]
-    nll = {t: m for t, m in task_judges(unedited, protocol).items() if m == "gold_nll"}
-    if not nll:
-        return ""
-    found = comparisons(c[c.edits == c.edits.max()], unedited, nll, chain, protocol, paired_orderings=False)
-    orderings = sorted(set(c[c.edits == c.edits.max()].ordering))
-    per = np.mean([x.sample.per_ordering for x in found], axis=0)  # [orderings]
-    with_flag = [p for o, p in zip(orderings, per) if o in hit]
-    without = [p for o, p in zip(orderings, per) if o not in hit]
-    return f"{np.mean(with_flag):+.3f} / {np.mean(without):+.3f}"
-
-
-# ---------------------------------------------------------------------------- report
+# ---------------------------------------------------------------------------- all claims
 def evaluate_claims(out_dir: str | Path, protocol: str = "paper", ledger: Ledger | None = None) -> list[dict]:
     """One dict per claim: ``claim``, ``paper``, ``measured``, ``verdict``, from the tables a
     run wrote to ``out_dir``; the undecided comparisons go to ``ledger``."""
@@ -586,12 +503,12 @@ def evaluate_claims(out_dir: str | Path, protocol: str = "paper", ledger: Ledger
 
     missing = ("not measured in this run (no per-example records: run `make reproduce`)", NOT_MEASURED)
     if side is not None and len(side):
-        c1 = _chain_claim(side, "instance-sequential", ("ROME", "KN"), protocol, ledger, "C1")
+        c1 = chain_claim(side, "instance-sequential", ("ROME", "KN"), protocol, ledger, "C1")
         add("C1", "<br>".join(s for _, s, _ in c1) or missing[0], _combine([v for _, _, v in c1]))
         add("C2", *claim_c2(side, protocol, ledger))
         c3 = claim_c3(side, protocol, ledger)
         add("C3", "<br>".join(s for _, s, _ in c3) or missing[0], _combine([v for _, _, v in c3]))
-        c4 = _chain_claim(side, "batch-sequential", ("MEMIT", "MEND"), protocol, ledger, "C4")
+        c4 = chain_claim(side, "batch-sequential", ("MEMIT", "MEND"), protocol, ledger, "C4")
         add("C4", "<br>".join(s for _, s, _ in c4) or missing[0], _combine([v for _, _, v in c4]))
     else:
         for c in ("C1", "C2", "C3", "C4"):
@@ -613,39 +530,5 @@ def _combine(verdicts: list[str]) -> str:
     return "mixed: " + ", ".join(verdicts)
 
 
-def write_claims(out_dir: str | Path, profile: str = "") -> Path:
-    """``<out_dir>/claims.md`` from ``<out_dir>/tables``; returns its path."""
-    out_dir = Path(out_dir)
-    ledger = Ledger()
-    claims = evaluate_claims(out_dir, ledger=ledger)
-    rescue_lines = rescue_section(out_dir, ledger=ledger)
-    lines = [f"# The paper's claims on this run{f' (profile {profile})' if profile else ''}", "",
-             "Written by `make reproduce` from the tables in `tables/` (helpers/report/claims.py; the rules are in",
-             "docs/claims.md and docs/statistics.md). Side effects are compared per example (the same prompts before",
-             "and after; NER: per sentence): the mean damage over the edit orderings, each ordering's own damage in",
-             "brackets. A damage is positive when the model got worse. A claim's verdict reads a family of",
-             "comparisons (every task of every method it names), and their intervals are simultaneous at 95% over",
-             "the family (a studentized bootstrap over examples, its critical value the largest deviation over the",
-             "family), so that the chance of any task counted on a wrong side stays at 5% (measured by simulation:",
-             "docs/statistics.md). A task takes a side only when every ordering agrees in sign. The verdicts are about",
-             "these edit sequences on these examples. A task is judged on the paper's metric where the unedited model",
-             f"is above chance on it (generation tasks: at least {FLOOR}), otherwise on the gold answer's NLL. \"As edits",
-             "grow\" is read as the damage at the last checkpoint (the verdict); its growth since the first checkpoint is",
-             "reported with its own simultaneous intervals. Claims about most tasks need 5 of 8. Holds: enough tasks",
-             "lie wholly on the paper's side; does not hold: so many lie on the other side, or wholly within the",
-             f"margin of no practical effect (task metric ±{MARGIN['value']}, gold NLL ±{MARGIN['gold_nll']} nats per",
-             "token), that it cannot; otherwise inconclusive, with what would decide it (the last table).", "",
-             "| claim | verdict | the paper | measured here |", "|---|---|---|---|"]
-    lines += [f"| {c['claim']} | **{c['verdict']}** | {c['paper']} | {c['measured'].replace('|', '/')} |" for c in claims]
-    lines += rescue_lines
-    lines += disabling_section(out_dir)
-    lines += ledger.lines()
-    lines += ledger.coverage_lines()
-    path = out_dir / "claims.md"
-    tmp = path.with_name(".claims.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf8")
-    tmp.replace(path)
-    return path
-
-
-__all__ = ["write_claims", "evaluate_claims", "rescue_claims", "judge_measure", "Ledger", "MARGIN"]
+__all__ = ["evaluate_claims", "chain_claim", "claim_c2", "claim_c3", "claim_c5", "claim_c6", "claim_c7", "claim_c8",
+           "rescue_claims", "judge_measure", "Ledger", "MARGIN", "PAPER"]

@@ -29,7 +29,7 @@ def weight_change_heatmaps(deltas: dict, max_shape=(160, 160), reduce: str = "ma
     """One heat map of ``|ΔW|`` per entry of ``deltas`` (label → ``[out, in]`` tensor), on a
     shared colour scale, each matrix shrunk by blocks to at most ``max_shape`` taking the block
     ``max`` (default; sparse large changes stay visible) or ``mean`` (paper Fig. 5)."""
-    from ..editing.weight_change import downsample
+    from ..editing.weight_stats import downsample
 
     sns.set_theme(style="white", context="notebook")
     small = {k: downsample(v, max_shape, reduce).numpy() for k, v in deltas.items()}

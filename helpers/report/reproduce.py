@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     except DataNotFoundError as e:
         print(f"make reproduce: {e}", file=sys.stderr)
         return 2
-    from .claims import write_claims
+    from .claims_report import write_claims
 
     out_dir = figures_dir(args.profile)
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)

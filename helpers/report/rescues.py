@@ -16,21 +16,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..editing import base_method
 from . import stats
 from .judge import MARGIN, Judged, advantage_by_task, judge_family, task_judges
 
-FAMILY = {"R-ROME": "ROME", "AlphaEdit": "MEMIT"}
 EDITING = ("reliability", "generalization", "locality")
 SIDES = stats.comparison_sides("rescue")  # a rescue's advantage is its family's extra damage
 
 def family(variant: str) -> str:
     """The unregularised variant a rescue is compared with: ``"ROME + RECT 40%"`` -> ``"ROME"``,
-    ``"AlphaEdit"`` -> ``"MEMIT"``."""
-    method = variant.split(" + ")[0]
-    return FAMILY.get(method, method)
+    ``"AlphaEdit"`` -> ``"MEMIT"`` (a method's ``base`` in its spec, :mod:`helpers.editing.registry`)."""
+    return base_method(variant.split(" + ")[0])
 
 
-def heldout_records(windows: pd.DataFrame) -> pd.DataFrame:
+def heldout_as_task_records(windows: pd.DataFrame) -> pd.DataFrame:
     """Held-out windows as task-like records whose ``gold_nll`` measure is the NLL per token over
     the windows (the log of the perplexity), so :mod:`.stats` pairs and resamples them."""
     out = windows.drop(columns=["window", "nll_sum", "tokens"])
@@ -55,7 +54,7 @@ def ranking(records: pd.DataFrame, windows: pd.DataFrame | None = None, measures
     facts = int(records.groupby("variant").edited_facts.max().min())
     sources = [(records, list(measures))]
     if windows is not None:
-        sources.append((heldout_records(windows), ["gold_nll"]))
+        sources.append((heldout_as_task_records(windows), ["gold_nll"]))
     out = []
     for frame, ms in sources:
         unedited = frame[frame.edited_facts == 0]
@@ -103,7 +102,7 @@ def editing_intervals(editing: pd.DataFrame, x: str = "edited_facts") -> pd.Data
 
 def perplexity_intervals(windows: pd.DataFrame, x: str = "edited_facts") -> pd.DataFrame:
     """Held-out perplexity with its 95% interval per (variant, ``x``), over windows and orderings."""
-    records = heldout_records(windows)
+    records = heldout_as_task_records(windows)
     out = []
     for (variant, point), part in records.groupby(["variant", x], sort=False):
         est, low, high = stats.level_interval(_frames(part), "heldout", measure="gold_nll")
@@ -147,7 +146,7 @@ def against_family(records: pd.DataFrame, editing: pd.DataFrame, windows: pd.Dat
         found = judge_family(advantage_by_task(_at(records, base, facts), _at(records, variant, facts), judge, variant,
                                                protocol), level)
         if windows is not None:
-            held = heldout_records(windows)
+            held = heldout_as_task_records(windows)
             e = stats.paired_damage(_frames(_at(held, base, facts)), _frames(_at(held, variant, facts)), "heldout",
                                     protocol, "gold_nll", level=level)
             found.append(Judged(variant, "heldout", "gold_nll", e, e.side(MARGIN["gold_nll"])))
@@ -159,5 +158,5 @@ def against_family(records: pd.DataFrame, editing: pd.DataFrame, windows: pd.Dat
     return pd.DataFrame(out)
 
 
-__all__ = ["FAMILY", "EDITING", "family", "heldout_records", "ranking", "rank_summary", "editing_intervals",
+__all__ = ["EDITING", "family", "heldout_as_task_records", "ranking", "rank_summary", "editing_intervals",
            "perplexity_intervals", "editing_cost", "against_family"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scipy import stats as sps
 
+from ..editing import base_method
 from . import stats
 
 POWER = 0.8
@@ -17,8 +18,6 @@ POWER = 0.8
 # one data-centre GPU runs these edits and evaluations about this many times faster than 2 CPU cores.
 GPU_SPEEDUP = 20.0
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "results.json"
-# seconds per edited fact on 2 cores when make bench has no key for the method (its family's)
-_FAMILY_KEY = {"R-ROME": "ROME", "AlphaEdit": "MEMIT"}
 PROMPTS_PER_EXAMPLE = 1.375  # 8 tasks, NER's 4 prompts per sentence (make bench's eval set: 66 prompts, 48 examples)
 
 
@@ -35,7 +34,7 @@ def seconds_per_ordering(method: str, facts: int, evaluations: int, n: int, task
     ``evaluations`` evaluations of ``tasks`` tasks at ``n`` examples at its prompts per second
     (``eval.engine``). NaN when make bench has not measured the method."""
     bench = _bench()
-    name = _FAMILY_KEY.get(method.split(" + ")[0], method.split(" + ")[0])
+    name = base_method(method.split(" + ")[0])  # a rescue's edits cost about what its base method's do
     per_edit = bench.get(f"edit.{name}.seconds_per_edit", math.nan)
     per_prompt = 1.0 / bench.get("eval.engine", {}).get("prompts_per_s", math.nan)
     return float(facts * per_edit + evaluations * n * tasks * PROMPTS_PER_EXAMPLE * per_prompt)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ..editing.weight_change import downsample, weight_change_stats
+from ..editing.weight_stats import downsample, weight_change_stats
 
 
 def edits_frame(cumulative: dict, edits: int, parameter: str | None = None, max_shape=(160, 160),

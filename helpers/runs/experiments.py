@@ -19,15 +19,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import (CARRY_STATE, Regularizer, apply_update, begin_sequence, edit, editing_metrics, prepare,
-                       set_parameters, single_updates)
-from ..editing.mend import MENDHyperParams, split_zsre
-from ..editing.weight_change import accumulated_change
+from ..editing import EditSequence, Regularizer, apply_update, edit, editing_metrics, method_spec, single_updates
+from ..editing.weight_stats import accumulated_change
 from ..evaluation import TASKS, evaluate_examples, get_task
-from ..evaluation.tasks import check_protocol
+from ..evaluation.tasks import check_protocol, scoring_key
+from ..editing.keys import edit_key
 from ..model.loading import LoadedModel
+from .chain import ChainRun
 from .session import files_name, model_name, shared_model
-from .store import ResultStore, edit_settings, open_store, task_settings
+from .store import ResultStore, open_store
 
 Store = str | os.PathLike | ResultStore | None
 
@@ -65,7 +65,7 @@ def unedited_baseline(model: str | LoadedModel = "smollm2-135m", tasks: Sequence
     for protocol in protocols:
         for task in tasks:
             settings = {"experiment": "unedited_baseline", "model": model_name(model), "task": task,
-                        **task_settings(protocol), "n": n, "seed": seed, "hint": hint, "prompt_form": prompt_form}
+                        **scoring_key(protocol, task), "n": n, "seed": seed, "hint": hint, "prompt_form": prompt_form}
             if store.get(settings) is None:
                 ev = evaluate_examples(*shared_model(model), task, n=n, seed=seed, protocol=protocol,
                                        data_dir=data_dir, hint=hint, prompt_form=prompt_form, progress=progress)
@@ -76,13 +76,10 @@ def unedited_baseline(model: str | LoadedModel = "smollm2-135m", tasks: Sequence
 
 
 def edit_sample(records, n: int, seed: int, method: str, hparams=None):
-    """``n`` ZsRE records drawn at random (seeded); for MEND only from its held-out split."""
-    pool = list(records)
-    if method.upper() == "MEND":
-        given = vars(hparams) if isinstance(hparams, MENDHyperParams) else hparams if isinstance(hparams, dict) else {}
-        fraction = given.get("train_fraction", MENDHyperParams.train_fraction)
-        split_seed = given.get("seed", MENDHyperParams.seed)
-        pool = split_zsre(pool, fraction, split_seed)[1]
+    """``n`` ZsRE records drawn at random (seeded), from those ``method`` may edit (its spec's
+    ``editable``: MEND, its held-out split)."""
+    editable = method_spec(method).editable
+    pool = list(records) if editable is None else list(editable(records, hparams))
     return random.Random(seed).sample(pool, min(n, len(pool)))
 
 
@@ -100,9 +97,8 @@ def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str =
     def compute(req):
         m, tok = shared_model(model)
         ref = editing_metrics(m, tok, [req])
-        begin_sequence()  # each edit on its own (a fresh run of the reference)
         start = time.perf_counter()
-        res = edit(m, tok, req, method, hparams)
+        res = edit(m, tok, req, method, hparams, sequence=EditSequence())  # on its own: a fresh run of the reference
         seconds = time.perf_counter() - start
         try:
             met = editing_metrics(m, tok, [req], reference=ref).iloc[0]
@@ -113,17 +109,17 @@ def editing_performance(model: str | LoadedModel = "smollm2-135m", method: str =
                 "delta_norm": _update_norm(res)}
 
     rows = []
-    edit_key = {"experiment": "editing_performance", "model": model_name(model),
-                **edit_settings(method, hparams, files_name(model))}
+    base = {"experiment": "editing_performance", "model": model_name(model),
+            **edit_key(method, hparams, files_name(model))}
     for req in tqdm(edit_sample(load_zsre(), n, seed, method, hparams), desc=f"{method} single edits",
                     disable=not progress):
-        settings = {**edit_key, "case_id": req.case_id}
+        settings = {**base, "case_id": req.case_id}
         rows.append(store.row(settings, lambda: compute(req)))
     return pd.DataFrame(rows)
 
 
 def _raw_update_key(model, req, method: str, hparams) -> dict:
-    return {"experiment": "raw_update", "model": model_name(model), **edit_settings(method, hparams, files_name(model)),
+    return {"experiment": "raw_update", "model": model_name(model), **edit_key(method, hparams, files_name(model)),
             "case_id": req.case_id}
 
 
@@ -131,8 +127,7 @@ def raw_updates(model: str | LoadedModel, req, method: str, hparams=None, store:
     """``{parameter: ΔW [out, in]}`` that ``method`` computes for ``req`` on the unedited model,
     computed once and kept in the store (the model is left unedited)."""
     def compute():
-        begin_sequence()
-        res = edit(*shared_model(model), req, method, hparams)
+        res = edit(*shared_model(model), req, method, hparams, sequence=EditSequence())
         res.restore()
         return res.updates
 
@@ -166,7 +161,7 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
     edit. An interrupted chain resumes from its last stored point."""
     store = open_store(store)
     records = load_zsre()
-    base = {"model": model_name(model), **edit_settings(method, hparams, files_name(model))}
+    base = {"model": model_name(model), **edit_key(method, hparams, files_name(model))}
 
     def single(req):
         # the update as the regulariser ablation stores it: one edit serves both
@@ -194,35 +189,35 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
     def point(count):  # keyed by the records edited so far: a longer chain extends a shorter one
         return {**chain_key, "chain": [r.case_id for r in chain[:count]], "edits": count}
 
-    cumulative, stats, done, values = {}, {}, 0, {}
-    while done < max_edits:
-        key = point(done + 1)
-        row, tensors = store.get(key), store.get_tensors(key)
-        if row is None or tensors is None:
-            break
+    cumulative, stats = {}, {}
+    done = 0  # the points stored in full (row and tensors), from the first on
+    while done < max_edits and store.get(point(done + 1)) is not None and store.get_tensors(point(done + 1)) is not None:
         done += 1
+        row, tensors = store.get(point(done)), store.get_tensors(point(done))
         cumulative[done] = {n[len("delta/"):]: t for n, t in tensors.items() if n.startswith("delta/")}
-        stats[done], values = row["stats"], tensors
+        stats[done] = row["stats"]
     if done < max_edits:
         m, tok = shared_model(model)
-        begin_sequence()
-        prepare(m, tok, method, hparams)  # from the unedited model, before the jump to the stored point
-        if method.upper() in CARRY_STATE:  # its state between edits is not stored: replay them
-            applied = [edit(m, tok, chain[c], method, hparams) for c in range(done)]
-        else:
-            applied = [set_parameters(m, {n[len("value/"):]: t for n, t in values.items() if n.startswith("value/")})] \
-                if done else []  # back to the last stored point, bit for bit
-        try:
-            for count in tqdm(range(done + 1, max_edits + 1), desc=f"{method} sequential edits", disable=not progress):
-                applied.append(edit(m, tok, chain[count - 1], method, hparams))
-                cumulative[count], stats[count] = accumulated_change(m, applied)
-                params = dict(m.named_parameters())
-                store.put_tensors(point(count), {**{f"delta/{n}": d for n, d in cumulative[count].items()},
-                                                 **{f"value/{n}": params[n].detach() for n in cumulative[count]}})
-                store.put(point(count), {"stats": stats[count]})
-        finally:
-            for res in reversed(applied):
-                res.restore()
+
+        def stored(count):  # the weights at the last stored point, bit for bit
+            if count != done:
+                return None
+            tensors = store.get_tensors(point(count))
+            return {n[len("value/"):]: t for n, t in tensors.items() if n.startswith("value/")}
+
+        def record(count):
+            cumulative[count], stats[count] = accumulated_change(m, run.applied)
+            params = dict(m.named_parameters())
+            store.put_tensors(point(count), {**{f"delta/{n}": d for n, d in cumulative[count].items()},
+                                             **{f"value/{n}": params[n].detach() for n in cumulative[count]}})
+            store.put(point(count), {"stats": stats[count]})
+            bar.update()
+
+        with ChainRun(m, tok, method, hparams, [[r] for r in chain]) as run, \
+                tqdm(total=max_edits - done, desc=f"{method} sequential edits", disable=not progress) as bar:
+            run.resume(done, stored, points=[done])
+            run.advance(done)  # a method that carries state replays the stored edits, unrecorded
+            run.advance(max_edits, record)
     for count in range(1, max_edits + 1):
         rows += [{"setting": "sequential", "edits": count, "case_id": chain[count - 1].case_id, "parameter": n, **st}
                  for n, st in stats[count].items()]
@@ -249,11 +244,11 @@ def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Seq
     for method in methods:
         hp = hparams.get(method)
         sample = edit_sample(load_zsre(), n, seed, method, hp)
-        edit_key = {"experiment": "regularizer_ablation", "model": model_name(model),
-                    **edit_settings(method, hp, files_name(model))}
+        base = {"experiment": "regularizer_ablation", "model": model_name(model),
+                **edit_key(method, hp, files_name(model))}
 
-        def key(req, reg, edit_key=edit_key):
-            return {**edit_key, "case_id": req.case_id, "how": reg.how, "k": reg.k, "reg_seed": reg.seed}
+        def key(req, reg, base=base):
+            return {**base, "case_id": req.case_id, "how": reg.how, "k": reg.k, "reg_seed": reg.seed}
 
         todo = [r for r in sample if any(store.get(key(r, reg)) is None for reg in regularizers)]
         if todo:

@@ -22,77 +22,19 @@ whose results are all stored reads them while another process writes other rows.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..errors import EdithurtError
 from ..files import atomic_write_text, is_disk_full, load_parquet, load_safetensors, save_parquet, save_safetensors
+from .keys import settings_key
+from .store_lock import store_lock
 
 FORMAT = 2  # 1: records without "format" or provenance (before 2026-11-26)
-_HELD: dict[str, dict] = {}  # lock files this process holds: {path: {"fd", "count", "pid"}}
-_HELD_GUARD = threading.Lock()
-
-
-@contextlib.contextmanager
-def store_lock(path: str | os.PathLike, wait_message_every: float = 60.0):
-    """The exclusive lock of the store at ``path`` (``flock`` on ``<path>.lock``): waits for
-    another process that holds it, saying which one. Within one process it is shared and counted
-    (a second ``flock`` would wait for the process itself); it is released when its last user
-    leaves."""
-    lock_path = Path(path).with_name(Path(path).name + ".lock")
-    key = str(lock_path.resolve())
-    with _HELD_GUARD:
-        entry = _HELD.get(key)
-        if entry is not None and entry["pid"] == os.getpid():
-            entry["count"] += 1
-        else:
-            entry = None
-    if entry is None:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            told = None
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    now = time.monotonic()
-                    if told is None or now - told >= wait_message_every:
-                        holder = os.pread(fd, 4096, 0).decode("utf8", "replace").strip() or "another process"
-                        tqdm.write(f"results store {path} is being written by {holder}; waiting for it to finish "
-                                   "(its rows are then read, not computed again)", file=sys.stderr)  # above a bar
-                        sys.stderr.flush()
-                        told = now
-                    time.sleep(0.2)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200] or 'python'})".encode("utf8"), 0)
-        except BaseException:  # Ctrl-C while waiting or just after: closing the descriptor releases the lock
-            os.close(fd)
-            raise
-        entry = {"fd": fd, "count": 1, "pid": os.getpid()}
-        with _HELD_GUARD:
-            _HELD[key] = entry
-    try:
-        yield
-    finally:
-        with _HELD_GUARD:
-            entry["count"] -= 1
-            last = entry["count"] == 0
-            if last:
-                _HELD.pop(key, None)
-        if last:
-            os.ftruncate(entry["fd"], 0)
-            os.close(entry["fd"])  # closing the descriptor releases the lock
 
 
 class StoreError(EdithurtError, ValueError):
@@ -101,60 +43,6 @@ class StoreError(EdithurtError, ValueError):
 
 class DiskFullError(StoreError, OSError):
     """The disk filled up while a result was written; the store is intact up to the last row."""
-
-
-def settings_key(settings: dict) -> str:
-    """A stable hash of a settings dict (key order does not matter)."""
-    blob = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def hparams_key(hparams, method: str, model: str) -> object:
-    """What identifies ``hparams`` (None, a YAML path, a dict of overrides, or an hparams
-    object) for ``method`` on ``model`` (the name its shipped files use,
-    ``helpers.model.short_name``), in a settings dict: the
-    values they stand for, so that a changed YAML file (the one shipped for the model, or the
-    user's) changes the key and its results are recomputed. A path: ``{"file", "values"}``;
-    None or overrides: ``{"shipped": the shipped file's values (None where there is none),
-    "overrides"}``; an hparams object: its ``repr`` (every value)."""
-    from ..editing.hparams import shipped_file
-
-    if isinstance(hparams, (str, os.PathLike)):
-        return {"file": str(hparams), "values": _yaml_values(Path(hparams))}
-    if hparams is None or isinstance(hparams, dict):
-        return {"shipped": _yaml_values(shipped_file(method, model)), "overrides": hparams}
-    return repr(hparams)
-
-
-def _yaml_values(path: Path) -> dict | None:
-    """The values of the YAML file at ``path`` (None where there is none or it cannot be read:
-    the edit that reads it reports that, naming the file)."""
-    import yaml
-
-    from ..editing.hparams import HparamsError, read_yaml
-
-    try:
-        return read_yaml(path)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, HparamsError):
-        return None
-
-
-def edit_settings(method: str, hparams, model: str) -> dict:
-    """What identifies an edit's computation in a settings dict: the method, the values of its
-    hparams on ``model`` (:func:`hparams_key`) and the revision of the method's code (results of another
-    revision are recomputed)."""
-    from ..editing import revision
-
-    return {"method": str(method).upper(), "hparams": hparams_key(hparams, method, model),
-            "methods_revision": revision(method)}
-
-
-def task_settings(protocol: str) -> dict:
-    """What identifies a task row's scoring in a settings dict: the protocol and the revision of
-    the scoring code (rows of another revision are recomputed)."""
-    from ..evaluation import SCORING_REVISION
-
-    return {"protocol": protocol, "scoring_revision": SCORING_REVISION}
 
 
 def provenance() -> dict:

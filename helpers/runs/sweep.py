@@ -28,25 +28,26 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import (CARRY_STATE, EditHealthError, Prune, Regularizer, begin_sequence, canonical_method, edit,
-                       editing_metrics, prepare, set_parameters)
+from ..editing import EditHealthError, Prune, editing_metrics
+from ..editing.keys import edit_key
 from ..editing.modules import from_param_layout, get_module
-from ..editing.weight_change import matrix_signals
-from ..errors import EdithurtError
+from ..editing.weight_stats import matrix_signals
 from ..evaluation import TASKS, evaluate_examples, get_task
 from ..evaluation.perplexity import heldout_records, perplexity
-from ..evaluation.tasks import check_protocol
+from ..evaluation.tasks import check_protocol, scoring_key
 from ..model.loading import LoadedModel, short_name_of
 from .backends import get_backend
+from .chain import ChainRun
+from .grid import Chain, SweepError, chains, regularizer_key, rescue_chains
 from .experiments import edit_sample
 from .session import Session, files_name, model_name
-from .store import ResultStore, edit_settings, open_store, settings_key, task_settings
+from .keys import settings_key
+from .store import ResultStore, open_store
 
 ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds"]
 # what is measured at every checkpoint besides the tasks (one row each, with per-example records):
@@ -54,118 +55,14 @@ ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_
 # edited matrices' norm and condition-number growth; "editing": the editing performance
 # (reliability, generalization, locality) of every record the chain has edited so far (the records
 # the examples; none at 0 edits)
-MEASURES = ("signals", "editing")
+CHECKPOINT_MEASURES = ("signals", "editing")
 SIGNAL_COLUMNS = ["perplexity", "heldout_tokens", "norm_growth", "top_singular_growth", "condition",
                   "condition_growth", "seconds"]
 EDITING_COLUMNS = ["reliability", "generalization", "locality", "n", "seconds"]
 
 
-class SweepError(EdithurtError, ValueError):
-    """A sweep asked for with impossible settings."""
-
-
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) during a sweep: what was finished is stored; the message says how to resume."""
-
-
-@dataclass(frozen=True)
-class Chain:
-    """``method`` edits ``batch_size`` records at a time, ``max(checkpoints)`` times in a row;
-    the tasks are evaluated after each number of edits in ``checkpoints`` (0: unedited).
-    ``seed`` draws the records (ZsRE; MEND: its held-out split). ``regularizer``: a
-    :class:`~helpers.editing.Regularizer` shapes every edit's update; a
-    :class:`~helpers.editing.Prune` restrains the update accumulated over the chain (by default
-    as its reference does: the edits accumulate unrestrained and each checkpoint is evaluated
-    with the restrained weights)."""
-
-    method: str
-    batch_size: int = 1
-    checkpoints: tuple[int, ...] = (0, 1)
-    regularizer: Regularizer | Prune = field(default_factory=lambda: Regularizer("none"))
-    setting: str = "instance-sequential"
-    seed: int = 0
-
-    def __post_init__(self):
-        object.__setattr__(self, "method", canonical_method(self.method))
-        if self.batch_size < 1:
-            raise SweepError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.batch_size > 1 and self.method in ("ROME", "KN", "R-ROME"):
-            raise SweepError(f"{self.method} edits one fact at a time: batch_size must be 1, got {self.batch_size}")
-        points = tuple(sorted(set(int(c) for c in self.checkpoints)))
-        if not points or points[0] < 0:
-            raise SweepError(f"checkpoints must be numbers of edits >= 0, got {self.checkpoints}")
-        object.__setattr__(self, "checkpoints", points)
-
-    @property
-    def edits(self) -> int:
-        return self.checkpoints[-1]
-
-    @property
-    def variant(self) -> str:
-        """The method and its regulariser: ``"ROME"``, ``"ROME + RECT 40%"``, ``"ROME + PRUNE"``."""
-        return self.method if self.regularizer.how == "none" else f"{self.method} + {self.regularizer.label}"
-
-    @property
-    def label(self) -> str:
-        size = f", batch {self.batch_size}" if self.batch_size > 1 else ""
-        return f"{self.variant} ({self.setting}{size})"
-
-
-def chains(instance_sequential: dict | None = None, batch_single: dict | None = None,
-           batch_sequential: dict | None = None, regularizers: Sequence[Regularizer] | None = None,
-           seed: int = 0, orderings: int = 1) -> list[Chain]:
-    """The chains of a grid written as in ``profiles/*.yaml``:
-
-    ``instance_sequential: {ROME: [0, 1, 5, 10]}``   one chain per method
-    ``batch_single: {MEMIT: [1, 10, 100]}``           one chain per batch size, evaluated at 0, 1
-    ``batch_sequential: {MEMIT: {batch_size: 10, edits: [0, 1, 2, 3]}}``
-    ``regularizers``: each chain once per regulariser (default: none).
-    ``orderings``: each chain once per edit ordering, with seeds ``seed, seed + 1, ...`` (each
-    draws its own records; chains of the same seed and method edit the same records, so a
-    regularised chain pairs with the unregularised one)."""
-    if orderings < 1:
-        raise SweepError(f"orderings must be at least 1, got {orderings}")
-    return [c for s in range(seed, seed + orderings)
-            for c in _grid(instance_sequential, batch_single, batch_sequential, regularizers, s)]
-
-
-def _grid(instance_sequential, batch_single, batch_sequential, regularizers, seed) -> list[Chain]:
-    regs = list(regularizers) if regularizers else [Regularizer("none")]
-    out = []
-    for reg in regs:
-        for method, points in (instance_sequential or {}).items():
-            out.append(Chain(method, 1, tuple(points), reg, "instance-sequential", seed))
-        for method, sizes in (batch_single or {}).items():
-            out += [Chain(method, int(b), (0, 1), reg, "batch-single", seed) for b in sizes]
-        for method, spec in (batch_sequential or {}).items():
-            if not isinstance(spec, dict) or set(spec) != {"batch_size", "edits"}:
-                raise SweepError(f"batch_sequential.{method} must be {{batch_size: B, edits: [...]}}, got {spec!r}")
-            out.append(Chain(method, int(spec["batch_size"]), tuple(spec["edits"]), reg, "batch-sequential", seed))
-    return out
-
-
-def rescue_chains(rescues: Sequence[Sequence], facts: Sequence[int], seed: int = 0, orderings: int = 1) -> list[Chain]:
-    """Sequential chains of the rescues compared in notebook 05, all editing the same records:
-    each entry ``[method, batch_size, how]`` or ``[method, batch_size, how, k]`` — ``how`` a
-    :class:`~helpers.editing.Regularizer`'s (``"none"``, ``"rect"``, ...) or ``"prune"``
-    (:class:`~helpers.editing.Prune`) — evaluated after each number of edited ``facts`` (each a
-    multiple of the batch size). ``orderings`` as in :func:`chains`."""
-    if orderings < 1:
-        raise SweepError(f"orderings must be at least 1, got {orderings}")
-    out = []
-    for s in range(seed, seed + orderings):
-        for entry in rescues:
-            if not 3 <= len(entry) <= 4:
-                raise SweepError(f"a rescue is [method, batch_size, how] or [method, batch_size, how, k]; got {entry!r}")
-            method, size, how = entry[0], int(entry[1]), str(entry[2])
-            uneven = [f for f in facts if f % size]
-            if uneven:
-                raise SweepError(f"{method} edits {size} facts at a time: the checkpoints {uneven} (facts) are not "
-                                 f"multiples of {size}")
-            reg = Prune() if how == "prune" else Regularizer(how, *entry[3:])
-            setting = "instance-sequential" if size == 1 else "batch-sequential"
-            out.append(Chain(method, size, tuple(int(f) // size for f in facts), reg, setting, s))
-    return out
 
 
 def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm2-135m",
@@ -181,6 +78,38 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
     module text. ``backend``: ``"local"`` (here, one chain after another) or ``"ray"`` (the
     chains as units on a Ray cluster, each worker asking for ``resources``:
     :func:`helpers.runs.backends.get_backend`). Both give the same rows."""
+    return run(chain_list, model, tasks, n, seed, protocol, hparams=hparams, store=store, progress=progress,
+               backend=backend, resources=resources).rows
+
+
+class Sweep:
+    """What one sweep computed, read back from its store: ``rows`` (as :func:`side_effects`
+    returns them), and on demand the per-prompt ``records()``, the checkpoint ``measures(...)``
+    and the per-edit ``traces()`` — each what the module's function of that name gives for the
+    same arguments, without building the chains' keys again."""
+
+    def __init__(self, units: list[ChainUnit], store: ResultStore, rows: pd.DataFrame):
+        self.units, self.store, self.rows = units, store, rows
+
+    def records(self) -> pd.DataFrame:
+        """:func:`side_effect_records`."""
+        return _records(self.units, self.store)
+
+    def measures(self, measure: str, records: bool = False) -> pd.DataFrame:
+        """:func:`checkpoint_measures` (``"signals"`` or ``"editing"``)."""
+        return _measures(self.units, self.store, measure, records)
+
+    def traces(self) -> pd.DataFrame:
+        """:func:`edit_traces`."""
+        return _traces(self.units, self.store)
+
+
+def run(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm2-135m", tasks: Sequence[str] = TASKS,
+        n: int | None = 50, seed: int = 0, protocol: str = "paper", *, hparams: dict | None = None,
+        store: str | os.PathLike | ResultStore | None = None, progress: bool = True, backend: str = "local",
+        resources: dict | None = None) -> Sweep:
+    """Run a sweep (the arguments of :func:`side_effects`) and return all it computed: one call
+    gives a notebook its rows, records, checkpoint measures and traces (:class:`Sweep`)."""
     runner = get_backend(backend, resources)
     store = open_store(store)
     units = _units(chain_list, model, tasks, n, seed, protocol, hparams)
@@ -196,7 +125,7 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
     with store.writing(lazy=True):
         todo = missing()
         if not todo:
-            return table()
+            return Sweep(units, store, table())
         # the unedited rows first (every chain of the same model and task sample shares them), then the chains
         first = [u.unedited() for u in units if 0 in u.chain.checkpoints and u.missing_at(0, store)][:1]
         with tqdm(total=todo, desc="side effects (tasks, checkpoint measures, edit traces)", unit="eval",
@@ -214,7 +143,7 @@ def side_effects(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm
                 raise SweepInterrupted(f"interrupted after {todo - missing()} of {todo} evaluations (tasks, "
                                        f"checkpoint measures and edit traces); {where}. The model was restored to its unedited "
                                        "weights.") from None
-    return table()
+    return Sweep(units, store, table())
 
 
 def side_effect_records(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm2-135m",
@@ -224,9 +153,12 @@ def side_effect_records(chain_list: Sequence[Chain], model: str | LoadedModel = 
     (chain, checkpoint, task, prompt): the chain's columns (``ordering`` is its ``seed``), then
     the records (:func:`helpers.evaluation.evaluate_examples`). Read from ``store``: run
     :func:`side_effects` first."""
-    store = open_store(store)
+    return _records(_units(chain_list, model, tasks, n, seed, protocol, hparams), open_store(store))
+
+
+def _records(units: list[ChainUnit], store: ResultStore) -> pd.DataFrame:
     frames = []
-    for u in _units(chain_list, model, tasks, n, seed, protocol, hparams):
+    for u in units:
         for line in u.table(store, columns=()):
             found = store.get_examples(u.row_key(line["edits"], line["task"]))
             if found is None:
@@ -251,12 +183,15 @@ def checkpoint_measures(chain_list: Sequence[Chain], measure: str, model: str | 
     mean reliability, generalization and locality of every record edited so far; none at 0
     edits). One row per (chain, checkpoint); ``records=True``: the per-example records instead
     (held-out windows; edited records), one line each, with the chain's columns."""
-    if measure not in MEASURES:
-        raise SweepError(f"measure must be one of {MEASURES}, got {measure!r}")
-    store = open_store(store)
+    return _measures(_units(chain_list, model, tasks, n, seed, protocol, hparams), open_store(store), measure, records)
+
+
+def _measures(units: list[ChainUnit], store: ResultStore, measure: str, records: bool) -> pd.DataFrame:
+    if measure not in CHECKPOINT_MEASURES:
+        raise SweepError(f"measure must be one of {CHECKPOINT_MEASURES}, got {measure!r}")
     columns = SIGNAL_COLUMNS if measure == "signals" else EDITING_COLUMNS
     out = []
-    for u in _units(chain_list, model, tasks, n, seed, protocol, hparams):
+    for u in units:
         for count in u.chain.checkpoints:
             if measure not in u.measures_at(count):
                 continue
@@ -278,9 +213,12 @@ def edit_traces(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm2
     row per (chain, edit), from edit 0 (the unedited model: its held-out NLL, norm growth 1) to
     the chain's last, with the chain's columns, ``heldout_nll`` (nats per token of the held-out
     text) and ``norm_growth`` (the most grown edited matrix's ‖W‖/‖W₀‖)."""
-    store = open_store(store)
+    return _traces(_units(chain_list, model, tasks, n, seed, protocol, hparams), open_store(store))
+
+
+def _traces(units: list[ChainUnit], store: ResultStore) -> pd.DataFrame:
     out = []
-    for u in _units(chain_list, model, tasks, n, seed, protocol, hparams):
+    for u in units:
         base = store.get(u.measure_key(0, "signals"))
         if base is None:
             raise SweepError(f"{u.label}: no unedited signals in {store.path or 'this in-memory store'}; run "
@@ -323,7 +261,7 @@ class ChainUnit:
                              f"with {chain.method}")
         b = chain.batch_size
         self.batches = [sample[i * b:(i + 1) * b] for i in range(chain.edits)]
-        self.edit_key = {"model": model, **edit_settings(chain.method, hparams, files or short_name_of(model)),
+        self.edit_key = {"model": model, **edit_key(chain.method, hparams, files or short_name_of(model)),
                          "regularizer": regularizer_key(chain.regularizer)}
         # the weights a checkpoint stores are those the edits left: PRUNE read at evaluation
         # leaves them unrestrained, so its chain shares the unregularised chain's states
@@ -349,11 +287,11 @@ class ChainUnit:
 
     def row_key(self, count: int, task: str) -> dict:
         key = {"experiment": "side_effects", "model": self.model, "task": task, "n": self.n, "task_seed": self.seed,
-               **task_settings(self.protocol)}
+               **scoring_key(self.protocol, task)}
         return key if count == 0 else {**key, **self.edit_key, "edits": self._edited(count)}
 
     def measure_key(self, count: int, measure: str) -> dict:
-        """The key of a checkpoint's ``measure`` (:data:`MEASURES`): the unedited model's signals
+        """The key of a checkpoint's ``measure`` (:data:`CHECKPOINT_MEASURES`): the unedited model's signals
         are shared by every chain of the model."""
         key = {"experiment": f"side_effects_{measure}", "model": self.model}
         return key if count == 0 else {**key, **self.edit_key, "edits": self._edited(count)}
@@ -379,7 +317,7 @@ class ChainUnit:
 
     @staticmethod
     def measures_at(count: int) -> tuple[str, ...]:
-        return MEASURES if count > 0 else ("signals",)
+        return CHECKPOINT_MEASURES if count > 0 else ("signals",)
 
     def _keys_at(self, count: int) -> list[dict]:
         return ([self.row_key(count, t) for t in self.tasks] + [self.measure_key(count, m) for m in self.measures_at(count)]
@@ -417,46 +355,32 @@ class ChainUnit:
             pending = pending[1:]
             if not pending:
                 return
-        begin_sequence()
         reg = self.chain.regularizer
         if isinstance(reg, Prune):
             reg.reset()
         # PRUNE as its reference: the edits accumulate unrestrained, the checkpoints are read restrained
         per_edit = None if isinstance(reg, Prune) and reg.when == "evaluation" else reg
-        # a method that carries state between edits replays its sequence from the start; the
-        # others jump to the furthest stored state on the way to each checkpoint
-        resumable = self.chain.method.upper() not in CARRY_STATE
-        if not (resumable and all(store.get_tensors(self.state_key(t)) is not None
-                                  and all(store.get(self.trace_key(i)) is not None for i in range(1, t + 1))
-                                  for t in pending)):
-            # an edit will be made: its templates and key statistics come from the unedited model,
-            # read now, before any jump to a stored state
-            prepare(m, tok, self.chain.method, self.hparams)
-        applied, at = [], 0
-        try:
+
+        def stored(count):  # a jump skips edits: only over those whose traces are stored
+            if any(store.get(self.trace_key(i)) is None for i in range(run.at + 1, count + 1)):
+                return None
+            return store.get_tensors(self.state_key(count))
+
+        def traced(count):
+            if store.get(self.trace_key(count)) is None:
+                store.put(self.trace_key(count), self._trace(m, tok, run.originals))
+                on_row(f"{self.chain.label}: edit {count}, trace")
+
+        with ChainRun(m, tok, self.chain.method, self.hparams, self.batches, per_edit) as run:
             for target in pending:
-                for c in sorted((c for c in self.chain.checkpoints if at < c <= target and resumable), reverse=True):
-                    state = store.get_tensors(self.state_key(c))
-                    # a jump skips edits: only over those whose traces are stored
-                    if state is not None and all(store.get(self.trace_key(i)) is not None for i in range(at + 1, c + 1)):
-                        applied.append(set_parameters(m, state))
-                        at = c
-                        if isinstance(reg, Prune):
-                            reg.reset(self._as_out_in(m, _first_values(applied)))
-                        break
-                edited = at < target
-                while at < target:
-                    try:
-                        applied.append(edit(m, tok, self.batches[at], self.chain.method, self.hparams,
-                                            regularizer=per_edit))
-                    except EditHealthError as e:
-                        raise EditHealthError(f"{self.chain.label}, edit {at + 1} of {self.chain.edits}: {e}. Rows "
-                                              "before this edit are stored; the model was restored") from None
-                    at += 1
-                    if store.get(self.trace_key(at)) is None:
-                        store.put(self.trace_key(at), self._trace(m, tok, _first_values(applied)))
-                        on_row(f"{self.chain.label}: edit {at}, trace")
-                originals = _first_values(applied)
+                if run.resume(target, stored, points=self.chain.checkpoints) and isinstance(reg, Prune):
+                    reg.reset(self._as_out_in(m, run.originals))  # PRUNE's originals: the unedited weights
+                try:
+                    edited = run.advance(target, traced)
+                except EditHealthError as e:
+                    raise EditHealthError(f"{self.chain.label}, edit {run.at + 1} of {self.chain.edits}: {e}. Rows "
+                                          "before this edit are stored; the model was restored") from None
+                originals = run.originals
                 if edited:
                     # before evaluating: a crash during the evaluation resumes here, not edits earlier
                     params = dict(m.named_parameters())
@@ -468,9 +392,6 @@ class ChainUnit:
                 finally:
                     if view is not None:
                         view.restore()
-        finally:
-            for res in reversed(applied):
-                res.restore()
 
     @staticmethod
     def _as_out_in(model, values: dict) -> dict:
@@ -529,25 +450,6 @@ class ChainUnit:
         return records, {**row, "n": len(records)}
 
 
-def _first_values(applied) -> dict:
-    """``{parameter: value before the first of the applied results that changed it}``."""
-    first: dict = {}
-    for r in applied:
-        for name, w in r.originals.items():
-            first.setdefault(name, w)
-    return first
-
-
-def regularizer_key(reg: Regularizer | Prune) -> list:
-    """What identifies a regulariser's effect: ``k`` only where it is used, the seed only for
-    ``random`` (so ``Regularizer("none")`` and ``Regularizer("none", 1.0)`` share results)."""
-    if isinstance(reg, Prune):
-        return ["prune", reg.reduce, reg.when]
-    if reg.how == "none":
-        return ["none"]
-    return [reg.how, reg.k, reg.seed] if reg.how == "random" else [reg.how, reg.k]
-
-
 def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
     """Rows of :func:`side_effects` as a table: one line per (chain, edits), one column per task
     (the mean over the chain's orderings where it ran several)."""
@@ -555,7 +457,8 @@ def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:
     return out.reindex(columns=list(dict.fromkeys(df.task))).reset_index()  # a task all NaN stays, as NaN
 
 
-__all__ = ["Chain", "ChainUnit", "chains", "rescue_chains", "checkpoint_measures", "edit_traces", "side_effect_records",
+# the grid's names, where the sweep's callers have always found them
+__all__ = ["run", "Sweep", "Chain", "ChainUnit", "chains", "rescue_chains", "checkpoint_measures", "edit_traces", "side_effect_records",
            "side_effects", "wide",
-           "MEASURES", "SweepError",
+           "CHECKPOINT_MEASURES", "SweepError",
            "SweepInterrupted"]

@@ -8,6 +8,7 @@ import time
 
 
 def main(store, log, hold_at=0):
+    import helpers.runs.chain
     import helpers.runs.sweep
     from helpers.model import LoadedModel
     from helpers.runs.sweep import Chain, side_effects
@@ -19,7 +20,7 @@ def main(store, log, hold_at=0):
     tok = AutoTokenizer.from_pretrained(str(embedded_folder()))
     tok.padding_side = "left"
     model = _tiny("llama", len(tok), layers=4)
-    real_edit, real_eval = helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_examples
+    real_edit, real_eval = helpers.runs.chain.edit, helpers.runs.sweep.evaluate_examples
 
     def note(what):
         with open(log, "a") as f:
@@ -41,7 +42,7 @@ def main(store, log, hold_at=0):
         note("eval")
         return out
 
-    helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_examples = logged_edit, logged_eval  # what the sweep calls
+    helpers.runs.chain.edit, helpers.runs.sweep.evaluate_examples = logged_edit, logged_eval  # what the sweep calls
     fmt = "model.layers.{}"
     hp = {"ROME": {"layers": [2], "rewrite_module_tmp": fmt + ".mlp.down_proj", "layer_module_tmp": fmt,
                    "mlp_module_tmp": fmt + ".mlp", "v_num_grad_steps": 3,

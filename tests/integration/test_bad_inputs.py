@@ -1,5 +1,5 @@
 """Every case of ``tests/bad_input_cases.py``: the exception type and its message; and the
-README's table is exactly that list."""
+table in docs/reliability.md is exactly that list."""
 import importlib
 import re
 from pathlib import Path
@@ -11,7 +11,7 @@ from tests.bad_input_cases import CASES, render_table
 
 pytestmark = [pytest.mark.data]
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +45,10 @@ def test_bad_input_gets_a_clear_error(case, tiny_llama, tmp_path, monkeypatch):
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
-def test_there_are_at_least_25_cases_and_the_readme_shows_them_all():
+def test_there_are_at_least_25_cases_and_the_reliability_page_shows_them_all():
     assert len(CASES) >= 25
-    text = README.read_text(encoding="utf8")
+    text = TABLE_PAGE.read_text(encoding="utf8")
     found = re.search(r"<!-- bad-inputs:start -->\n(.*?)\n<!-- bad-inputs:end -->", text, re.S)
-    assert found, "README lacks the bad-inputs table markers"
+    assert found, "docs/reliability.md lacks the bad-inputs table markers"
     assert found.group(1).strip() == render_table(), \
-        "the README's bad-input table is out of date: replace it with `python -m tests.bad_input_cases`"
+        "docs/reliability.md's bad-input table is out of date: replace it with `python -m tests.bad_input_cases`"

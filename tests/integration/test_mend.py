@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import EditRequest
-from helpers.editing import HparamsError, edit, mend
+from helpers.editing import EditSequence, HparamsError, begin_sequence, edit, mend
 from helpers.editing.modules import from_param_layout, get_module
 from tests.numerics import assert_close
 
@@ -167,17 +167,32 @@ def test_reference_statistics_restart_with_each_sequence(tiny_model, tmp_path, m
     monkeypatch.setattr(mend, "short_name", lambda m: "tiny")
     counts = []
     for _ in range(2):
-        mend.begin_sequence()
+        sequence = EditSequence()  # each sequence its own statistics
         for r in REQS:
-            edit(model, tok, r, "MEND", hp).restore()
+            edit(model, tok, r, "MEND", hp, sequence=sequence).restore()
             (net,) = mend._NETS.values()
             counts.append(int(next(iter(net.transforms.values())).count))
     assert counts[0] > 0 and counts[1] > counts[0] and counts[2:] == counts[:2]
+    # two sequences interleaved keep apart: the second's first edit starts afresh after the first's two
+    first, second = EditSequence(), EditSequence()
+    interleaved = []
+    for sequence in (first, first, second):
+        edit(model, tok, REQS[0], "MEND", hp, sequence=sequence).restore()
+        interleaved.append(int(next(iter(mend._NETS[next(iter(mend._NETS))].transforms.values())).count))
+    assert interleaved[2] == interleaved[0] < interleaved[1]
+    # hand calls without sequence= go on one sequence until begin_sequence()
+    begin_sequence()
+    hand = []
+    for _ in range(2):
+        edit(model, tok, REQS[0], "MEND", hp).restore()
+        hand.append(int(next(iter(mend._NETS[next(iter(mend._NETS))].transforms.values())).count))
+    begin_sequence(model)
+    edit(model, tok, REQS[0], "MEND", hp).restore()
+    assert hand[1] > hand[0] == int(next(iter(mend._NETS[next(iter(mend._NETS))].transforms.values())).count)
     trained = mend_hparams(model, edit_statistics="trained")
     before = [t.count.clone() for t in mend.load_or_train(model, tok, trained, "tiny", progress=False).transforms.values()]
     for _ in range(2):  # a new sequence leaves the trained statistics alone
-        mend.begin_sequence()
-        edit(model, tok, REQS[0], "MEND", trained).restore()
+        edit(model, tok, REQS[0], "MEND", trained, sequence=EditSequence()).restore()
     net = [n for k, n in mend._NETS.items() if not n.training][0]
     assert [t.count for t in net.transforms.values()] == before
 

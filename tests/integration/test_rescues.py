@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import Prune
-from helpers.editing import alphaedit, apply_update, begin_sequence, edit, rome
+from helpers.editing import EditSequence, alphaedit, apply_update, begin_sequence, edit, rome
 from helpers.editing.modules import from_param_layout, get_module
 from helpers.editing.prune import PruneError, restrain, restrained_values
 from tests.integration.test_memit import REQS, memit_hparams, tmp_cache  # noqa: F401 (a fixture)
@@ -94,15 +94,13 @@ def test_alphaedit_remembers_the_keys_of_earlier_edits_in_a_sequence(tiny_model,
     model, tok = tiny_model
     _, threshold = _middle_threshold(model, tok, _alpha_hparams(model))
     hp = _alpha_hparams(model, nullspace_threshold=threshold, L2=1e-2)
-    begin_sequence()
-    first = edit(model, tok, REQS[0], "AlphaEdit", hp)
+    sequence = EditSequence()
+    first = edit(model, tok, REQS[0], "AlphaEdit", hp, sequence=sequence)
     try:
-        assert len(alphaedit._EARLIER_KEYS) == len(hp["layers"])
-        with_memory = edit(model, tok, REQS[1], "AlphaEdit", hp)
+        assert len(sequence.states["ALPHAEDIT"]) == len(hp["layers"])
+        with_memory = edit(model, tok, REQS[1], "AlphaEdit", hp, sequence=sequence)
         with_memory.restore()
-        begin_sequence()
-        assert not alphaedit._EARLIER_KEYS
-        without = edit(model, tok, REQS[1], "AlphaEdit", hp)
+        without = edit(model, tok, REQS[1], "AlphaEdit", hp, sequence=EditSequence())  # a new sequence: no memory
         without.restore()
     finally:
         first.restore()

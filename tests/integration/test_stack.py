@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import EditRequest
-from helpers.editing import rome
+from helpers.editing import rome, targets
 from helpers.editing.modules import get_module
 from helpers.model.stack import DecoderStack, KeyValues, attention_bias
 from tests.numerics import assert_close, assert_values_close
@@ -105,8 +105,8 @@ def test_the_reused_prefix_gives_the_references_outputs_and_gradients(tiny_deep_
     lookup = [subject_last_index(tok, t, REQ.subject, s) for t, s in zip(texts, [s for _, s in placed] + [0])]
     enc = [tok(t).input_ids for t in texts]
     owner = torch.zeros(len(enc), dtype=torch.long)  # one request: every text is its own
-    full = rome._FullRows(model, module, enc, lookup, 0, "cpu", owner, [0])
-    fast = rome._SuffixRows(model, module, enc, lookup, layer, 0, "cpu", owner, [0])
+    full = targets._FullRows(model, module, enc, lookup, 0, "cpu", owner, [0])
+    fast = targets._SuffixRows(model, module, enc, lookup, layer, 0, "cpu", owner, [0])
     assert_close(fast.init, full.init)
     torch.manual_seed(1)
     delta = (torch.randn_like(full.init) * full.init.norm() / 4).requires_grad_(True)  # [1, out]

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import helpers.runs.chain
 import helpers.runs.sweep
 from helpers.errors import UnknownNameError
 from helpers.model import LoadedModel
@@ -54,8 +55,8 @@ def test_an_interrupted_chain_resumes_from_its_last_checkpoint(tiny_deep_model, 
     reference = _run(tiny_deep_model, chain, store=tmp_path / "reference.jsonl")
 
     calls = {"edit": 0, "eval": 0}
-    # the names the sweep calls (helpers.runs.sweep's imports of edit and evaluate_examples)
-    real_edit, real_eval = helpers.runs.sweep.edit, helpers.runs.sweep.evaluate_examples
+    # the names the sweep calls (the chain runner's edit, the sweep's evaluate_examples)
+    real_edit, real_eval = helpers.runs.chain.edit, helpers.runs.sweep.evaluate_examples
 
     def counting_edit(*a, **k):
         calls["edit"] += 1
@@ -67,7 +68,7 @@ def test_an_interrupted_chain_resumes_from_its_last_checkpoint(tiny_deep_model, 
             raise KeyboardInterrupt("killed")
         return real_eval(*a, **k)
 
-    monkeypatch.setattr(helpers.runs.sweep, "edit", counting_edit)
+    monkeypatch.setattr(helpers.runs.chain, "edit", counting_edit)
     monkeypatch.setattr(helpers.runs.sweep, "evaluate_examples", failing_eval)
     fail_at = 2 * len(TASKS) + 2  # the second task of the third point (2 edits)
     with pytest.raises(KeyboardInterrupt):

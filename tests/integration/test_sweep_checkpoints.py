@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import helpers.editing.prune
+import helpers.runs.chain
 import helpers.runs.sweep
 from helpers import Prune
 from helpers.runs.sweep import Chain, checkpoint_measures
@@ -54,9 +55,9 @@ def test_missing_measures_are_read_from_the_stored_states_without_editing(tiny_d
     def no_edit(*a, **k):
         raise AssertionError("a checkpoint with stored weights was edited again")
 
-    monkeypatch.setattr(helpers.runs.sweep, "edit", no_edit)
+    monkeypatch.setattr(helpers.runs.chain, "edit", no_edit)
     # nothing is edited, so nothing is read ahead for an edit either (no templates, no statistics)
-    monkeypatch.setattr(helpers.runs.sweep, "prepare", no_edit)
+    monkeypatch.setattr(helpers.runs.chain, "prepare", no_edit)
     _run(tiny_deep_model, chain, store=store)
     assert _measures(tiny_deep_model, chain, "signals", store).edits.tolist() == [0, 2, 4]
 
@@ -135,8 +136,8 @@ def test_a_chain_resumed_in_a_fresh_process_edits_as_the_uninterrupted_one(tiny_
     run((0, 1), "resumed.jsonl")
     fresh_process("third")
     edits = []
-    real_edit = helpers.runs.sweep.edit
-    monkeypatch.setattr(helpers.runs.sweep, "edit", lambda *a, **k: edits.append(1) or real_edit(*a, **k))
+    real_edit = helpers.runs.chain.edit
+    monkeypatch.setattr(helpers.runs.chain, "edit", lambda *a, **k: edits.append(1) or real_edit(*a, **k))
     resumed = run((0, 1, 2), "resumed.jsonl")
     assert len(edits) == 1  # the second edit only: the first is the stored state
     at2 = [t[t.edits == 2].sort_values("task").reset_index(drop=True) for t in (whole, resumed)]

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from helpers.report import claims, judge
+from helpers.report import claims, claims_report, judge
 from helpers.report.tables import FIG8_EXAMPLES, SIDE_EFFECTS_EXAMPLES, write_records
 
 TASKS = ("summarization", "reasoning", "open_qa", "nli", "sentiment")
@@ -55,13 +55,13 @@ def _chain(method, checkpoints, damage_per_edit, orderings=2, n=60, setting="ins
 
 def test_c1_holds_when_every_task_loses_examples_as_edits_grow():
     ex = _chain("ROME", (0, 10, 20), 0.01)
-    (method, text, verdict), = claims._chain_claim(ex, "instance-sequential", ("ROME", "KN"), "paper")
+    (method, text, verdict), = claims.chain_claim(ex, "instance-sequential", ("ROME", "KN"), "paper")
     assert verdict == "holds" and "5 of 5 tasks worse" in text and "2 ordering(s)" in text
 
 
 def test_c1_does_not_hold_when_nothing_changes_within_the_margin():
     ex = _chain("ROME", (0, 10, 20), 0.0)
-    (_, text, verdict), = claims._chain_claim(ex, "instance-sequential", ("ROME",), "paper")
+    (_, text, verdict), = claims.chain_claim(ex, "instance-sequential", ("ROME",), "paper")
     assert verdict == "does not hold" and "5 within the margin" in text
 
 
@@ -75,7 +75,7 @@ def test_c1_is_inconclusive_when_few_examples_move_and_says_what_would_decide_it
                                    batch_size=1, k=1.0, regularizer="none", chain="ROME", ordering=0, edits=c,
                                    edited_facts=c, task=task))
     ledger = claims.Ledger()
-    (_, text, verdict), = claims._chain_claim(pd.concat(frames, ignore_index=True), "instance-sequential", ("ROME",),
+    (_, text, verdict), = claims.chain_claim(pd.concat(frames, ignore_index=True), "instance-sequential", ("ROME",),
                                               "paper", ledger)
     assert verdict == "inconclusive"
     # every undecided task is in the ledger, with more examples than this run's 12 needed to see its damage
@@ -88,14 +88,14 @@ def test_the_verdict_reads_the_damage_at_the_last_checkpoint_and_growth_is_repor
     ex = _chain("ROME", (0, 10, 20), 0.0, orderings=2)
     ex.loc[ex.edits > 0, "gold_nll"] += 0.4
     ex.loc[(ex.edits > 0) & (ex.example < 30), "score"] = 0.0
-    (_, text, verdict), = claims._chain_claim(ex, "instance-sequential", ("ROME",), "paper")
+    (_, text, verdict), = claims.chain_claim(ex, "instance-sequential", ("ROME",), "paper")
     assert verdict == "holds" and "Damage after 20 edits" in text and "5 of 5 tasks worse" in text
     assert "Growth from 10 to 20 edits" in text and "within the margin on 5" in text
 
 
 def test_a_claim_over_two_methods_is_one_family():
     ex = pd.concat([_chain("ROME", (0, 10, 20), 0.01), _chain("KN", (0, 1), 1.0)], ignore_index=True)
-    results = claims._chain_claim(ex, "instance-sequential", ("ROME", "KN"), "paper")
+    results = claims.chain_claim(ex, "instance-sequential", ("ROME", "KN"), "paper")
     assert len(results) == 2 and all("10 intervals simultaneous at 95%" in text for _, text, _ in results)
 
 
@@ -108,7 +108,7 @@ def test_c1_takes_no_side_when_one_ordering_collapses_the_tasks_and_the_others_d
         ex.loc[rows & (ex.example < lost), "score"] = 0.0
     ex.loc[(ex.ordering > 0) & (ex.edits > 0), "gold_nll"] -= 0.3
     ex.loc[(ex.ordering == 0) & (ex.edits > 0), "gold_nll"] += 3.0
-    (_, text, verdict), = claims._chain_claim(ex, "instance-sequential", ("ROME",), "paper")
+    (_, text, verdict), = claims.chain_claim(ex, "instance-sequential", ("ROME",), "paper")
     assert verdict == "inconclusive" and "0 of 5 tasks worse" in text
     assert "5 beyond zero but with the orderings disagreeing in sign" in text
     assert "n = 60 per task" in text and "(orderings +" in text
@@ -170,7 +170,7 @@ def test_c6_and_c7_on_hand_made_edits():
 
 
 def test_write_claims_reports_every_claim_even_when_nothing_was_measured(tmp_path):
-    text = claims.write_claims(tmp_path, "smoke").read_text()
+    text = claims_report.write_claims(tmp_path, "smoke").read_text()
     for c in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"):
         assert f"| {c} | **not measured** |" in text
 
@@ -180,7 +180,7 @@ def test_write_claims_reads_the_records_and_writes_one_line_per_claim(tmp_path):
                   tmp_path, SIDE_EFFECTS_EXAMPLES)
     write_records(pd.concat([_chain("ROME", (0, 10), 0.02), _chain("ROME", (0, 10), 0.0, how="rect")],
                             ignore_index=True), tmp_path, FIG8_EXAMPLES)
-    lines = claims.write_claims(tmp_path).read_text().splitlines()
+    lines = claims_report.write_claims(tmp_path).read_text().splitlines()
     c1 = next(l for l in lines if l.startswith("| C1 |"))
     assert c1.count(" | ") == 3 and "**holds**" in c1
     assert "**holds**" in next(l for l in lines if l.startswith("| C8 |"))

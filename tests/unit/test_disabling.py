@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.report import claims, disabling
+from helpers.report import claims_report, disabling
 from helpers.report.tables import EDIT_TRACES, write_table
 
 
@@ -44,5 +44,5 @@ def test_a_steady_chain_flags_nothing_and_a_one_edit_chain_needs_a_collapse():
 
 def test_claims_md_holds_the_section_when_notebook_01_wrote_traces(tmp_path):
     write_table(_traces({0: [0.01] * 9 + [2.0], 1: [0.01] * 10, 2: [0.012] * 10}), tmp_path, EDIT_TRACES)
-    text = claims.write_claims(tmp_path).read_text()
+    text = claims_report.write_claims(tmp_path).read_text()
     assert "## Disabling edits" in text and "ordering 0: edit 10 (+2.00)" in text

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.report import claims, rescues, stats
+from helpers.report import claims, claims_report, rescues, stats
 from helpers.report.tables import RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS, write_records
 from tests.unit.test_claims import TASKS, _records
 
@@ -53,7 +53,7 @@ def test_family_of_a_variant():
 
 
 def test_heldout_windows_measure_the_log_perplexity():
-    records = rescues.heldout_records(_windows("ROME", (0,), 0.0, orderings=1))
+    records = rescues.heldout_as_task_records(_windows("ROME", (0,), 0.0, orderings=1))
     sums = stats.example_sums(records).sum()
     value = stats.measure_of("heldout", "paper", "gold_nll", sums.to_dict())
     assert value == pytest.approx(3.0 + 0.01 * 5.5)  # the token-weighted mean NLL
@@ -97,7 +97,7 @@ def test_the_section_is_written_into_claims_md(tmp_path):
     write_records(EX, tmp_path, RESCUE_EXAMPLES)
     write_records(WINDOWS, tmp_path, RESCUE_WINDOWS)
     write_records(EDITING, tmp_path, RESCUE_EDITING)
-    text = claims.write_claims(tmp_path).read_text()
+    text = claims_report.write_claims(tmp_path).read_text()
     assert "## Beyond RECT" in text and "| ROME + RECT 40% | ROME | 20 | **holds** |" in text
 
 

@@ -19,20 +19,21 @@ def test_an_edit_key_carries_its_own_methods_revision():
     """The methods that sample templates or read key statistics are at revision 4, KN and MEND
     still at 3 (a later change of those four recomputes their results only); any spelling of a
     method gives one key."""
-    from helpers.editing import METHODS, METHOD_REVISIONS, REVISION
+    from helpers.editing import METHODS
+    from helpers.editing.keys import edit_key
+    from helpers.editing.registry import DEFAULT_REVISION
 
-    revisions = {m: results.edit_settings(m, None, "smollm2-135m")["methods_revision"] for m in METHODS}
-    assert revisions["KN"] == revisions["MEND"] == REVISION == 3
+    revisions = {m: edit_key(m, None, "smollm2-135m")["methods_revision"] for m in METHODS}
+    assert revisions["KN"] == revisions["MEND"] == DEFAULT_REVISION == 3
     assert all(revisions[m] == 4 for m in ("ROME", "R-ROME", "MEMIT", "AlphaEdit"))
-    assert set(METHOD_REVISIONS) <= {m.upper() for m in METHODS}
-    assert results.edit_settings("alphaedit", None, "smollm2-135m") == results.edit_settings("AlphaEdit", None,
-                                                                                              "smollm2-135m")
+    assert edit_key("alphaedit", None, "smollm2-135m") == edit_key("AlphaEdit", None, "smollm2-135m")
 
 
 def test_an_edit_key_holds_the_values_of_its_hparams_files(tmp_path, monkeypatch):
     """Editing the YAML file an edit reads — the one shipped for the model, or the user's own —
     changes the key of its results, so they are recomputed rather than read back stale."""
     import helpers.editing.hparams as hparams_module
+    from helpers.editing.keys import edit_key
     from helpers.model.loading import short_name_of
 
     (tmp_path / "ROME").mkdir()
@@ -40,11 +41,11 @@ def test_an_edit_key_holds_the_values_of_its_hparams_files(tmp_path, monkeypatch
     monkeypatch.setattr(hparams_module, "HPARAMS_DIR", tmp_path)
 
     def key(hparams, model="tiny"):
-        return settings_key(results.edit_settings("ROME", hparams, model))
+        return settings_key(edit_key("ROME", hparams, model))
 
     shipped.write_text("layers: [1]\nv_lr: 0.5\n")
     first, with_override = key(None), key({"v_lr": 0.1})
-    assert results.edit_settings("ROME", None, "tiny")["hparams"]["shipped"] == {"layers": [1], "v_lr": 0.5}
+    assert edit_key("ROME", None, "tiny")["hparams"]["shipped"] == {"layers": [1], "v_lr": 0.5}
     assert first != with_override and key(None, "other") != first  # no file shipped for "other"
     shipped.write_text("layers: [2]\nv_lr: 0.5\n")
     assert key(None) != first and key({"v_lr": 0.1}) != with_override

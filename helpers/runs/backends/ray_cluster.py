@@ -19,7 +19,7 @@ import time
 
 from ...errors import EdithurtError
 from ..session import Session, model_name
-from ..store import settings_key
+from ..keys import settings_key
 
 
 class UnitsFailedError(EdithurtError, RuntimeError):

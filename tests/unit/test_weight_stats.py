@@ -7,7 +7,7 @@ import torch
 
 from helpers.report.sliders import edits_frame
 from helpers.report.tables import mean_sd
-from helpers.editing.weight_change import downsample, table1, weight_change_stats
+from helpers.editing.weight_stats import downsample, table1, weight_change_stats
 
 
 def test_weight_change_stats_on_a_hand_made_example():

@@ -1,0 +1,37 @@
+"""The package's own methods, registered as any other would be (:func:`register_method`): the
+paper's four (ROME, MEMIT, KN, MEND), then the later ones it compares with RECT — r-ROME (ROME with
+consistent keys) and AlphaEdit (MEMIT projected onto the preserved keys' null space)."""
+from __future__ import annotations
+
+from .registry import MethodSpec, register_method
+
+# 4: the methods that sample context templates or read key statistics read both off the unedited
+# model also when a sequence resumes from stored edited weights in a new process (revision 3
+# sampled them from the edited weights there). 3: the methods as the paper's code computes them.
+READ_AHEAD_REVISION = 4
+
+
+def specs() -> list[MethodSpec]:
+    from . import alphaedit, kn, memit, mend, rome
+
+    return [
+        MethodSpec("ROME", rome.ROMEHyperParams, rome.apply, rome.apply_each, rome.prepare,
+                   revision=READ_AHEAD_REVISION),
+        MethodSpec("MEMIT", memit.MEMITHyperParams, memit.apply, memit.apply_each, memit.prepare, batchable=True,
+                   revision=READ_AHEAD_REVISION),
+        MethodSpec("KN", kn.KNHyperParams, kn.apply),
+        MethodSpec("MEND", mend.MENDHyperParams, mend.apply, batchable=True, new_state=mend.SequenceStatistics,
+                   editable=mend.editable_records),
+        MethodSpec("R-ROME", rome.RROMEHyperParams, rome.apply, rome.apply_each, rome.prepare,
+                   revision=READ_AHEAD_REVISION, base="ROME"),
+        MethodSpec("AlphaEdit", alphaedit.AlphaEditHyperParams, alphaedit.apply, prepare=alphaedit.prepare,
+                   batchable=True, new_state=alphaedit.EarlierKeys, revision=READ_AHEAD_REVISION, base="MEMIT"),
+    ]
+
+
+def register() -> None:
+    for spec in specs():
+        register_method(spec)
+
+
+__all__ = ["specs", "register", "READ_AHEAD_REVISION"]
