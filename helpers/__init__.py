@@ -14,6 +14,7 @@ its regularisers, and the registries that add a method or a task (docs/extending
 from .data import EditRequest, load_zsre
 from .editing import (METHODS, EditResult, EditSequence, MethodSpec, Prune, Regularizer, apply_update, edit, editing_metrics,
                       method_names, register_method, regularize, weight_change_stats)
+from .extensions import load_extensions
 from .errors import (DataFormatError, DataNotFoundError, EdithurtError, ModelNotFoundError,
                      UnknownNameError)
 from .evaluation import (PROTOCOLS, TASKS, Task, evaluate_examples, evaluate_tasks, get_task, load_task, register_task,
@@ -25,5 +26,5 @@ __all__ = [
     "ModelNotFoundError", "UnknownNameError", "evaluate_tasks", "evaluate_examples", "Generation", "Scored", "generate", "score",
     "load_model", "LoadedModel", "regularize", "Regularizer", "Prune", "PROTOCOLS", "TASKS", "get_task", "load_task", "edit",
     "EditResult", "apply_update", "editing_metrics", "weight_change_stats", "METHODS", "MethodSpec", "EditSequence",
-    "register_method", "method_names", "Task", "register_task", "task_names",
+    "register_method", "method_names", "Task", "register_task", "task_names", "load_extensions",
 ]

@@ -14,7 +14,7 @@ import torch
 
 from ..data import EditRequest
 from ..errors import EditError, EditHealthError, UnknownNameError
-from ..model.loading import short_name
+from ..model.loading import files_name
 from .hparams import HparamsError, load_hparams
 from .modules import LayerError, check_layers, from_param_layout, get_module, to_param_layout
 from .performance import editing_metrics
@@ -140,7 +140,7 @@ def hparams_for(model, method: str, hparams):
     """The hparams object ``edit`` uses: ``hparams`` (None, a path, overrides or an object) over
     the file shipped for ``model``, its layers checked against the model."""
     spec = method_spec(method)
-    hp = load_hparams(spec.hparams, spec.key, short_name(model), hparams, folder=spec.hparams_dir)
+    hp = load_hparams(spec.hparams, spec.key, files_name(model), hparams, folder=spec.hparams_dir)
     if getattr(hp, "layers", None):
         check_layers(model, hp.layers)
     return hp

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.loading import short_name
+from ..model.loading import files_name
 from . import memit
 
 
@@ -61,7 +61,7 @@ def null_space_projection(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def projection(model, hp: AlphaEditHyperParams, name: str, mom2: torch.Tensor) -> torch.Tensor:
     """The null-space projection of module ``name``, computed once per process."""
-    key = (short_name(model), name, hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, hp.nullspace_threshold)
+    key = (files_name(model), name, hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, hp.nullspace_threshold)
     if key not in _PROJECTIONS:
         _PROJECTIONS[key] = null_space_projection(mom2, hp.nullspace_threshold)
     return _PROJECTIONS[key]

@@ -20,7 +20,7 @@ from ..errors import CacheError
 from ..paths import cache_dir
 from ..files import load_safetensors, save_safetensors
 from ..model.batching import encode_padded
-from ..model.loading import short_name
+from ..model.loading import files_name
 from .modules import get_module
 
 SELF_TEXT_TOKENS = 64  # length of each self-sampled text
@@ -103,5 +103,5 @@ def key_second_moments(model, tok, module_names, corpus: str = "self", n_samples
 
 def inverse_key_covariance(model, tok, module_name: str, hp) -> torch.Tensor:
     mom2 = key_second_moments(model, tok, [module_name], hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype,
-                              short_name(model))[module_name]
+                              files_name(model))[module_name]
     return torch.linalg.inv(mom2.double()).float().to(next(model.parameters()).device)

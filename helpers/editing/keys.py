@@ -15,7 +15,7 @@ from .registry import method_spec
 def hparams_identity(hparams, method: str, model: str) -> object:
     """What identifies ``hparams`` (None, a YAML path, a dict of overrides, or an hparams
     object) for ``method`` on ``model`` (the name its shipped files use,
-    ``helpers.model.short_name``): the values they stand for, so that a changed YAML file (the one
+    ``helpers.model.files_name``): the values they stand for, so that a changed YAML file (the one
     shipped for the model, or the user's) changes the key and its results are recomputed. A path:
     ``{"file", "values"}``; None or overrides: ``{"shipped": the shipped file's values (None where
     there is none), "overrides"}``; an hparams object: its ``repr`` (every value)."""

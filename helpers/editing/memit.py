@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from ..model.loading import short_name
+from ..model.loading import files_name
 from .modules import from_param_layout, get_module, module_input_at
 from .positions import in_template, subject_last_index
 from .rome import ROMEHyperParams, check_hparams, loss_layer_of, read_at_subject, template_groups
@@ -88,7 +88,7 @@ def edit_setting(model, tok, hp) -> tuple[list[list[str]], dict[str, torch.Tenso
                            "the templates in both its terms: leave it out")
     groups = template_groups(model, tok, hp)
     mom2s = key_second_moments(model, tok, [hp.rewrite_module_tmp.format(l) for l in hp.layers],
-                               hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, short_name(model))
+                               hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype, files_name(model))
     return groups, mom2s
 
 

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from ..errors import CacheError, EditError
 from ..files import load_safetensors, save_safetensors
 from ..model.batching import pad, pad_id
-from ..model.loading import short_name
+from ..model.loading import files_name
 from ..paths import cache_dir
 from .hparams import HparamsError
 from .modules import get_module, is_conv1d
@@ -512,9 +512,9 @@ def apply(model, tok, requests, hp: MENDHyperParams, statistics: SequenceStatist
     if leaked:
         raise EditError(f"ZsRE record(s) {leaked[:5]} are in MEND's training split: edit held-out records "
                         "(helpers.editing.mend.split_zsre(records)[1])")
-    key = (id(model), _cache_key(short_name(model), hp), hp.archive, hp.edit_lr_order, hp.edit_statistics)
+    key = (id(model), _cache_key(files_name(model), hp), hp.archive, hp.edit_lr_order, hp.edit_statistics)
     if key not in _NETS:
-        _NETS[key] = load_or_train(model, tok, hp, short_name(model), records or None)
+        _NETS[key] = load_or_train(model, tok, hp, files_name(model), records or None)
     net = _NETS[key]
     reference = hp.edit_statistics == "reference"
     net.train(reference)

@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 
 from ..model.batching import encode_padded
-from ..model.loading import short_name
+from ..model.loading import files_name
 from .modules import get_module, hooked, module_input_at
 from .positions import in_template, subject_last_index
 from .targets import optimize_target, optimize_targets
@@ -249,7 +249,7 @@ def prepare(model, tok, hp: ROMEHyperParams) -> None:
     template_groups(model, tok, hp)
     if hp.mom2_adjustment:
         key_second_moments(model, tok, [hp.rewrite_module_tmp.format(l) for l in hp.layers], hp.mom2_dataset,
-                           hp.mom2_n_samples, hp.mom2_dtype, short_name(model))
+                           hp.mom2_n_samples, hp.mom2_dtype, files_name(model))
 
 
 def apply(model, tok, requests, hp: ROMEHyperParams) -> dict[str, torch.Tensor]:

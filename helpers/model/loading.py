@@ -71,18 +71,20 @@ def load_model(name: str = EMBEDDED, device: str | torch.device | None = None,
     return LoadedModel(name, model.to(device).eval(), tok)
 
 
-def short_name(model) -> str:
+def files_name(model) -> str:
     """The name this package's per-model files (shipped hparams, statistics and MEND caches)
-    use for ``model``: read from where it was loaded (``config._name_or_path``) — a hub id
-    through :data:`ALIASES` (``openai-community/gpt2-xl`` -> ``gpt2-xl``), else the folder's
-    last part (the embedded model's folder is named ``smollm2-135m``)."""
-    return short_name_of(str(getattr(model.config, "_name_or_path", "") or ""))
-
-
-def short_name_of(name: str) -> str:
-    """:func:`short_name` of a model loaded by ``name`` (an alias, a hub id or a folder)."""
+    use for ``model`` — a name it is loaded by (an alias, a hub id or a folder), a
+    :class:`LoadedModel`, or a loaded HF model (read from where it was loaded,
+    ``config._name_or_path``): a hub id through :data:`ALIASES` (``openai-community/gpt2-xl`` ->
+    ``gpt2-xl``), else the folder's last part (the embedded model's folder is ``smollm2-135m``).
+    Not the name result rows are keyed by (:func:`helpers.runs.session.model_name`: the name
+    the model was loaded by, as given)."""
+    if isinstance(model, LoadedModel):
+        model = model.model
+    if not isinstance(model, str):
+        model = str(getattr(model.config, "_name_or_path", "") or "")
     reverse = {v: k for k, v in ALIASES.items()}
-    return reverse.get(name, name.rstrip("/").split("/")[-1])
+    return reverse.get(model, model.rstrip("/").split("/")[-1])
 
 
 def embedded_gguf() -> Path:
@@ -105,7 +107,7 @@ def embedded_gguf() -> Path:
 def embedded_folder() -> Path:
     """The dequantised embedded model as a safetensors folder, made on first use. The folder
     is named ``smollm2-135m`` (inside one named by the GGUF file's size and the transformers
-    version), so the loaded model's ``config._name_or_path`` names it: :func:`short_name`."""
+    version), so the loaded model's ``config._name_or_path`` names it: :func:`files_name`."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -27,7 +27,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 CELL_TIMEOUT_S = 4 * 3600
 # a profile's top level: model and seed go to every notebook that declares them; requires: gpu;
 # resources: what one Ray worker asks for (helpers.runs.backends.get_backend), used with --backend ray
-PROFILE_KEYS = ("model", "seed", "requires", "resources", "notebooks")
+PROFILE_KEYS = ("model", "seed", "requires", "resources", "extensions", "notebooks")
 
 
 def load_profile(name: str) -> dict:
@@ -83,6 +83,9 @@ def notebook_parameters(profile_name: str, profile: dict, notebook: str, out_dir
         raise SystemExit(f"profile {profile_name!r}, notebook {notebook}: unknown parameter(s) {', '.join(hints)}. "
                          f"Valid: {', '.join(sorted(declared))}")
     run = {**profile, "backend": backend, "profile": profile_name}  # what every notebook may declare
+    # a .py file named by the profile is found from the repository's root (the notebooks run in notebooks/)
+    run["extensions"] = [str(REPO_ROOT / e) if str(e).endswith(".py") and not Path(e).is_absolute() else e
+                         for e in profile.get("extensions") or []]
     common = {k: v for k, v in run.items() if k != "notebooks" and k in declared}
     return {**common, **own, "out_dir": str(out_dir)}
 

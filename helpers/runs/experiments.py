@@ -26,7 +26,8 @@ from ..evaluation.tasks import check_protocol, scoring_key
 from ..editing.keys import edit_key
 from ..model.loading import LoadedModel
 from .chain import ChainRun
-from .session import files_name, model_name, shared_model
+from ..model.loading import files_name
+from .session import model_name, shared_model
 from .store import ResultStore, open_store
 
 Store = str | os.PathLike | ResultStore | None

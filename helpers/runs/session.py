@@ -6,7 +6,7 @@ cells, a worker's units — share one copy instead of loading the weights again 
 """
 from __future__ import annotations
 
-from ..model.loading import LoadedModel, load_model, short_name, short_name_of
+from ..model.loading import LoadedModel, load_model
 from ..model.lower_layers import LowerLayerCache, lowest_edited_layer
 
 _LOADED: dict[str, LoadedModel] = {}
@@ -24,14 +24,9 @@ def shared_model(model: str | LoadedModel) -> LoadedModel:
 
 
 def model_name(model: str | LoadedModel) -> str:
-    """The name that keys result rows: the name the model was loaded by."""
+    """The name that keys result rows: the name the model was loaded by, as given (the name its
+    per-model files use is :func:`helpers.model.loading.files_name`)."""
     return model.name if isinstance(model, LoadedModel) else model
-
-
-def files_name(model: str | LoadedModel) -> str:
-    """The name the package's per-model files (shipped hparams) use for ``model``, without
-    loading it (``helpers.model.short_name``)."""
-    return short_name(model.model) if isinstance(model, LoadedModel) else short_name_of(model)
 
 
 class Session:

@@ -40,12 +40,12 @@ from ..editing.weight_stats import matrix_signals
 from ..evaluation import TASKS, evaluate_examples, get_task
 from ..evaluation.perplexity import heldout_records, perplexity
 from ..evaluation.tasks import check_protocol, scoring_key
-from ..model.loading import LoadedModel, short_name_of
+from ..model.loading import LoadedModel, files_name
 from .backends import get_backend
 from .chain import ChainRun
 from .grid import Chain, SweepError, chains, regularizer_key, rescue_chains
 from .experiments import edit_sample
-from .session import Session, files_name, model_name
+from .session import Session, model_name
 from .keys import settings_key
 from .store import ResultStore, open_store
 
@@ -249,7 +249,7 @@ class ChainUnit:
     """One chain as a unit of work: its records, the keys of its rows and states, and the run
     that computes the missing ones (see :mod:`helpers.runs.backends` for what a unit is).
     ``model``: the name that keys its rows; ``files``: the name the model's shipped hparams use
-    (:func:`helpers.runs.session.files_name`; default: read off ``model``)."""
+    (:func:`helpers.model.loading.files_name`; default: read off ``model``)."""
 
     def __init__(self, chain: Chain, records, model: str, tasks, n, seed, protocol, hparams, files: str | None = None):
         self.chain, self.model, self.tasks, self.n, self.seed = chain, model, tasks, n, seed
@@ -261,7 +261,7 @@ class ChainUnit:
                              f"with {chain.method}")
         b = chain.batch_size
         self.batches = [sample[i * b:(i + 1) * b] for i in range(chain.edits)]
-        self.edit_key = {"model": model, **edit_key(chain.method, hparams, files or short_name_of(model)),
+        self.edit_key = {"model": model, **edit_key(chain.method, hparams, files or files_name(model)),
                          "regularizer": regularizer_key(chain.regularizer)}
         # the weights a checkpoint stores are those the edits left: PRUNE read at evaluation
         # leaves them unrestrained, so its chain shares the unregularised chain's states

@@ -134,7 +134,7 @@ def test_rect_k_slider_re_measures_the_cached_updates(lab, browser):
     method = params["methods"][0]  # the slider opens on the first method
     loaded = shared_model(params["model"])
     requests, updates, refs = experiments.ablation_inputs(
-        params["model"], method, n=params["slider_n"], seed=params["seed"], hparams=params["hparams"].get(method),
+        params["model"], method, n=params["slider_edits"], seed=params["seed"], hparams=params["hparams"].get(method),
         store=OUT_DIR / "results" / "edits.jsonl")
 
     def expected(k):

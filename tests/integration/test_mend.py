@@ -164,7 +164,7 @@ def test_reference_statistics_restart_with_each_sequence(tiny_model, tmp_path, m
     model, tok = tiny_model
     hp = mend_hparams(model)
     mend.load_or_train(model, tok, hp, "tiny", records=REQS * 4, progress=False)
-    monkeypatch.setattr(mend, "short_name", lambda m: "tiny")
+    monkeypatch.setattr(mend, "files_name", lambda m: "tiny")
     counts = []
     for _ in range(2):
         sequence = EditSequence()  # each sequence its own statistics

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "helpers"
 # lower numbers are lower layers; a module may import only its own layer's package or lower ones
-LAYERS = {"errors": 0, "paths": 0, "files": 0, "data": 0, "model": 1, "evaluation": 2, "editing": 2, "runs": 3,
+LAYERS = {"errors": 0, "paths": 0, "files": 0, "data": 0, "extensions": 0, "model": 1, "evaluation": 2, "editing": 2, "runs": 3,
           "report": 4}
 
 

@@ -34,7 +34,7 @@ def test_an_edit_key_holds_the_values_of_its_hparams_files(tmp_path, monkeypatch
     changes the key of its results, so they are recomputed rather than read back stale."""
     import helpers.editing.hparams as hparams_module
     from helpers.editing.keys import edit_key
-    from helpers.model.loading import short_name_of
+    from helpers.model.loading import files_name
 
     (tmp_path / "ROME").mkdir()
     shipped = tmp_path / "ROME" / "tiny.yaml"
@@ -55,7 +55,7 @@ def test_an_edit_key_holds_the_values_of_its_hparams_files(tmp_path, monkeypatch
     own.write_text("layers: [3]\n")
     assert key(str(own)) != by_path
     # the name a hub id's files go by: its alias
-    assert short_name_of("openai-community/gpt2-xl") == "gpt2-xl" and short_name_of("/some/folder/tiny/") == "tiny"
+    assert files_name("openai-community/gpt2-xl") == "gpt2-xl" and files_name("/some/folder/tiny/") == "tiny"
 
 
 def test_rows_survive_a_reopen_and_a_torn_last_line(tmp_path):
