@@ -199,12 +199,57 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
                         f"request (sequential editing), or use a method that edits batches ({', '.join(batchable)}).")
     _check_requests(reqs)
     hp = hparams_for(model, method, hparams)
-    updates = compute_updates(model, tok, reqs, spec, hp, sequence if sequence is not None else hand_sequence(model))
+    sequence = sequence if sequence is not None else hand_sequence(model)
+    parts = []
     try:
-        return apply_update(model, updates, regularizer, method=key, hparams=hp, max_norm_growth=max_norm_growth)
-    except EditHealthError as e:
-        facts = "; ".join(f"{r.subject!r} -> {r.target_new!r}" for r in reqs[:3]) + (" ..." if len(reqs) > 3 else "")
-        raise EditHealthError(f"{key} edit of {facts}: {e}") from None
+        for chunk in batch_chunks(hp, len(reqs)):
+            updates = compute_updates(model, tok, reqs[chunk], spec, hp, sequence)
+            try:
+                parts.append(apply_update(model, updates, regularizer, method=key, hparams=hp,
+                                          max_norm_growth=max_norm_growth))
+            except EditHealthError as e:
+                part = reqs[chunk]
+                facts = "; ".join(f"{r.subject!r} -> {r.target_new!r}" for r in part[:3]) + (" ..." if len(part) > 3 else "")
+                raise EditHealthError(f"{key} edit of {facts}: {e}") from None
+    except BaseException:  # all or nothing: the chunks applied before a failure are taken back
+        for part in reversed(parts):
+            part.restore()
+        raise
+    return parts[0] if len(parts) == 1 else _as_one(parts)
+
+
+# how a batch of requests is edited: "chunks" as the released editor, "joint" in one edit (docs/protocol.md)
+BATCH_EDITS = ("chunks", "joint")
+
+
+def batch_chunks(hp, n: int) -> list[slice]:
+    """The chunks one batch of ``n`` requests is edited in, one after another, each computed on the
+    model the chunk before left: with ``batch_edit: chunks`` (the released editor's
+    ``BaseEditor.batch_edit``), chunks of the hparams' ``batch_size`` (0: all at once); with
+    ``batch_edit: joint``, or for a method without the setting, all ``n`` in one edit."""
+    how = getattr(hp, "batch_edit", "joint")
+    if how not in BATCH_EDITS:
+        raise HparamsError(f"batch_edit {how!r}: choose 'chunks' (the released editor: chunks of batch_size in "
+                           "sequence) or 'joint' (one edit over the whole batch)")
+    size = int(getattr(hp, "batch_size", 0) or 0) if how == "chunks" else 0
+    if size <= 0 or size >= n:
+        return [slice(0, n)]
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _as_one(parts: list[EditResult]) -> EditResult:
+    """One result for an edit made of several chunks: the summed updates and deltas, and each
+    parameter's value before the first chunk (what ``restore()`` puts back)."""
+    first = parts[0]
+    out = EditResult(first.method, {}, first.hparams, {}, first.model)
+    for part in parts:
+        for name, d in part.deltas.items():
+            out.deltas[name] = out.deltas[name] + d if name in out.deltas else d
+        for name, u in part.updates.items():
+            out.updates[name] = out.updates[name] + u if name in out.updates else u
+        for name, w in part.originals.items():
+            out.originals.setdefault(name, w)
+    return out
 
 
 def compute_updates(model, tok, requests: list[EditRequest], spec: MethodSpec, hp, sequence: EditSequence) -> dict:
@@ -286,7 +331,7 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
 builtin.register()
 
 __all__ = ["edit", "prepare", "single_updates", "compute_updates", "canonical_method", "read_hparams", "hparams_for",
-           "begin_sequence", "hand_sequence", "revision", "base_method", "apply_update", "set_parameters",
+           "begin_sequence", "hand_sequence", "batch_chunks", "BATCH_EDITS", "revision", "base_method", "apply_update", "set_parameters",
            "MethodSpec", "EditSequence", "RegistryError", "register_method", "method_spec", "method_names",
            "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH", "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
            "Regularizer", "Prune", "regularize", "weight_change_stats"]

@@ -40,6 +40,8 @@ class AlphaEditHyperParams(memit.MEMITHyperParams):
     # eigenvalues of E[k kᵀ] below this span the null space the updates are projected onto
     nullspace_threshold: float = 2e-2
     L2: float = 10.0
+    # the AlphaEdit authors' runs solve each batch jointly (their own loop, not EasyEdit's batch_edit)
+    batch_edit: str = "joint"
 
 
 # per (model name, module, statistics, threshold): P [in, in]

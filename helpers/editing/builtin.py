@@ -9,6 +9,9 @@ from .registry import MethodSpec, register_method
 # model also when a sequence resumes from stored edited weights in a new process (revision 3
 # sampled them from the edited weights there). 3: the methods as the paper's code computes them.
 READ_AHEAD_REVISION = 4
+# 5 (MEMIT), 4 (MEND): a batch is edited as the released editor edits it (chunks of batch_size in sequence)
+# unless the hparams say batch_edit: joint; revision 4 and 3 edited every batch jointly.
+BATCH_AS_RELEASED_REVISION = {"MEMIT": 5, "MEND": 4}
 
 
 def specs() -> list[MethodSpec]:
@@ -18,10 +21,10 @@ def specs() -> list[MethodSpec]:
         MethodSpec("ROME", rome.ROMEHyperParams, rome.apply, rome.apply_each, rome.prepare,
                    revision=READ_AHEAD_REVISION),
         MethodSpec("MEMIT", memit.MEMITHyperParams, memit.apply, memit.apply_each, memit.prepare, batchable=True,
-                   revision=READ_AHEAD_REVISION),
+                   revision=BATCH_AS_RELEASED_REVISION["MEMIT"]),
         MethodSpec("KN", kn.KNHyperParams, kn.apply),
         MethodSpec("MEND", mend.MENDHyperParams, mend.apply, batchable=True, new_state=mend.SequenceStatistics,
-                   editable=mend.editable_records),
+                   editable=mend.editable_records, revision=BATCH_AS_RELEASED_REVISION["MEND"]),
         MethodSpec("R-ROME", rome.RROMEHyperParams, rome.apply, rome.apply_each, rome.prepare,
                    revision=READ_AHEAD_REVISION, base="ROME"),
         MethodSpec("AlphaEdit", alphaedit.AlphaEditHyperParams, alphaedit.apply, prepare=alphaedit.prepare,
@@ -34,4 +37,4 @@ def register() -> None:
         register_method(spec)
 
 
-__all__ = ["specs", "register", "READ_AHEAD_REVISION"]
+__all__ = ["specs", "register", "READ_AHEAD_REVISION", "BATCH_AS_RELEASED_REVISION"]

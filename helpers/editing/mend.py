@@ -82,7 +82,10 @@ class MENDHyperParams:
     delta_only: bool = False
     dropout: float = 0.0
     train_base: bool = False
-    batch_size: int = 1  # ZsRE records per training batch
+    # ZsRE records per training batch, and, as the released editor reads it, the chunk a batch of edits is
+    # applied in (BaseEditor.batch_edit: chunks in sequence); batch_edit "joint": one edit over the batch
+    batch_size: int = 1
+    batch_edit: str = "chunks"
     accumulate_bs: int = 10
     max_iters: int = 100000
     grad_clip: float = 100.0
@@ -431,7 +434,7 @@ TRAINING_REVISION = 2
 
 
 def _cache_key(model_name: str, hp: MENDHyperParams) -> str:
-    at_edit_only = {"edit_statistics", "edit_lr_order", "lr_scale", "archive"}
+    at_edit_only = {"edit_statistics", "edit_lr_order", "lr_scale", "archive", "batch_edit"}
     settings = {k: v for k, v in asdict(hp).items() if k not in at_edit_only}
     blob = json.dumps({**settings, "training_revision": TRAINING_REVISION}, sort_keys=True)
     return f"{model_name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

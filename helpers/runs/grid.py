@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..editing import Prune, Regularizer, canonical_method, method_spec
+from ..editing import BATCH_EDITS, Prune, Regularizer, canonical_method, method_spec
 from ..errors import EdithurtError
 
 
 class SweepError(EdithurtError, ValueError):
     """A sweep asked for with impossible settings."""
+
+
+# how a chain's label names a batch reading
+READING = {"chunks": "as released", "joint": "joint"}
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,9 @@ class Chain:
     :class:`~helpers.editing.Regularizer` shapes every edit's update; a
     :class:`~helpers.editing.Prune` restrains the update accumulated over the chain (by default
     as its reference does: the edits accumulate unrestrained and each checkpoint is evaluated
-    with the restrained weights)."""
+    with the restrained weights). ``batch_edit``: how each batch is edited — ``"chunks"`` as the
+    released editor (chunks of the hparams' ``batch_size`` in sequence), ``"joint"`` in one edit;
+    None: as the method's hparams say (docs/protocol.md, "Batch editing: two readings")."""
 
     method: str
     batch_size: int = 1
@@ -29,6 +35,7 @@ class Chain:
     regularizer: Regularizer | Prune = field(default_factory=lambda: Regularizer("none"))
     setting: str = "instance-sequential"
     seed: int = 0
+    batch_edit: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "method", canonical_method(self.method))
@@ -36,6 +43,8 @@ class Chain:
             raise SweepError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.batch_size > 1 and not method_spec(self.method).batchable:
             raise SweepError(f"{self.method} edits one fact at a time: batch_size must be 1, got {self.batch_size}")
+        if self.batch_edit is not None and self.batch_edit not in BATCH_EDITS:
+            raise SweepError(f"batch_edit must be one of {BATCH_EDITS} (or None: the hparams' own), got {self.batch_edit!r}")
         points = tuple(sorted(set(int(c) for c in self.checkpoints)))
         if not points or points[0] < 0:
             raise SweepError(f"checkpoints must be numbers of edits >= 0, got {self.checkpoints}")
@@ -53,12 +62,13 @@ class Chain:
     @property
     def label(self) -> str:
         size = f", batch {self.batch_size}" if self.batch_size > 1 else ""
-        return f"{self.variant} ({self.setting}{size})"
+        reading = f", {READING[self.batch_edit]}" if self.batch_edit else ""
+        return f"{self.variant} ({self.setting}{size}{reading})"
 
 
 def chains(instance_sequential: dict | None = None, batch_single: dict | None = None,
            batch_sequential: dict | None = None, regularizers: Sequence[Regularizer] | None = None,
-           seed: int = 0, orderings: int = 1) -> list[Chain]:
+           seed: int = 0, orderings: int = 1, batch_readings: Sequence[str] | None = None) -> list[Chain]:
     """The chains of a grid written as in ``profiles/*.yaml``:
 
     ``instance_sequential: {ROME: [0, 1, 5, 10]}``   one chain per method
@@ -67,21 +77,24 @@ def chains(instance_sequential: dict | None = None, batch_single: dict | None = 
     ``regularizers``: each chain once per regulariser (default: none).
     ``orderings``: each chain once per edit ordering, with seeds ``seed, seed + 1, ...`` (each
     draws its own records; chains of the same seed and method edit the same records, so a
-    regularised chain pairs with the unregularised one)."""
+    regularised chain pairs with the unregularised one).
+    ``batch_readings``: each batch-single chain once per reading (``["joint", "chunks"]``: both, on
+    the same records); None: as the hparams say."""
     if orderings < 1:
         raise SweepError(f"orderings must be at least 1, got {orderings}")
+    readings = list(batch_readings) if batch_readings else [None]
     return [c for s in range(seed, seed + orderings)
-            for c in _grid(instance_sequential, batch_single, batch_sequential, regularizers, s)]
+            for c in _grid(instance_sequential, batch_single, batch_sequential, regularizers, s, readings)]
 
 
-def _grid(instance_sequential, batch_single, batch_sequential, regularizers, seed) -> list[Chain]:
+def _grid(instance_sequential, batch_single, batch_sequential, regularizers, seed, readings=(None,)) -> list[Chain]:
     regs = list(regularizers) if regularizers else [Regularizer("none")]
     out = []
     for reg in regs:
         for method, points in (instance_sequential or {}).items():
             out.append(Chain(method, 1, tuple(points), reg, "instance-sequential", seed))
         for method, sizes in (batch_single or {}).items():
-            out += [Chain(method, int(b), (0, 1), reg, "batch-single", seed) for b in sizes]
+            out += [Chain(method, int(b), (0, 1), reg, "batch-single", seed, r) for r in readings for b in sizes]
         for method, spec in (batch_sequential or {}).items():
             if not isinstance(spec, dict) or set(spec) != {"batch_size", "edits"}:
                 raise SweepError(f"batch_sequential.{method} must be {{batch_size: B, edits: [...]}}, got {spec!r}")

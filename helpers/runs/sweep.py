@@ -33,7 +33,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import EditHealthError, Prune, editing_metrics
+from ..editing import EditHealthError, Prune, editing_metrics, method_spec
+from ..editing.hparams import load_hparams
+from ..errors import EdithurtError
 from ..editing.keys import edit_key
 from ..editing.modules import from_param_layout, get_module
 from ..editing.weight_stats import matrix_signals
@@ -253,7 +255,14 @@ class ChainUnit:
 
     def __init__(self, chain: Chain, records, model: str, tasks, n, seed, protocol, hparams, files: str | None = None):
         self.chain, self.model, self.tasks, self.n, self.seed = chain, model, tasks, n, seed
+        if chain.batch_edit is not None:  # the chain's reading of a batch, over the method's hparams
+            if hparams is not None and not isinstance(hparams, dict):
+                raise SweepError(f"{chain.label}: a chain's batch_edit needs the method's hparams as a dict of "
+                                 f"overrides (or none), got {type(hparams).__name__}")
+            hparams = {**(hparams or {}), "batch_edit": chain.batch_edit}
         self.protocol, self.hparams = protocol, hparams
+        # how its batches are edited, as its hparams say (None for a method that edits one fact at a time)
+        self.batch_edit = chain.batch_edit or _batch_reading(chain.method, hparams, files or files_name(model))
         need = chain.batch_size * chain.edits
         sample = edit_sample(records, need, chain.seed, chain.method, hparams)
         if len(sample) < need:
@@ -279,7 +288,7 @@ class ChainUnit:
 
         unit = copy.copy(self)
         c = self.chain
-        unit.chain = Chain(c.method, c.batch_size, (0,), c.regularizer, c.setting, c.seed)
+        unit.chain = Chain(c.method, c.batch_size, (0,), c.regularizer, c.setting, c.seed, c.batch_edit)
         return unit
 
     def _edited(self, count: int) -> list[list[int]]:
@@ -332,7 +341,7 @@ class ChainUnit:
 
     def columns_at(self, count: int) -> dict:
         c = self.chain
-        return {"method": c.method, "setting": c.setting, "batch_size": c.batch_size,
+        return {"method": c.method, "setting": c.setting, "batch_size": c.batch_size, "batch_edit": self.batch_edit,
                 "regularizer": c.regularizer.label, "how": c.regularizer.how, "k": c.regularizer.k,
                 "variant": c.variant, "chain": c.label, "ordering": c.seed, "edits": count, "edited_facts": count * c.batch_size}
 
@@ -448,6 +457,18 @@ class ChainUnit:
         records = result.drop(columns=["loc_argmax", "portability"])
         row = {k: float(records[k].mean()) for k in ("reliability", "generalization", "locality")}
         return records, {**row, "n": len(records)}
+
+
+def _batch_reading(method: str, hparams, files: str) -> str | None:
+    """The ``batch_edit`` of ``method``'s hparams on the model whose files are named ``files`` (None
+    where the method has no such setting, or its hparams cannot be read here: the edit says why)."""
+    spec = method_spec(method)
+    if not spec.batchable:
+        return None
+    try:
+        return getattr(load_hparams(spec.hparams, spec.key, files, hparams, folder=spec.hparams_dir), "batch_edit", None)
+    except EdithurtError:
+        return None
 
 
 def wide(df: pd.DataFrame, measure: str = "value") -> pd.DataFrame:

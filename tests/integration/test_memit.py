@@ -29,8 +29,9 @@ def tmp_cache(tmp_path, monkeypatch):
 
 
 def memit_hparams(model, **over):
+    # joint: one solve over a batch (the released editor's chunks are tests/integration/test_batch_edit.py's)
     return {**tiny_hparams(model, layers=[0, 1]), "mom2_n_samples": 6, "mom2_update_weight": 1.0,
-            "clamp_norm_factor": 4.0, **over}
+            "clamp_norm_factor": 4.0, "batch_edit": "joint", **over}
 
 
 def test_memit_batch_moves_the_residual_towards_its_targets(tiny_model, tmp_cache):

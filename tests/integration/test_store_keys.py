@@ -41,9 +41,17 @@ def _keys() -> dict:
     return out
 
 
+# Changed on purpose since the fixture was recorded, each by a revision of what a method computes:
+# MEMIT 5 and MEND 4 (a batch edited as the released editor edits it; their smollm2 files say
+# batch_edit: joint). Every other key is as recorded.
+REVISED = ("MEMIT", "MEND")
+
+
 def test_every_stored_key_is_the_one_recorded_before_the_registries():
     recorded = json.loads(FIXTURE.read_text())
     now = _keys()
     assert set(now) == set(recorded)
+    revised = {k for k in recorded if any(f"{m} " in f"{k} " or k.startswith(f"{m} (") for m in REVISED)
+               and "AlphaEdit" not in k}
     changed = [k for k in recorded if now[k] != recorded[k]]
-    assert not changed, f"keys changed for {changed}"
+    assert set(changed) == revised, f"keys changed for {sorted(set(changed) - revised)}; unchanged {sorted(revised - set(changed))}"

@@ -128,6 +128,23 @@ def test_c3_compares_the_largest_batch_with_the_smallest():
     assert "a batch of 30 facts does than a batch of 1" in text
 
 
+def test_c3_is_judged_under_each_reading_of_a_batch_side_by_side(tmp_path):
+    """Batches edited jointly hurt more with size here, as released they do not: claims.md gives C3
+    under each reading, each with its own family, and says which one the released code ran."""
+    joint = [_chain("MEMIT", (0, 1), 0.02 * b, setting="batch-single", batch=b).assign(batch_edit="joint")
+             for b in (1, 10, 30)]
+    chunks = [_chain("MEMIT", (0, 1), 0.0, setting="batch-single", batch=b).assign(batch_edit="chunks")
+              for b in (1, 10, 30)]
+    ex = pd.concat(joint + chunks, ignore_index=True)
+    (_, _, as_joint), = claims.claim_c3(ex, reading="joint")
+    (_, text, as_released), = claims.claim_c3(ex, reading="chunks")
+    assert as_joint == "holds" and as_released != "holds"
+    write_records(ex, tmp_path, SIDE_EFFECTS_EXAMPLES)
+    rows = {c["claim"]: c for c in claims.evaluate_claims(tmp_path)}
+    assert rows["C3 (joint)"]["verdict"] == "holds" and rows["C3 (as released)"]["verdict"] != "holds"
+    assert "what the paper's released code ran" in rows["C3 (as released)"]["paper"] and "C3" not in rows
+
+
 def test_c8_pairs_rect_with_the_unregularized_chain_of_the_same_records():
     ex = pd.concat([_chain("ROME", (0, 10, 20), 0.02), _chain("ROME", (0, 10, 20), 0.0, how="rect")],
                    ignore_index=True)
