@@ -12,6 +12,8 @@ READ_AHEAD_REVISION = 4
 # 5 (MEMIT), 4 (MEND): a batch is edited as the released editor edits it (chunks of batch_size in sequence)
 # unless the hparams say batch_edit: joint; revision 4 and 3 edited every batch jointly.
 BATCH_AS_RELEASED_REVISION = {"MEMIT": 5, "MEND": 4}
+# 5 (R-ROME): its context templates sampled as its authors' code samples them (kmeng01/rome's recipe)
+R_ROME_TEMPLATES_REVISION = 5
 
 
 def specs() -> list[MethodSpec]:
@@ -26,7 +28,7 @@ def specs() -> list[MethodSpec]:
         MethodSpec("MEND", mend.MENDHyperParams, mend.apply, batchable=True, new_state=mend.SequenceStatistics,
                    editable=mend.editable_records, revision=BATCH_AS_RELEASED_REVISION["MEND"]),
         MethodSpec("R-ROME", rome.RROMEHyperParams, rome.apply, rome.apply_each, rome.prepare,
-                   revision=READ_AHEAD_REVISION, base="ROME"),
+                   revision=R_ROME_TEMPLATES_REVISION, base="ROME"),
         MethodSpec("AlphaEdit", alphaedit.AlphaEditHyperParams, alphaedit.apply, prepare=alphaedit.prepare,
                    batchable=True, new_state=alphaedit.EarlierKeys, revision=READ_AHEAD_REVISION, base="MEMIT"),
     ]

@@ -46,6 +46,9 @@ class ROMEHyperParams:
     mom2_update_weight: float = 15000.0
     fact_token: str = "subject_last"
     context_template_length_params: list = field(default_factory=lambda: [[5, 10], [10, 10]])
+    # how the templates are sampled (templates.RECIPES): "fork", the paper's EasyEdit fork; "rome",
+    # kmeng01/rome's recipe that the r-ROME authors' code keeps (r-ROME's default)
+    context_template_recipe: str = "fork"
     # fixed templates instead of sampled ones: a flat list, or a list of groups (see templates.as_groups)
     context_templates: list | None = None
     template_seed: int = 0
@@ -216,11 +219,11 @@ def template_groups(model, tok, hp) -> list[list[str]]:
 
             raise HparamsError(f"context_templates must each hold exactly one '{{}}': {bad}")
         return groups
-    key = (str(hp.context_template_length_params), hp.template_seed, hp.TEMPLATE_BRACES)
+    key = (str(hp.context_template_length_params), hp.template_seed, hp.TEMPLATE_BRACES, hp.context_template_recipe)
     sampled = _TEMPLATES.setdefault(model, {})
     if key not in sampled:
         sampled[key] = context_template_groups(model, tok, hp.context_template_length_params, hp.template_seed,
-                                               hp.TEMPLATE_BRACES)
+                                               hp.TEMPLATE_BRACES, hp.context_template_recipe)
     return sampled[key]
 
 
@@ -284,3 +287,5 @@ class RROMEHyperParams(ROMEHyperParams):
     """r-ROME: ROME's keys, with the right vector read at the averaged key (the method ``"R-ROME"``)."""
 
     enable_random_prefix_keys: bool = True
+    # the r-ROME authors' code samples its templates as kmeng01/rome does (the fork's: "fork")
+    context_template_recipe: str = "rome"

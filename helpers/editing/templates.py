@@ -18,8 +18,16 @@ from ..model.generate import generate
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
 
 
+# How the templates are sampled. "fork": the paper's EasyEdit fork (and memit): each of SEED_WORDS starts
+# count // 5 texts. "rome": kmeng01/rome's get_context_templates, which the r-ROME authors' code
+# (rebuilding-rome, rome/rome_main.py) keeps: `count` texts per length, each sampled from the text
+# "<|endoftext|>", with that marker removed and braces left as sampled.
+RECIPES = ("fork", "rome")
+ROME_PREFIX = "<|endoftext|>"
+
+
 def context_template_groups(model, tok, length_params=((5, 10), (10, 10)), seed: int = 0,
-                            brace_replacement: str = "") -> list[list[str]]:
+                            brace_replacement: str = "", recipe: str = "fork") -> list[list[str]]:
     """``[["{}"], group 1, ...]``: for each ``(length, count)``, ``count // 5`` texts per seed
     word, sampled with top-5 sampling up to ``length`` tokens in all (the seed word and any
     begin-of-text token count, as in the reference's ``generate_fast``), each as a format string
@@ -27,18 +35,26 @@ def context_template_groups(model, tok, length_params=((5, 10), (10, 10)), seed:
     ``brace_replacement`` (ROME removes them, MEMIT puts a space). Unlike the reference, which
     samples on past an end-of-text token and drops it, a sample ends at one (rare among the
     top 5 tokens this early)."""
+    if recipe not in RECIPES:
+        from .hparams import HparamsError
+
+        raise HparamsError(f"context_template_recipe {recipe!r}: choose one of {RECIPES}")
     groups = [["{}"]]
-    # the reference pads the seed words to one length and samples until the batch is `length` long
-    prompt_len = max(len(tok(w, add_special_tokens=True).input_ids) for w in SEED_WORDS)
+    starts = SEED_WORDS if recipe == "fork" else (ROME_PREFIX,)
+    # the reference pads the prompts to one length and samples until the batch is `length` long
+    prompt_len = max(len(tok(w, add_special_tokens=True).input_ids) for w in starts)
     for length, count in length_params:
-        per_word = max(int(count) // len(SEED_WORDS), 1)
-        prompts = [w for w in SEED_WORDS for _ in range(per_word)]
+        per_word = max(int(count) // len(SEED_WORDS), 1) if recipe == "fork" else int(count)
+        prompts = [w for w in starts for _ in range(per_word)]
         gens = generate(model, tok, prompts, max(int(length) - prompt_len, 1), sample_top_k=5,
                         seed=seed + int(length), progress=False)
         group = []
         for word, g in zip(prompts, gens):
             text = sampled_text(tok, word, g.tokens)
-            text = text.replace("{", brace_replacement).replace("}", brace_replacement)
+            if recipe == "fork":
+                text = text.replace("{", brace_replacement).replace("}", brace_replacement)
+            else:  # kept as sampled: escaped, so that formatting the template gives them back unchanged
+                text = text.replace("{", "{{").replace("}", "}}")
             group.append(text + ". {}")
         groups.append(group)
     return groups

@@ -1,0 +1,51 @@
+"""How context templates are sampled, read against the two recipes (not against this package's
+own output): the paper's EasyEdit fork (and memit) start count // 5 texts from each of five seed
+words and strip braces; kmeng01/rome's get_context_templates, which the r-ROME authors' code keeps
+(rebuilding-rome, rome/rome_main.py), samples ``count`` texts per length from "<|endoftext|>",
+removes that marker and leaves braces as sampled. r-ROME's default is the second."""
+from types import SimpleNamespace
+
+import pytest
+
+from helpers.editing import read_hparams, templates
+from helpers.editing.hparams import HPARAMS_DIR
+
+
+@pytest.fixture
+def recorded(monkeypatch, smol_tokenizer):
+    """Stand-in for sampling: every prompt gets the tokens of " a {b} c"; the calls are recorded."""
+    calls = []
+    tokens = smol_tokenizer(" a {b} c", add_special_tokens=False).input_ids
+
+    def fake_generate(model, tok, prompts, max_new, **kw):
+        calls.append((list(prompts), max_new))
+        return [SimpleNamespace(tokens=tokens) for _ in prompts]
+
+    monkeypatch.setattr(templates, "generate", fake_generate)
+    return calls
+
+
+def test_the_rome_recipe_samples_count_texts_per_length_from_the_endoftext_marker(recorded, smol_tokenizer):
+    groups = templates.context_template_groups(None, smol_tokenizer, [[5, 10], [10, 10]], recipe="rome")
+    assert [len(g) for g in groups] == [1, 10, 10]  # "{}", then n_gen per length (not n_gen // 5 per word)
+    assert all(p == ["<|endoftext|>"] * 10 for p, _ in recorded)
+    prefix = len(smol_tokenizer("<|endoftext|>").input_ids)
+    assert [m for _, m in recorded] == [5 - prefix, 10 - prefix]  # max_out_len counts the prefix
+    text = groups[1][0]
+    assert "<|endoftext|>" not in text and text.endswith(". {}")
+    assert text.format("X").endswith("a {b} c. X")  # the braces kept as sampled
+
+
+def test_the_fork_recipe_starts_count_over_five_texts_from_each_seed_word_and_strips_braces(recorded, smol_tokenizer):
+    groups = templates.context_template_groups(None, smol_tokenizer, [[5, 10]], recipe="fork")
+    prompts, _ = recorded[0]
+    assert prompts == [w for w in ("The", "Therefore", "Because", "I", "You") for _ in range(2)]
+    assert len(groups[1]) == 10 and all("{b}" not in t and t.count("{}") == 1 for t in groups[1])
+
+
+def test_r_rome_samples_as_its_authors_code_and_rome_as_the_fork():
+    for model in ("gpt2-xl", "smollm2-135m"):
+        assert read_hparams("R-ROME", HPARAMS_DIR / "R-ROME" / f"{model}.yaml").context_template_recipe == "rome"
+        assert read_hparams("ROME", HPARAMS_DIR / "ROME" / f"{model}.yaml").context_template_recipe == "fork"
+    with pytest.raises(Exception, match="context_template_recipe 'other'"):
+        templates.context_template_groups(None, None, [[5, 10]], recipe="other")
