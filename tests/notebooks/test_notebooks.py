@@ -43,11 +43,8 @@ def test_notebooks_are_thin():
             if c["cell_type"] != "code":
                 continue
             assert not c.get("outputs"), f"{nb} is committed with outputs"
-            lines = len("".join(c["source"]).strip().splitlines())
-            if "parameters" not in c.get("metadata", {}).get("tags", []):
-                assert lines <= 15, nb  # a cell of calls and plots, no logic of its own
-            else:
-                assert lines <= 20, nb  # names bound to literals only (below): a notebook's whole scale
+            assert len("".join(c["source"]).strip().splitlines()) <= 15, nb
+            if "parameters" in c.get("metadata", {}).get("tags", []):
                 # nothing beyond names bound to literal values
                 for node in ast.parse("".join(c["source"])).body:
                     assert isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets), nb
