@@ -33,6 +33,10 @@ class CacheError(EdithurtError, ValueError):
     """A cache file (statistics, MEND network, stored edit state) that cannot be read."""
 
 
+class RegistryError(EdithurtError, ValueError):
+    """A method or task registered with impossible settings, or twice under one name."""
+
+
 class EditError(EdithurtError, ValueError):
     """An edit request or setting that cannot be carried out."""
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data import EditRequest
-from ..errors import EditError, EditHealthError, UnknownNameError
+from ..errors import EditError, EditHealthError, RegistryError, UnknownNameError
 from ..model.loading import files_name
 from .hparams import HparamsError, load_hparams
 from .modules import LayerError, check_layers, from_param_layout, get_module, to_param_layout
 from .performance import editing_metrics
 from .prune import Prune
 from . import builtin
-from .registry import EditSequence, MethodSpec, RegistryError, method_names, method_spec, register_method
+from .registry import EditSequence, MethodSpec, method_names, method_spec, register_method
 from .regularize import Regularizer, regularize
 from .weight_stats import weight_change_stats
 
@@ -218,8 +218,10 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
     return parts[0] if len(parts) == 1 else _as_one(parts)
 
 
-# how a batch of requests is edited: "chunks" as the released editor, "joint" in one edit (docs/protocol.md)
+# how a batch of requests is edited: "chunks" as the released editor, "joint" in one edit (docs/protocol.md),
+# and how tables and claims name each
 BATCH_EDITS = ("chunks", "joint")
+BATCH_EDIT_NAMES = {"chunks": "as released", "joint": "joint"}
 
 
 def batch_chunks(hp, n: int) -> list[slice]:
@@ -331,7 +333,7 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
 builtin.register()
 
 __all__ = ["edit", "prepare", "single_updates", "compute_updates", "canonical_method", "read_hparams", "hparams_for",
-           "begin_sequence", "hand_sequence", "batch_chunks", "BATCH_EDITS", "revision", "base_method", "apply_update", "set_parameters",
+           "begin_sequence", "hand_sequence", "batch_chunks", "BATCH_EDITS", "BATCH_EDIT_NAMES", "revision", "base_method", "apply_update", "set_parameters",
            "MethodSpec", "EditSequence", "RegistryError", "register_method", "method_spec", "method_names",
            "EditResult", "EditError", "EditHealthError", "MAX_NORM_GROWTH", "HparamsError", "LayerError", "METHODS", "from_param_layout", "UpdateShaper", "editing_metrics",
            "Regularizer", "Prune", "regularize", "weight_change_stats"]

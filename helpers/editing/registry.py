@@ -27,15 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import EdithurtError, unknown
+from ..errors import RegistryError, unknown
 
 # The revision of what a method computes when its spec names none: stored results carry their
 # method's revision in their keys, so results of an earlier revision are recomputed, never mixed in.
 DEFAULT_REVISION = 3
-
-
-class RegistryError(EdithurtError, ValueError):
-    """A method or task registered with impossible settings, or twice under one name."""
 
 
 @dataclass(frozen=True)
@@ -129,5 +125,5 @@ class EditSequence:
         return self.states[spec.key]
 
 
-__all__ = ["MethodSpec", "EditSequence", "RegistryError", "register_method", "method_spec", "method_names",
+__all__ = ["MethodSpec", "EditSequence", "register_method", "method_spec", "method_names",
            "DEFAULT_REVISION"]

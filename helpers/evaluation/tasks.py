@@ -476,12 +476,12 @@ _TASKS: dict[str, Task] = {t.name: t for t in PAPER_TASKS}
 def register_task(task: Task, *, replace: bool = False) -> Task:
     """Make ``task`` (an instance of a :class:`Task` subclass) a task every run can name. A second
     task of the same name is refused unless ``replace=True``."""
-    from ..errors import EdithurtError
+    from ..errors import RegistryError
 
     if not isinstance(task, Task) or not getattr(task, "name", ""):
-        raise EdithurtError(f"register_task takes an instance of a Task subclass with a name, got {task!r}")
+        raise RegistryError(f"register_task takes an instance of a Task subclass with a name, got {task!r}")
     if task.name in _TASKS and not replace:
-        raise EdithurtError(f"a task named {task.name!r} is already registered; pass replace=True to replace it")
+        raise RegistryError(f"a task named {task.name!r} is already registered; pass replace=True to replace it")
     _TASKS[task.name] = task
     return task
 

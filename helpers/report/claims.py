@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import get_task, row_from_records
+from ..editing import BATCH_EDIT_NAMES
 from . import coverage, rescues, sensitivity, stats
 from .judge import (INCONCLUSIVE, MARGIN, NOT_MEASURED, Comparison, Judged, advantage_by_task, by_ordering,
                     common_orderings, comparisons, growth, judge_family, judge_measure, majority, task_judges)
@@ -55,7 +56,7 @@ PAPER = {
 
 
 # a batch's two readings (docs/protocol.md): as the paper's released editor edits it, and in one edit
-READING_NAMES = {"chunks": "(as released)", "joint": "(joint)"}
+READING_NAMES = {r: f"({name})" for r, name in BATCH_EDIT_NAMES.items()}
 READING_NOTES = {
     "C3 (as released)": " As released: the fork's batch_edit applies chunks of the file's batch_size (1 for the "
                         "paper's MEMIT and MEND files) in sequence — what the paper's released code ran.",

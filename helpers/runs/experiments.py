@@ -191,20 +191,20 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
         return {**chain_key, "chain": [r.case_id for r in chain[:count]], "edits": count}
 
     cumulative, stats = {}, {}
-    done = 0  # the points stored in full (row and tensors), from the first on
-    while done < max_edits and store.get(point(done + 1)) is not None and store.get_tensors(point(done + 1)) is not None:
+    done, values = 0, {}  # the points stored in full (row and tensors), from the first on; the last one's weights
+    while done < max_edits:
+        row, tensors = store.get(point(done + 1)), store.get_tensors(point(done + 1))
+        if row is None or tensors is None:
+            break
         done += 1
-        row, tensors = store.get(point(done)), store.get_tensors(point(done))
         cumulative[done] = {n[len("delta/"):]: t for n, t in tensors.items() if n.startswith("delta/")}
         stats[done] = row["stats"]
+        values = {n[len("value/"):]: t for n, t in tensors.items() if n.startswith("value/")}
     if done < max_edits:
         m, tok = shared_model(model)
 
         def stored(count):  # the weights at the last stored point, bit for bit
-            if count != done:
-                return None
-            tensors = store.get_tensors(point(count))
-            return {n[len("value/"):]: t for n, t in tensors.items() if n.startswith("value/")}
+            return values if count == done else None
 
         def record(count):
             cumulative[count], stats[count] = accumulated_change(m, run.applied)

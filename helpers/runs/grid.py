@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..editing import BATCH_EDITS, Prune, Regularizer, canonical_method, method_spec
+from ..editing import BATCH_EDIT_NAMES, BATCH_EDITS, Prune, Regularizer, canonical_method, method_spec
 from ..errors import EdithurtError
 
 
 class SweepError(EdithurtError, ValueError):
     """A sweep asked for with impossible settings."""
-
-
-# how a chain's label names a batch reading
-READING = {"chunks": "as released", "joint": "joint"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ class Chain:
     @property
     def label(self) -> str:
         size = f", batch {self.batch_size}" if self.batch_size > 1 else ""
-        reading = f", {READING[self.batch_edit]}" if self.batch_edit else ""
+        reading = f", {BATCH_EDIT_NAMES[self.batch_edit]}" if self.batch_edit else ""
         return f"{self.variant} ({self.setting}{size}{reading})"
 
 

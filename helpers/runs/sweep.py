@@ -262,7 +262,8 @@ class ChainUnit:
             hparams = {**(hparams or {}), "batch_edit": chain.batch_edit}
         self.protocol, self.hparams = protocol, hparams
         # how its batches are edited, as its hparams say (None for a method that edits one fact at a time)
-        self.batch_edit = chain.batch_edit or _batch_reading(chain.method, hparams, files or files_name(model))
+        files = files or files_name(model)
+        self.batch_edit = chain.batch_edit or _batch_reading(chain.method, hparams, files)
         need = chain.batch_size * chain.edits
         sample = edit_sample(records, need, chain.seed, chain.method, hparams)
         if len(sample) < need:
@@ -270,7 +271,7 @@ class ChainUnit:
                              f"with {chain.method}")
         b = chain.batch_size
         self.batches = [sample[i * b:(i + 1) * b] for i in range(chain.edits)]
-        self.edit_key = {"model": model, **edit_key(chain.method, hparams, files or files_name(model)),
+        self.edit_key = {"model": model, **edit_key(chain.method, hparams, files),
                          "regularizer": regularizer_key(chain.regularizer)}
         # the weights a checkpoint stores are those the edits left: PRUNE read at evaluation
         # leaves them unrestrained, so its chain shares the unregularised chain's states

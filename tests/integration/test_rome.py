@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import EditRequest
-from helpers.editing import EditError, HparamsError, LayerError, apply_update, edit, memit, rome
+from helpers.editing import EditError, HparamsError, LayerError, apply_update, edit, rome
 from helpers.errors import UnknownNameError
 from tests.numerics import assert_close
 
@@ -235,32 +235,3 @@ def test_settings_rome_would_ignore_are_refused(tiny_model):
     with pytest.raises(HparamsError, match="out of range"):
         edit(model, tok, REQ, "ROME", tiny_hparams(model, v_loss_layer=9))
     edit(model, tok, REQ, "ROME", tiny_hparams(model, v_loss_layer=1, v_num_grad_steps=2)).restore()  # the last layer
-
-
-def test_sampled_templates_follow_the_reference(tiny_model, monkeypatch):
-    """Groups ["{}"] + one per (length, count); count // 5 texts per seed word, sampled up to
-    `length` tokens in all, decoded with the seed word, blank lines made spaces; braces removed
-    (ROME) or spaced (MEMIT)."""
-    from types import SimpleNamespace
-
-    from helpers.editing import templates
-
-    model, tok = tiny_model
-    calls = []
-
-    sample = tok(" a {b}\n\nc", add_special_tokens=False).input_ids
-
-    def fake_generate(m, t, prompts, max_new, **kw):
-        calls.append((list(prompts), max_new))
-        return [SimpleNamespace(tokens=sample) for _ in prompts]
-
-    monkeypatch.setattr(templates, "generate", fake_generate)
-    groups = templates.context_template_groups(model, tok, [[5, 10], [10, 5]], brace_replacement="")
-    assert [len(g) for g in groups] == [1, 10, 5] and groups[0] == ["{}"]
-    assert groups[1][0] == "The a b c. {}" and groups[1][2] == "Therefore a b c. {}"
-    longest = max(len(tok(w).input_ids) for w in templates.SEED_WORDS)
-    assert [n for _, n in calls] == [5 - longest, 10 - longest]
-    spaced = templates.context_template_groups(model, tok, [[10, 5]], brace_replacement=" ")
-    assert spaced[1][0] == "The a  b  c. {}"
-    assert rome.ROMEHyperParams.TEMPLATE_BRACES == "" and memit.MEMITHyperParams.TEMPLATE_BRACES == " "
-    assert memit.MEMITHyperParams(**tiny_hparams(model)).context_template_length_params == [[10, 5]]

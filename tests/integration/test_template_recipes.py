@@ -7,15 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers.editing import read_hparams, templates
+from helpers.editing import memit, read_hparams, rome, templates
 from helpers.editing.hparams import HPARAMS_DIR
 
 
 @pytest.fixture
 def recorded(monkeypatch, smol_tokenizer):
-    """Stand-in for sampling: every prompt gets the tokens of " a {b} c"; the calls are recorded."""
+    """Stand-in for sampling: every prompt gets the tokens of " a {b}\n\nc"; the calls are recorded."""
     calls = []
-    tokens = smol_tokenizer(" a {b} c", add_special_tokens=False).input_ids
+    tokens = smol_tokenizer(" a {b}\n\nc", add_special_tokens=False).input_ids
 
     def fake_generate(model, tok, prompts, max_new, **kw):
         calls.append((list(prompts), max_new))
@@ -33,14 +33,25 @@ def test_the_rome_recipe_samples_count_texts_per_length_from_the_endoftext_marke
     assert [m for _, m in recorded] == [5 - prefix, 10 - prefix]  # max_out_len counts the prefix
     text = groups[1][0]
     assert "<|endoftext|>" not in text and text.endswith(". {}")
-    assert text.format("X").endswith("a {b} c. X")  # the braces kept as sampled
+    assert text.format("X").endswith("a {b} c. X")  # braces kept as sampled, the blank line a space
 
 
 def test_the_fork_recipe_starts_count_over_five_texts_from_each_seed_word_and_strips_braces(recorded, smol_tokenizer):
-    groups = templates.context_template_groups(None, smol_tokenizer, [[5, 10]], recipe="fork")
-    prompts, _ = recorded[0]
-    assert prompts == [w for w in ("The", "Therefore", "Because", "I", "You") for _ in range(2)]
-    assert len(groups[1]) == 10 and all("{b}" not in t and t.count("{}") == 1 for t in groups[1])
+    """Groups ["{}"] + one per (length, count); count // 5 texts per seed word, sampled up to `length`
+    tokens in all, decoded with the seed word, blank lines made spaces; braces removed (ROME) or
+    spaced (MEMIT)."""
+    tok = smol_tokenizer
+    groups = templates.context_template_groups(None, tok, [[5, 10], [10, 5]], brace_replacement="")
+    assert [len(g) for g in groups] == [1, 10, 5] and groups[0] == ["{}"]
+    assert recorded[0][0] == [w for w in ("The", "Therefore", "Because", "I", "You") for _ in range(2)]
+    assert groups[1][0] == "The a b c. {}" and groups[1][2] == "Therefore a b c. {}"
+    longest = max(len(tok(w).input_ids) for w in templates.SEED_WORDS)
+    assert [n for _, n in recorded] == [5 - longest, 10 - longest]
+    spaced = templates.context_template_groups(None, tok, [[10, 5]], brace_replacement=" ")
+    assert spaced[1][0] == "The a  b  c. {}"
+    assert rome.ROMEHyperParams.TEMPLATE_BRACES == "" and memit.MEMITHyperParams.TEMPLATE_BRACES == " "
+    assert memit.MEMITHyperParams(layers=[0], rewrite_module_tmp="", layer_module_tmp="",
+                                  mlp_module_tmp="").context_template_length_params == [[10, 5]]
 
 
 def test_r_rome_samples_as_its_authors_code_and_rome_as_the_fork():
