@@ -176,7 +176,7 @@ def _check_requests(reqs) -> None:
 
 def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str, hparams=None,
          regularizer: UpdateShaper | None = None, max_norm_growth: float | None = MAX_NORM_GROWTH,
-         sequence: EditSequence | None = None) -> EditResult:
+         sequence: EditSequence | None = None, guard: bool = True) -> EditResult:
     """Edit ``model`` in place with ``method`` (:data:`METHODS`: ROME, MEMIT, KN, MEND, R-ROME,
     AlphaEdit, or one added with :func:`register_method`; any case). ``hparams``: None (the
     file shipped for this model), a YAML path, a dict of overrides, or an hparams object.
@@ -187,9 +187,12 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
     :class:`EditSequence` this edit continues (what MEND and AlphaEdit carry from edit to edit);
     None: the sequence of hand calls on ``model`` (:func:`begin_sequence` starts a new one).
 
-    Every update is checked before it reaches the weights: a NaN or Inf, or a matrix whose norm
-    would grow more than ``max_norm_growth`` times (None: no limit), raises
-    :class:`EditHealthError` naming the request and the parameter, and nothing is changed."""
+    ``guard`` (the package's own safety option, not the reference code's): every update is
+    checked before it reaches the weights, and a NaN or Inf, or a matrix whose norm would grow more
+    than ``max_norm_growth`` times (None: no limit), raises :class:`EditHealthError` naming the
+    request and the parameter, and nothing is changed. ``guard=False`` applies every update as the
+    reference code does, whatever it does to the model: what the chains of :mod:`helpers.runs` do,
+    so that a collapse is measured, not refused (docs/methods.md, "Collapse")."""
     spec = method_spec(method)
     key = spec.key
     reqs = [requests] if isinstance(requests, EditRequest) else list(requests)
@@ -206,7 +209,7 @@ def edit(model, tok, requests: EditRequest | Sequence[EditRequest], method: str,
             updates = compute_updates(model, tok, reqs[chunk], spec, hp, sequence)
             try:
                 parts.append(apply_update(model, updates, regularizer, method=key, hparams=hp,
-                                          max_norm_growth=max_norm_growth))
+                                          max_norm_growth=max_norm_growth, guard=guard))
             except EditHealthError as e:
                 part = reqs[chunk]
                 facts = "; ".join(f"{r.subject!r} -> {r.target_new!r}" for r in part[:3]) + (" ..." if len(part) > 3 else "")
@@ -280,11 +283,13 @@ def single_updates(model, tok, requests: Sequence[EditRequest], method: str, hpa
 
 
 def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateShaper | None = None, *,
-                 method: str = "", hparams=None, max_norm_growth: float | None = MAX_NORM_GROWTH) -> EditResult:
+                 method: str = "", hparams=None, max_norm_growth: float | None = MAX_NORM_GROWTH,
+                 guard: bool = True) -> EditResult:
     """Add ``updates`` (``{parameter name: ΔW as [out, in]}``) to the model, each shaped by
-    ``regularizer`` first. Every update is shaped and checked (right shape, finite, the new
-    weight finite and its norm at most ``max_norm_growth`` times the old) before any weight
-    changes: all or nothing, so a failed check leaves the model at its last good state."""
+    ``regularizer`` first. Every update is shaped and checked (right shape; with ``guard``,
+    finite and the new weight's norm at most ``max_norm_growth`` times the old) before any
+    weight changes: all or nothing, so a failed check leaves the model at its last good state.
+    ``guard=False``: no check of the values, as the reference code (:func:`edit`)."""
     params = dict(model.named_parameters())
     unknown_names = [n for n in updates if n not in params]
     if unknown_names:
@@ -308,11 +313,11 @@ def apply_update(model, updates: dict[str, torch.Tensor], regularizer: UpdateSha
                     raise EditError(f"the regulariser returned shape {tuple(upd.shape)} for {name}, whose "
                                     f"update is {tuple(shape)} ([out, in])")
             delta = to_param_layout(upd, module).to(w.dtype)
-            if not torch.isfinite(delta).all():
+            if guard and not torch.isfinite(delta).all():
                 bad = int((~torch.isfinite(delta)).sum())
                 raise EditHealthError(f"{method or 'the edit'} produced a non-finite update for {name} ({bad} NaN/Inf "
                                       "values): the weights were not changed")
-            if max_norm_growth is not None:
+            if guard and max_norm_growth is not None:
                 old_norm = float(torch.linalg.vector_norm(w.double()))
                 new_norm = float(torch.linalg.vector_norm(w.double() + delta.double()))
                 if not new_norm <= max_norm_growth * old_norm:  # also catches an overflow to inf

@@ -122,6 +122,46 @@ def evaluate_examples(model, tok, task: str, n: int | None = None, seed: int = 0
     return TaskEvaluation({c: row[c] for c in COLUMNS}, frame)
 
 
+def collapsed_examples(tok, task: str, n: int | None = None, seed: int = 0, protocol: str = "paper", *,
+                       vocab_size: int, data_dir: str | os.PathLike | None = None, hint: bool = True,
+                       after_edit: bool = True) -> TaskEvaluation:
+    """The records :func:`evaluate_examples` keeps, for a model that can produce nothing (weights no
+    longer finite: a collapsed edit chain, docs/methods.md "Collapse"): every output empty and
+    scored as the task scores an empty answer (the task's floor), no label chosen (``label_hit``
+    0), and the gold answer's NLL that of the uniform distribution over the ``vocab_size``
+    tokens, ln V per token — the model that carries no information (a NaN model has no NLL at all).
+    Nothing is run: same prompts, same columns, ``collapsed`` True on every record."""
+    t = get_task(task)
+    check_protocol(protocol)
+    examples = load_task(task, data_dir=data_dir, n=n, seed=seed, protocol=protocol)
+    prompts = [p for ex in examples for p in t.prompts(ex, protocol, hint=hint)]
+    scores = t.score_each(prompts, [Reply("", "") for _ in prompts], protocol, after_edit=after_edit)
+    per_token = math.log(vocab_size)
+
+    def tokens(text: str) -> int:
+        return max(len(tok(text, add_special_tokens=False).input_ids), 1)
+
+    records, within = [], {}
+    for p, sc in zip(prompts, scores):
+        index = within[p.example.id] = within.get(p.example.id, -1) + 1
+        gold_tokens = tokens(p.gold_text) if p.gold_text else 0
+        rec = {"example": p.example.id, "prompt": index, "kind": p.kind or "", "output": "",
+               "score": sc["score"], "valid": sc["valid"],
+               "gold_nll": per_token if p.gold_text else math.nan, "gold_tokens": gold_tokens,
+               "has_gold": bool(p.gold_text), "label_logprobs": None, "label_pred": -1,
+               "label_hit": math.nan, "has_labels": bool(t.labels)}
+        if t.labels:
+            rec.update(label_logprobs=[-per_token * tokens(label) for label in t.labels], label_hit=0.0)
+        rec.update({k: v for k, v in sc.items() if k not in ("score", "valid")}, collapsed=True)
+        records.append(rec)
+    frame = pd.DataFrame(records)
+    row = {"task": task, "protocol": protocol, "metric": t.metric_name(protocol),
+           **row_from_records(task, frame, protocol), "chance": math.nan if t.chance is None else t.chance,
+           "n": len(examples), "seconds": 0.0, "prompt_tokens": 0, "new_tokens": 0, "scored_tokens": 0,
+           "tokens_per_second": math.nan}
+    return TaskEvaluation({c: row[c] for c in COLUMNS}, frame)
+
+
 def row_from_records(task: str, records: pd.DataFrame, protocol: str) -> dict:
     """The aggregate measures of one task's per-prompt ``records``: ``value`` (the task's
     headline metric), ``valid_rate``, ``gold_nll`` (mean over prompts with a gold answer) and

@@ -183,7 +183,8 @@ def _legend_outside(fig, ax) -> None:
 def edit_traces(flags: pd.DataFrame, title: str = "Held-out NLL after every edit") -> plt.Figure:
     """One panel per sequential chain: the held-out text's NLL per token after every edit, one
     line per edit ordering, the flagged edits (:func:`helpers.report.disabling.flag_edits`)
-    marked with a red ×. ``flags`` holds edits ≥ 1; the line starts at the unedited value."""
+    marked with a red ×, a collapse (``collapsed``: weights no longer finite) with a dotted line.
+    ``flags`` holds edits ≥ 1; the line starts at the unedited value."""
     sns.set_theme(style="whitegrid", context="notebook")
     chains = list(dict.fromkeys(flags.chain))
     fig, axes = plt.subplots(1, max(len(chains), 1), figsize=(4.2 * max(len(chains), 1), 3.6),
@@ -196,7 +197,12 @@ def edit_traces(flags: pd.DataFrame, title: str = "Held-out NLL after every edit
             ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=f"ordering {ordering}")
             hit = line[line.flagged]
             ax.scatter(hit.edits, hit.heldout_nll, marker="x", s=80, color="red", zorder=5)
+            if "collapsed" in line and line.collapsed.astype(bool).any():  # from here on: the floor, ln V
+                at = int(line[line.collapsed.astype(bool)].edits.min())
+                ax.axvline(at, color="black", linestyle=":", linewidth=1)
+                ax.annotate(f"collapsed ({ordering})", (at, ax.get_ylim()[1]), fontsize=7, rotation=90,
+                            va="top", ha="right")
         ax.set(title=chain, xlabel="edits", ylabel="held-out NLL per token")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{title} (red ×: a flagged jump)")
+    fig.suptitle(f"{title} (red ×: a flagged jump; dotted: the model collapsed, NaN weights, scored ln V from there)")
     return fig

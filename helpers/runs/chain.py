@@ -15,6 +15,10 @@ unedited weights when it closes — also after an error or Ctrl-C::
 What a method reads off the unedited model once per process (ROME's templates, key statistics:
 :func:`helpers.editing.prepare`) is read before the first edit, on the unedited weights even
 where the run has jumped to stored ones: a resumed sequence edits as the uninterrupted one.
+
+A run applies every update as the reference code does (``edit(..., guard=False)``): an edit that
+multiplies a matrix's norm, or leaves NaN in it, is applied, and the run's owner measures what it
+did (the sweeps record a model whose weights are no longer finite as collapsed, docs/methods.md).
 """
 from __future__ import annotations
 
@@ -28,11 +32,13 @@ from ..editing import EditResult, EditSequence, edit, method_spec, prepare, set_
 class ChainRun:
     """``method`` editing ``batches`` (each a list of requests) in sequence on ``model``.
     ``regularizer`` shapes every edit's update (``edit(..., regularizer=)``). ``at``: the number
-    of edits the model now carries."""
+    of edits the model now carries. ``guard``: :func:`helpers.editing.edit`'s safety option
+    (off: every update applied, as the reference code)."""
 
-    def __init__(self, model, tok, method: str, hparams, batches: Sequence[Sequence], regularizer=None):
+    def __init__(self, model, tok, method: str, hparams, batches: Sequence[Sequence], regularizer=None,
+                 guard: bool = False):
         self.model, self.tok, self.method, self.hparams = model, tok, method, hparams
-        self.batches, self.regularizer = list(batches), regularizer
+        self.batches, self.regularizer, self.guard = list(batches), regularizer, guard
         self.sequence = EditSequence()
         self.applied: list[EditResult] = []
         self.at = 0
@@ -67,7 +73,7 @@ class ChainRun:
             raise ValueError(f"the run has {len(self.batches)} batches, all edited")
         self._prepare()
         result = edit(self.model, self.tok, self.batches[self.at], self.method, self.hparams,
-                      regularizer=self.regularizer, sequence=self.sequence)
+                      regularizer=self.regularizer, sequence=self.sequence, guard=self.guard)
         self.applied.append(result)
         self.at += 1
         return result

@@ -30,16 +30,17 @@ import time
 from collections.abc import Sequence
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from ..data import load_zsre
-from ..editing import EditHealthError, Prune, editing_metrics, method_spec
+from ..editing import Prune, editing_metrics, method_spec
 from ..editing.hparams import load_hparams
 from ..errors import EdithurtError
 from ..editing.keys import edit_key
 from ..editing.modules import from_param_layout, get_module
 from ..editing.weight_stats import matrix_signals
-from ..evaluation import TASKS, evaluate_examples, get_task
+from ..evaluation import TASKS, collapsed_examples, evaluate_examples, get_task
 from ..evaluation.perplexity import heldout_records, perplexity
 from ..evaluation.tasks import check_protocol, scoring_key
 from ..model.loading import LoadedModel, files_name
@@ -51,7 +52,8 @@ from .session import Session, model_name
 from .keys import settings_key
 from .store import ResultStore, open_store
 
-ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds"]
+ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds",
+               "collapsed_at"]
 # what is measured at every checkpoint besides the tasks (one row each, with per-example records):
 # "signals": collapse signals — perplexity on the held-out text (its windows the examples) and the
 # edited matrices' norm and condition-number growth; "editing": the editing performance
@@ -61,6 +63,14 @@ CHECKPOINT_MEASURES = ("signals", "editing")
 SIGNAL_COLUMNS = ["perplexity", "heldout_tokens", "norm_growth", "top_singular_growth", "condition",
                   "condition_growth", "seconds"]
 EDITING_COLUMNS = ["reliability", "generalization", "locality", "n", "seconds"]
+
+
+class _Collapsed(Exception):
+    """Raised inside a chain's run at the edit after which its model is collapsed (``at``)."""
+
+    def __init__(self, at: int):
+        super().__init__(at)
+        self.at = at
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -214,7 +224,9 @@ def edit_traces(chain_list: Sequence[Chain], model: str | LoadedModel = "smollm2
     """The signals :func:`side_effects` (same arguments) read after every edit of every chain: one
     row per (chain, edit), from edit 0 (the unedited model: its held-out NLL, norm growth 1) to
     the chain's last, with the chain's columns, ``heldout_nll`` (nats per token of the held-out
-    text) and ``norm_growth`` (the most grown edited matrix's ‖W‖/‖W₀‖)."""
+    text), ``norm_growth`` (the most grown edited matrix's ‖W‖/‖W₀‖), ``top_singular_growth``
+    (its σ₁(W)/σ₁(W₀)), ``finite`` (every edited weight finite) and ``collapsed`` (the chain's
+    model is collapsed from this edit on: held-out NLL then ln V, the uniform model's)."""
     return _traces(_units(chain_list, model, tasks, n, seed, protocol, hparams), open_store(store))
 
 
@@ -225,13 +237,16 @@ def _traces(units: list[ChainUnit], store: ResultStore) -> pd.DataFrame:
         if base is None:
             raise SweepError(f"{u.label}: no unedited signals in {store.path or 'this in-memory store'}; run "
                              "side_effects with the same arguments first")
-        rows = [{**u.columns_at(0), "heldout_nll": math.log(base["perplexity"]), "norm_growth": 1.0}]
+        rows = [{**u.columns_at(0), "heldout_nll": math.log(base["perplexity"]), "norm_growth": 1.0,
+                 "top_singular_growth": 1.0, "finite": True, "collapsed": False}]
         for i in range(1, u.chain.edits + 1):
             row = store.get(u.trace_key(i))
             if row is None:
                 raise SweepError(f"{u.label}, edit {i}: no trace in {store.path or 'this in-memory store'} (a store "
                                  "written before traces were kept: run side_effects again to add them)")
-            rows.append({**u.columns_at(i), "heldout_nll": row["heldout_nll"], "norm_growth": row["norm_growth"]})
+            rows.append({**u.columns_at(i), "heldout_nll": row["heldout_nll"], "norm_growth": row["norm_growth"],
+                         "top_singular_growth": row.get("top_singular_growth", math.nan),
+                         "finite": row.get("finite", True), "collapsed": bool(row.get("collapsed", False))})
         out.append(pd.DataFrame(rows))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
@@ -376,20 +391,32 @@ class ChainUnit:
                 return None
             return store.get_tensors(self.state_key(count))
 
-        def traced(count):
-            if store.get(self.trace_key(count)) is None:
-                store.put(self.trace_key(count), self._trace(m, tok, run.originals))
-                on_row(f"{self.chain.label}: edit {count}, trace")
+        tops: dict[str, float] = {}  # each edited matrix's unedited top singular value, read once
 
+        def traced(count):
+            row = store.get(self.trace_key(count))
+            if row is None:
+                row = self._trace(m, tok, run.originals, tops)
+                store.put(self.trace_key(count), row)
+                on_row(f"{self.chain.label}: edit {count}, trace")
+            if row.get("collapsed"):
+                raise _Collapsed(count)
+
+        collapsed = self.collapsed_at(store)
         with ChainRun(m, tok, self.chain.method, self.hparams, self.batches, per_edit) as run:
-            for target in pending:
-                if run.resume(target, stored, points=self.chain.checkpoints) and isinstance(reg, Prune):
-                    reg.reset(self._as_out_in(m, run.originals))  # PRUNE's originals: the unedited weights
-                try:
-                    edited = run.advance(target, traced)
-                except EditHealthError as e:
-                    raise EditHealthError(f"{self.chain.label}, edit {run.at + 1} of {self.chain.edits}: {e}. Rows "
-                                          "before this edit are stored; the model was restored") from None
+            for i, target in enumerate(pending):
+                edited = False
+                if collapsed is None or target < collapsed:
+                    if run.resume(target, stored, points=self.chain.checkpoints) and isinstance(reg, Prune):
+                        reg.reset(self._as_out_in(m, run.originals))  # PRUNE's originals: the unedited weights
+                    try:
+                        edited = run.advance(target, traced)
+                    except _Collapsed as c:
+                        collapsed = c.at
+                if collapsed is not None and target >= collapsed:
+                    # a model with non-finite weights produces nothing: the rest of the chain is recorded at the floor
+                    self._record_collapse(m, tok, collapsed, pending[i:], store, on_row)
+                    return
                 originals = run.originals
                 if edited:
                     # before evaluating: a crash during the evaluation resumes here, not edits earlier
@@ -402,6 +429,58 @@ class ChainUnit:
                 finally:
                     if view is not None:
                         view.restore()
+
+    def collapsed_at(self, store) -> int | None:
+        """The edit after which the chain's model was collapsed (its weights, or its held-out NLL,
+        no longer finite), as the stored traces say; None while it is not."""
+        for i in range(1, self.chain.edits + 1):
+            row = store.get(self.trace_key(i))
+            if row is None:
+                return None
+            if row.get("collapsed"):
+                return int(row.get("collapsed_at", i))
+        return None
+
+    def _record_collapse(self, m, tok, at: int, checkpoints: Sequence[int], store, on_row) -> None:
+        """Store the rows of a chain that collapsed at edit ``at``: each later edit's trace and each
+        checkpoint from ``checkpoints`` (all at or after ``at``) scored as a model that produces
+        nothing (:func:`helpers.evaluation.collapsed_examples`). No edit is made, now or on resume."""
+        vocab = int(m.get_output_embeddings().weight.shape[0])
+        floor_nll = math.log(vocab)
+        for i in range(at + 1, self.chain.edits + 1):
+            if store.get(self.trace_key(i)) is None:
+                store.put(self.trace_key(i), {"heldout_nll": floor_nll, "norms": {}, "norm_growth": math.nan,
+                                              "top_singular_growth": math.nan, "finite": False, "collapsed": True,
+                                              "collapsed_at": at, "seconds": 0.0})
+                on_row(f"{self.chain.label}: edit {i}, collapsed at {at}")
+        for count in checkpoints:
+            for task in self.tasks:
+                if store.get(self.row_key(count, task)) is not None:
+                    continue
+                ev = collapsed_examples(tok, task, n=self.n, seed=self.seed, protocol=self.protocol,
+                                        vocab_size=vocab, after_edit=True)
+                store.put_examples(self.row_key(count, task), ev.records)
+                store.put(self.row_key(count, task), {**ev.row, "collapsed_at": at})
+                on_row(f"{self.chain.label}: {count} edits, {task}, collapsed at {at}")
+            for measure in self.measures_at(count):
+                key = self.measure_key(count, measure)
+                if store.get(key) is not None:
+                    continue
+                if measure == "signals":
+                    windows = heldout_records(m, tok).assign(collapsed=True)
+                    windows["nll_sum"] = windows.tokens * floor_nll
+                    row = {"perplexity": float(vocab), "heldout_tokens": int(windows.tokens.sum()), "matrices": {},
+                           **{k: math.nan for k in ("norm_growth", "top_singular_growth", "condition",
+                                                    "condition_growth")}}
+                    records = windows
+                else:
+                    edited = [r for batch in self.batches[:count] for r in batch]
+                    records = pd.DataFrame({"case_id": [r.case_id for r in edited], "reliability": 0.0,
+                                            "generalization": 0.0, "locality": 0.0, "collapsed": True})
+                    row = {"reliability": 0.0, "generalization": 0.0, "locality": 0.0, "n": len(edited)}
+                store.put_examples(key, records)
+                store.put(key, {**row, "collapsed_at": at, "seconds": 0.0})
+                on_row(f"{self.chain.label}: {count} edits, {measure}, collapsed at {at}")
 
     @staticmethod
     def _as_out_in(model, values: dict) -> dict:
@@ -442,15 +521,32 @@ class ChainUnit:
         return windows, row
 
     @staticmethod
-    def _trace(m, tok, originals: dict) -> dict:
+    def _trace(m, tok, originals: dict, tops: dict[str, float]) -> dict:
         """What one edit did, cheaply (about a second on 2 cores for SmolLM2): the held-out text's NLL
-        per token, and each edited matrix's norm growth ‖W‖/‖W₀‖ (the largest as ``norm_growth``)."""
+        per token; each edited matrix's norm growth ‖W‖/‖W₀‖ (the largest as ``norm_growth``) and
+        top singular value growth σ₁(W)/σ₁(W₀) (``top_singular_growth``, ``tops``: σ₁(W₀) by name,
+        filled as read); ``finite``: every edited weight finite; ``collapsed``: not finite, or the
+        held-out NLL not (the chain then ends: :meth:`_record_collapse`)."""
         started = time.perf_counter()
         windows = heldout_records(m, tok)
         params = dict(m.named_parameters())
-        norms = {n: float(params[n].detach().float().norm() / w0.float().norm()) for n, w0 in originals.items()}
-        return {"heldout_nll": float(windows.nll_sum.sum() / windows.tokens.sum()), "norms": norms,
-                "norm_growth": max(norms.values(), default=1.0), "seconds": time.perf_counter() - started}
+        heldout_nll = float(windows.nll_sum.sum() / windows.tokens.sum())
+        norms, singular, finite = {}, {}, True
+        for n, w0 in originals.items():
+            w = params[n].detach().float()
+            norms[n] = float(w.norm() / w0.float().norm())
+            if n not in tops:
+                tops[n] = float(torch.linalg.matrix_norm(w0.float(), ord=2))
+            if bool(torch.isfinite(w).all()):
+                singular[n] = float(torch.linalg.matrix_norm(w, ord=2)) / tops[n]
+            else:
+                finite, singular[n] = False, math.nan
+        collapsed = not finite or not math.isfinite(heldout_nll)
+        if collapsed:  # scored from here on as a model that produces nothing (the uniform model's NLL)
+            heldout_nll = math.log(int(m.get_output_embeddings().weight.shape[0]))
+        return {"heldout_nll": heldout_nll, "norms": norms, "norm_growth": max(norms.values(), default=1.0),
+                "top_singular": singular, "top_singular_growth": max(singular.values(), default=1.0),
+                "finite": finite, "collapsed": collapsed, "seconds": time.perf_counter() - started}
 
     def _editing(self, m, tok, count: int, reference: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         edited = [r for batch in self.batches[:count] for r in batch]
