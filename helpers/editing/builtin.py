@@ -12,8 +12,13 @@ READ_AHEAD_REVISION = 4
 # 5 (MEMIT), 4 (MEND): a batch is edited as the released editor edits it (chunks of batch_size in sequence)
 # unless the hparams say batch_edit: joint; revision 4 and 3 edited every batch jointly.
 BATCH_AS_RELEASED_REVISION = {"MEMIT": 5, "MEND": 4}
+# 5 (MEND): its network trained on the reference trainer's schedule (epochs, validation, early stopping),
+# the best-validation network kept
+MEND_TRAINING_REVISION = 5
 # 5 (R-ROME): its context templates sampled as its authors' code samples them (kmeng01/rome's recipe)
 R_ROME_TEMPLATES_REVISION = 5
+# the target's leading space as each reference adds it (targets.target_text): ROME 5, MEMIT 6, R-ROME 6, AlphaEdit 5
+TARGET_SPACE_REVISION = {"ROME": 5, "MEMIT": 6, "R-ROME": 6, "AlphaEdit": 5}
 
 
 def specs() -> list[MethodSpec]:
@@ -21,16 +26,16 @@ def specs() -> list[MethodSpec]:
 
     return [
         MethodSpec("ROME", rome.ROMEHyperParams, rome.apply, rome.apply_each, rome.prepare,
-                   revision=READ_AHEAD_REVISION),
+                   revision=TARGET_SPACE_REVISION["ROME"]),
         MethodSpec("MEMIT", memit.MEMITHyperParams, memit.apply, memit.apply_each, memit.prepare, batchable=True,
-                   revision=BATCH_AS_RELEASED_REVISION["MEMIT"]),
+                   revision=TARGET_SPACE_REVISION["MEMIT"]),
         MethodSpec("KN", kn.KNHyperParams, kn.apply),
         MethodSpec("MEND", mend.MENDHyperParams, mend.apply, batchable=True, new_state=mend.SequenceStatistics,
-                   editable=mend.editable_records, revision=BATCH_AS_RELEASED_REVISION["MEND"]),
+                   editable=mend.editable_records, revision=MEND_TRAINING_REVISION),
         MethodSpec("R-ROME", rome.RROMEHyperParams, rome.apply, rome.apply_each, rome.prepare,
-                   revision=R_ROME_TEMPLATES_REVISION, base="ROME"),
+                   revision=TARGET_SPACE_REVISION["R-ROME"], base="ROME"),
         MethodSpec("AlphaEdit", alphaedit.AlphaEditHyperParams, alphaedit.apply, prepare=alphaedit.prepare,
-                   batchable=True, new_state=alphaedit.EarlierKeys, revision=READ_AHEAD_REVISION, base="MEMIT"),
+                   batchable=True, new_state=alphaedit.EarlierKeys, revision=TARGET_SPACE_REVISION["AlphaEdit"], base="MEMIT"),
     ]
 
 

@@ -33,6 +33,8 @@ class MEMITHyperParams(ROMEHyperParams):
     clamp_norm_factor: float = 0.75
     mom2_adjustment: bool = True
     context_template_length_params: list = field(default_factory=lambda: [[10, 5]])
+    # memit_main puts a space before a target that has none (targets.target_text)
+    target_space: str = "if_missing"
     # A batch as the released editor edits it (BaseEditor.batch_edit): chunks of batch_size facts, each
     # edited on the model the chunk before left; the released class's batch_size is 1, and the paper's
     # files do not set it. "joint": one solve over the whole batch (this package's own files).

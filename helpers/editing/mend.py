@@ -16,8 +16,10 @@ the edited prompt (``cedit``), plus ``cloc`` × the KL of the locality answer's 
 the unedited model's; gradients averaged over ``accumulate_bs`` batches, their total norm
 clipped to ``grad_clip``, one Adam step (``lr``) for the network and the steps ``η`` together
 (the reference's separate ``lr_lr`` optimiser never sees a gradient: its step follows the
-other's ``zero_grad``). Every encoding is cut to ``max_length`` (40) tokens, and ``max_iters − 1``
-batches are run, as in the reference. Left out: validation and early stopping.
+other's ``zero_grad``). Every encoding is cut to ``max_length`` (40) tokens. The schedule is
+``BaseTrainer.run``'s (:func:`train_mend`): epochs, at most ``max_iters − 1`` batches, a
+validation every ``val_interval`` batches, early stopping, and the network with the best
+validation loss kept, as the reference keeps its checkpoint.
 
 Edit time (``mend_main``): the edit input is the prompt followed by the target with a leading
 space, the labels the target's tokens as the tokenizer gives them (left-padded with the
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,6 +91,19 @@ class MENDHyperParams:
     batch_edit: str = "chunks"
     accumulate_bs: int = 10
     max_iters: int = 100000
+    # the reference trainer's schedule (BaseTrainer.run): a cap in epochs, the optimiser by its torch.optim
+    # name, validation every val_interval batches on val_steps batches of val_batch_size held-out records,
+    # the network kept at its best early_stop_key, stopping after early_stop_patience batches without a new best
+    max_epochs: int | None = None
+    opt: str = "Adam"
+    val_interval: int = 1000
+    val_steps: int = 500
+    val_batch_size: int = 5
+    early_stop_patience: int = 20000
+    early_stop_key: str = "loss/total_edit_val"
+    # the reference's bfloat16 training of the lower layers (both only together): not implemented, refused
+    half: bool = False
+    no_grad_layers: int | None = None
     grad_clip: float = 100.0
     max_length: int = 40
     archive: str | None = None  # a network trained by the reference code (see load_archive)
@@ -102,6 +118,10 @@ UNSUPPORTED = {"combine": True, "one_sided": False, "x_only": False, "delta_only
                "mlp_class": "IDMLP", "act": "relu", "dropout": 0.0, "train_base": False}
 
 
+# what early_stop_key may name: the validation averages of the reference's EditTrainer (lower is better)
+VALIDATION_KEYS = ("loss/total_edit_val", "loss/edit_val", "loss/loc_val")
+
+
 def check_hparams(hp: MENDHyperParams) -> None:
     for key, supported in UNSUPPORTED.items():
         if getattr(hp, key) != supported:
@@ -111,6 +131,20 @@ def check_hparams(hp: MENDHyperParams) -> None:
         raise HparamsError(f"edit_statistics {hp.edit_statistics!r}: choose 'reference' or 'trained'")
     if hp.edit_lr_order not in ("parameters", "inner_params"):
         raise HparamsError(f"edit_lr_order {hp.edit_lr_order!r}: choose 'parameters' or 'inner_params'")
+    if hp.half or hp.no_grad_layers is not None:
+        raise HparamsError(f"MEND half: {hp.half!r}, no_grad_layers: {hp.no_grad_layers!r}: the reference's bfloat16 "
+                           "training of the layers below no_grad_layers is not implemented; set half: false and "
+                           "no_grad_layers: null (the paper's setting: full precision)")
+    if not isinstance(getattr(torch.optim, str(hp.opt), None), type):
+        raise HparamsError(f"MEND opt {hp.opt!r} is not an optimiser of torch.optim (the paper's: 'Adam')")
+    if hp.early_stop_key not in VALIDATION_KEYS:
+        raise HparamsError(f"MEND early_stop_key {hp.early_stop_key!r}: choose one of {VALIDATION_KEYS} (the paper's: "
+                           "'loss/total_edit_val')")
+    for key in ("val_interval", "val_steps", "val_batch_size", "max_iters"):
+        if int(getattr(hp, key)) < 1:
+            raise HparamsError(f"MEND {key} must be at least 1, got {getattr(hp, key)!r}")
+    if hp.max_epochs is not None and int(hp.max_epochs) < 1:
+        raise HparamsError(f"MEND max_epochs must be at least 1 or null, got {hp.max_epochs!r}")
 
 
 def split_zsre(records, fraction: float = 0.6, seed: int = 42):
@@ -323,60 +357,126 @@ def locality_batch(tok, records, device, max_length: int | None = None):
     return ids, mask, kl_mask
 
 
-def train_mend(model, tok, records, hp: MENDHyperParams, progress: bool = True) -> tuple[MEND, dict]:
-    """Train MEND on ``records`` (the training split) as ``EditTrainer`` does. Returns the
-    network and a log of the per-batch losses."""
+def edit_losses(net: MEND, model, tok, batch, hp: MENDHyperParams, grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(edit_loss, loc_kl)`` of one training or validation batch (records), as EditTrainer's
+    ``edit_step``: the edit's NLL of the target after the prompt, and the KL of the locality
+    answer's positions from the unedited model's. The network's normalising statistics are
+    updated only in training mode (``net.train()``), as in the reference."""
     from torch.func import functional_call
 
-    check_hparams(hp)
-    torch.manual_seed(hp.seed)
-    rng = random.Random(hp.seed)
     device = next(model.parameters()).device
-    net = MEND(model, hp).to(device).train()
-    outer = list(net.parameters())
-    opt = torch.optim.Adam(outer, lr=hp.lr)
     params = dict(model.named_parameters())
-    log = {"edit_loss": [], "loc_kl": [], "skipped": 0}
-    order: list = []
-    accumulated = [torch.zeros_like(p) for p in outer]
-    # the reference's loop counts a batch, then stops once the count reaches max_iters: max_iters - 1 batches
-    for it in tqdm(range(1, hp.max_iters), desc="training MEND", disable=not progress, leave=False):
-        if len(order) < hp.batch_size:  # a new epoch, reshuffled
-            order = list(records)
-            rng.shuffle(order)
-        batch, order = order[:hp.batch_size], order[hp.batch_size:]
-        edit_in = edit_batch(tok, [r.prompt for r in batch], [r.target_new for r in batch], device, label_space=False,
-                             max_length=hp.max_length)
-        lids, lmask, kl_mask = locality_batch(tok, batch, device, hp.max_length)
-        n_kl = kl_mask.shape[1]
-        with torch.no_grad():
-            base = torch.log_softmax(model(input_ids=lids, attention_mask=lmask).logits[:, -n_kl:].float(), -1)
-        factors = gradient_factors(model, tok, batch, net.names, batch=edit_in)
-        upd = net.updates(factors)
-        new = {n: params[n] + _to_layout(model, n, upd[n]).to(params[n].dtype) for n in net.names}
-        edited = lambda ids, mask: functional_call(model, new, args=(), kwargs={"input_ids": ids, "attention_mask": mask})  # noqa: E731
+    edit_in = edit_batch(tok, [r.prompt for r in batch], [r.target_new for r in batch], device, label_space=False,
+                         max_length=hp.max_length)
+    lids, lmask, kl_mask = locality_batch(tok, batch, device, hp.max_length)
+    n_kl = kl_mask.shape[1]
+    with torch.no_grad():
+        base = torch.log_softmax(model(input_ids=lids, attention_mask=lmask).logits[:, -n_kl:].float(), -1)
+    factors = gradient_factors(model, tok, batch, net.names, batch=edit_in)
+    upd = net.updates(factors)
+    new = {n: params[n] + _to_layout(model, n, upd[n]).to(params[n].dtype) for n in net.names}
+    edited = lambda ids, mask: functional_call(model, new, args=(), kwargs={"input_ids": ids, "attention_mask": mask})  # noqa: E731
+    with torch.set_grad_enabled(grad):  # validation: no graph through the edited model
         edit_loss = target_nll(edited(edit_in[0], edit_in[1]).logits, edit_in[2])
         post = torch.log_softmax(edited(lids, lmask).logits[:, -n_kl:].float(), -1)
         kl = (base.exp() * (base - post)).sum(-1)
-        loc_kl = (kl * kl_mask).sum() / kl_mask.sum()
-        loss = hp.cedit * edit_loss + hp.cloc * loc_kl
-        grads = torch.autograd.grad(loss, outer, allow_unused=True)
-        if all(g is None or torch.isfinite(g).all() for g in grads):
-            for a, g in zip(accumulated, grads):
-                if g is not None:
-                    a.add_(g / hp.accumulate_bs)
-        else:
-            log["skipped"] += 1
-        if it % hp.accumulate_bs == 0:
-            for p, a in zip(outer, accumulated):
-                p.grad = a.clone()
-            torch.nn.utils.clip_grad_norm_(outer, hp.grad_clip)
-            opt.step()
-            opt.zero_grad()
-            for a in accumulated:
-                a.zero_()
-        log["edit_loss"].append(edit_loss.item())
-        log["loc_kl"].append(loc_kl.item())
+        return edit_loss, (kl * kl_mask).sum() / kl_mask.sum()
+
+
+def validation_losses(net: MEND, model, tok, records, hp: MENDHyperParams) -> dict[str, float]:
+    """EditTrainer's ``validate``: the network in evaluation mode (its statistics frozen) on the
+    first ``val_steps`` batches of ``val_batch_size`` records (in order), each batch's losses
+    averaged over the batches: ``{key: value}`` for every key of :data:`VALIDATION_KEYS`."""
+    was = net.training
+    net.eval()
+    sums = dict.fromkeys(VALIDATION_KEYS, 0.0)
+    steps = 0
+    try:
+        for start in range(0, len(records), hp.val_batch_size):
+            if steps >= hp.val_steps:
+                break
+            edit_loss, loc_kl = edit_losses(net, model, tok, records[start:start + hp.val_batch_size], hp, grad=False)
+            e, loc = float(edit_loss.detach()), float(loc_kl.detach())
+            sums["loss/edit_val"] += e
+            sums["loss/loc_val"] += loc
+            sums["loss/total_edit_val"] += hp.cedit * e + hp.cloc * loc
+            steps += 1
+    finally:
+        net.train(was)
+    return {k: v / max(steps, 1) for k, v in sums.items()}
+
+
+def train_mend(model, tok, records, hp: MENDHyperParams, progress: bool = True,
+               val_records=None) -> tuple[MEND, dict]:
+    """Train MEND on ``records`` (the training split) as the reference's ``EditTrainer`` and
+    ``BaseTrainer.run`` do, validating on ``val_records`` (the reference validates on the ZsRE
+    file its edits come from: here the held-out split). Returns the network kept — the one with
+    the best validation ``early_stop_key``, as the reference's checkpoint; the last one where no
+    validation ran — and a log: per-batch losses, ``validations`` ``[(batch, {key: value})]``,
+    ``kept_step`` and ``kept_value``.
+
+    The schedule is the reference's, quirks included: ``max_iters`` capped at ``max_epochs ×
+    len(records)`` (records, not batches); ``round(max_iters / (len(records) / batch_size))``
+    epochs, each a fresh shuffle; batches counted from 1 and the loop left at count ``max_iters``
+    (``max_iters − 1`` batches at most); a validation every ``val_interval`` batches; early stopping
+    (no new best for ``early_stop_patience`` batches) ends the epoch it happens in, and each
+    later epoch at its next validation (the reference's ``break`` leaves the inner loop only)."""
+    check_hparams(hp)
+    torch.manual_seed(hp.seed)
+    rng = random.Random(hp.seed)
+    net = MEND(model, hp).to(next(model.parameters()).device).train()
+    outer = list(net.parameters())
+    opt = getattr(torch.optim, hp.opt)(outer, lr=hp.lr)
+    log = {"edit_loss": [], "loc_kl": [], "skipped": 0, "validations": [], "kept_step": None, "kept_value": None}
+    accumulated = [torch.zeros_like(p) for p in outer]
+    max_iters = hp.max_iters if hp.max_epochs is None else min(hp.max_iters, hp.max_epochs * len(records))
+    epochs = round(max_iters / (len(records) / hp.batch_size))
+    best, best_value, best_step, stop = None, math.inf, 0, False
+    it = 0
+    bar = tqdm(total=max(min(max_iters - 1, epochs * -(-len(records) // hp.batch_size)), 0), desc="training MEND",
+               disable=not progress, leave=False)
+    for _ in range(epochs):
+        order = list(records)
+        rng.shuffle(order)
+        for start in range(0, len(order), hp.batch_size):
+            it += 1
+            if it >= max_iters:
+                break
+            edit_loss, loc_kl = edit_losses(net, model, tok, order[start:start + hp.batch_size], hp)
+            loss = hp.cedit * edit_loss + hp.cloc * loc_kl
+            grads = torch.autograd.grad(loss, outer, allow_unused=True)
+            if all(g is None or torch.isfinite(g).all() for g in grads):
+                for a, g in zip(accumulated, grads):
+                    if g is not None:
+                        a.add_(g / hp.accumulate_bs)
+            else:
+                log["skipped"] += 1
+            if it % hp.accumulate_bs == 0:
+                for p, a in zip(outer, accumulated):
+                    p.grad = a.clone()
+                torch.nn.utils.clip_grad_norm_(outer, hp.grad_clip)
+                opt.step()
+                opt.zero_grad()
+                for a in accumulated:
+                    a.zero_()
+            log["edit_loss"].append(edit_loss.item())
+            log["loc_kl"].append(loc_kl.item())
+            bar.update()
+            if it % hp.val_interval == 0 and val_records:
+                values = validation_losses(net, model, tok, val_records, hp)
+                log["validations"].append((it, values))
+                if values[hp.early_stop_key] < best_value:  # a new best: the reference saves this checkpoint
+                    best_value, best_step = values[hp.early_stop_key], it
+                    best = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                stop |= it - best_step >= hp.early_stop_patience
+                if stop:
+                    break
+    bar.close()
+    if best is not None:
+        net.load_state_dict(best)
+        log["kept_step"], log["kept_value"] = best_step, best_value
+    else:  # no validation ran: the reference would have no checkpoint of its own; the last iterate is kept
+        log["kept_step"] = it - 1 if it >= max_iters else it
     return net, log
 
 
@@ -429,8 +529,9 @@ def load_archive(path, net: MEND) -> None:
         raise CacheError(f"{path} does not fit these inner_params ({str(e).splitlines()[0]})") from None
 
 
-# the revision of train_mend: a network cached by another revision is trained again
-TRAINING_REVISION = 2
+# the revision of train_mend: a network cached by another revision is trained again (3: the reference's
+# schedule in epochs, validation, the best-validation network kept)
+TRAINING_REVISION = 3
 
 
 def _cache_key(model_name: str, hp: MENDHyperParams) -> str:
@@ -463,12 +564,20 @@ def load_or_train(model, tok, hp: MENDHyperParams, model_name: str, records=None
         from ..data import load_zsre
 
         records = load_zsre()
-    train, _ = split_zsre(records, hp.train_fraction, hp.seed)
+    train, held_out = split_zsre(records, hp.train_fraction, hp.seed)
     if not train:
         raise EditError("no ZsRE records to train MEND on")
-    net, log = train_mend(model, tok, train, hp, progress)
+    net, log = train_mend(model, tok, train, hp, progress, val_records=held_out)
+    if not log["edit_loss"]:
+        raise HparamsError(f"MEND max_iters {hp.max_iters} (max_epochs {hp.max_epochs}) is under half an epoch of the "
+                           f"{len(train)} training records: the reference's schedule rounds that to 0 epochs and "
+                           "trains nothing. Raise max_iters")
     save_safetensors(net.state_dict(), path)
     path.with_suffix(".json").write_text(json.dumps({"hparams": asdict(hp), "train_records": len(train),
+                                                     "validation_records": len(held_out),
+                                                     "batches": len(log["edit_loss"]),
+                                                     "validations": log["validations"],
+                                                     "kept_step": log["kept_step"], "kept_value": log["kept_value"],
                                                      "skipped_batches": log["skipped"],
                                                      "edit_loss_first_last": [log["edit_loss"][0], log["edit_loss"][-1]],
                                                      "loc_kl_first_last": [log["loc_kl"][0], log["loc_kl"][-1]]}, indent=1))

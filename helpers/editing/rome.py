@@ -49,6 +49,9 @@ class ROMEHyperParams:
     # how the templates are sampled (templates.RECIPES): "fork", the paper's EasyEdit fork; "rome",
     # kmeng01/rome's recipe that the r-ROME authors' code keeps (r-ROME's default)
     context_template_recipe: str = "fork"
+    # how the target's text gets its leading space (targets.target_text): "always", the fork's rome_main (a
+    # space before every target, one that has one included); "if_missing", kmeng01's and the fork's MEMIT
+    target_space: str = "always"
     # fixed templates instead of sampled ones: a flat list, or a list of groups (see templates.as_groups)
     context_templates: list | None = None
     template_seed: int = 0
@@ -287,5 +290,7 @@ class RROMEHyperParams(ROMEHyperParams):
     """r-ROME: ROME's keys, with the right vector read at the averaged key (the method ``"R-ROME"``)."""
 
     enable_random_prefix_keys: bool = True
-    # the r-ROME authors' code samples its templates as kmeng01/rome does (the fork's: "fork")
+    # the r-ROME authors' code samples its templates as kmeng01/rome does (the fork's: "fork"), and
+    # spaces its targets as kmeng01/rome does
     context_template_recipe: str = "rome"
+    target_space: str = "if_missing"

@@ -56,7 +56,7 @@ def optimize_targets(model, tok, requests, hp, module, templates, layer: int | N
     if budget is None:
         budget = 256 if next(model.parameters()).device.type == "cpu" else 16384
     suffix_only = (getattr(hp, "reuse_prefix", True) if reuse_prefix is None else reuse_prefix) and layer is not None
-    need = sum(_template_tokens(tok, r, templates, suffix_only) for r in requests)
+    need = sum(_template_tokens(tok, r, templates, suffix_only, hp.target_space) for r in requests)
     # as few chunks as the budget allows, of nearly equal size (0: one request each)
     n_chunks = len(requests) if budget <= 0 else min(len(requests), max(1, math.ceil(need / budget)))
     bounds = [round(i * len(requests) / n_chunks) for i in range(n_chunks + 1)]
@@ -65,11 +65,38 @@ def optimize_targets(model, tok, requests, hp, module, templates, layer: int | N
                       for c in chunks])
 
 
-def _template_tokens(tok, request, templates, suffix_only: bool) -> int:
+TARGET_SPACES = ("always", "if_missing")
+
+
+def target_text(target: str, space: str) -> str:
+    """The target's text as the reference tokenizes it ("a space is required for correct
+    tokenization"): ``space="always"`` prefixes one to every target but a lone space, one that
+    starts with a space included (the fork's ``rome_main``: ``if target != " "``);
+    ``"if_missing"`` only to one that does not start with a space (the fork's ``memit_main``,
+    kmeng01's ``rome_main`` that r-ROME keeps: ``if target[0] != " "``)."""
+    if space == "always":
+        return target if target == " " else " " + target
+    if space == "if_missing":
+        return target if target.startswith(" ") else " " + target
+    from .hparams import HparamsError
+
+    raise HparamsError(f"target_space {space!r}: choose one of {TARGET_SPACES}")
+
+
+def target_ids(tok, target: str, space: str) -> list[int]:
+    """The target's token ids as ``compute_v`` / ``compute_z`` take them: the tokenizer's ids of
+    :func:`target_text` with a leading begin-of-text (or unknown) token dropped."""
+    ids = tok(target_text(target, space)).input_ids
+    if ids and ids[0] in (tok.bos_token_id, tok.unk_token_id) and ids[0] is not None:
+        ids = ids[1:]
+    return ids
+
+
+def _template_tokens(tok, request, templates, suffix_only: bool, space: str) -> int:
     """The tokens one request's texts run through the layers above the edit at every step: from
     each text's subject-last token on with a reused prefix (else all), the target's included."""
     placed = [in_template(t, request.prompt, request.subject) for t in templates] + [(f"{request.subject} is a", 0)]
-    target = len(tok(" " + request.target_new.strip(), add_special_tokens=False).input_ids)
+    target = len(target_ids(tok, request.target_new, space))
     tokens = 0
     for (text, start), ids in zip(placed, tok([t for t, _ in placed]).input_ids):
         tokens += len(ids) + target - (subject_last_index(tok, text, request.subject, start) if suffix_only else 0)
@@ -84,7 +111,7 @@ def _optimize_chunk(model, tok, requests, hp, module, templates, layer, reuse_pr
     texts, lookup, owner, targets = [], [], [], []
     n_rw = len(templates)
     for r, request in enumerate(requests):
-        target = tok(" " + request.target_new.strip(), add_special_tokens=False).input_ids
+        target = target_ids(tok, request.target_new, hp.target_space)
         placed = [in_template(t, request.prompt, request.subject) for t in templates]
         # the rewriting texts, then "<subject> is a" (the KL prompt)
         block = [text + tok.decode(target[:-1]) for text, _ in placed] + [f"{request.subject} is a"]

@@ -44,7 +44,13 @@ def context_template_groups(model, tok, length_params=((5, 10), (10, 10)), seed:
     # the reference pads the prompts to one length and samples until the batch is `length` long
     prompt_len = max(len(tok(w, add_special_tokens=True).input_ids) for w in starts)
     for length, count in length_params:
-        per_word = max(int(count) // len(SEED_WORDS), 1) if recipe == "fork" else int(count)
+        if recipe == "fork" and int(count) < len(SEED_WORDS):
+            from .hparams import HparamsError
+
+            raise HparamsError(f"context_template_length_params ({length}, {count}): the reference samples count // "
+                               f"{len(SEED_WORDS)} texts per seed word, none for a count under {len(SEED_WORDS)}; "
+                               f"give a count of at least {len(SEED_WORDS)} (the paper's files: 10 per length, MEMIT 5)")
+        per_word = int(count) // len(SEED_WORDS) if recipe == "fork" else int(count)
         prompts = [w for w in starts for _ in range(per_word)]
         gens = generate(model, tok, prompts, max(int(length) - prompt_len, 1), sample_top_k=5,
                         seed=seed + int(length), progress=False)

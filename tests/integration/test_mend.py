@@ -251,8 +251,80 @@ def test_load_or_train_reloads_from_safetensors(tiny_model, tmp_path, monkeypatc
         assert torch.equal(a, b), k
 
 
+def _scripted_validations(monkeypatch, values):
+    """Replace the validation with ``values`` in turn, keeping a copy of the network at each."""
+    seen = []
+
+    def validate(net, model, tok, records, hp):
+        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        v = values[len(seen) - 1]
+        return {"loss/total_edit_val": v, "loss/edit_val": v, "loss/loc_val": 0.0}
+
+    monkeypatch.setattr(mend, "validation_losses", validate)
+    return seen
+
+
+def test_training_keeps_the_network_of_the_best_validation(tiny_model, monkeypatch):
+    """As BaseTrainer.run: a validation every val_interval batches, the checkpoint saved at each new
+    best of early_stop_key, and that checkpoint (not the last iterate) is the trained network."""
+    model, tok = tiny_model
+    seen = _scripted_validations(monkeypatch, [3.0, 1.0, 2.0, 4.0])
+    hp = mend_hparams(model, max_iters=14, val_interval=3)
+    net, log = mend.train_mend(model, tok, REQS * 4, hp, progress=False, val_records=REQS)
+    assert [step for step, _ in log["validations"]] == [3, 6, 9, 12]
+    assert log["kept_step"] == 6 and log["kept_value"] == 1.0
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, seen[1][k]), k
+    assert any(not torch.equal(seen[1][k], seen[3][k]) for k in seen[1])  # training went on after it
+
+
+def test_early_stopping_and_epochs_follow_the_reference_schedule(tiny_model, monkeypatch):
+    model, tok = tiny_model
+    _scripted_validations(monkeypatch, [float(i) for i in range(1, 20)])  # never better than the first
+    hp = mend_hparams(model, max_iters=30, val_interval=3, early_stop_patience=3)
+    _, log = mend.train_mend(model, tok, REQS * 4, hp, progress=False, val_records=REQS)
+    # 8 records, batch 1: round(30 / 8) = 4 epochs. The first validation (batch 3) is the best; at batch 6
+    # it is 3 batches old: stop. The reference's break leaves only the epoch: epoch 2 runs batches 7-9
+    # (stops at the validation of 9), epoch 3 batches 10-12, epoch 4 batches 13-15. 6 + 3 + 3 + 3 = 15.
+    assert len(log["edit_loss"]) == 15 and log["kept_step"] == 3
+    # max_epochs caps max_iters at max_epochs × records: min(100, 2 × 8) = 16, so 15 batches
+    _, log = mend.train_mend(model, tok, REQS * 4, mend_hparams(model, max_iters=100, max_epochs=2), progress=False)
+    assert len(log["edit_loss"]) == 15 and log["validations"] == []
+    # max_iters far below an epoch rounds to 0 epochs: the reference trains nothing
+    _, log = mend.train_mend(model, tok, REQS * 8, mend_hparams(model, max_iters=5), progress=False)
+    assert log["edit_loss"] == []
+
+
+def test_the_optimiser_is_the_one_named(tiny_model, monkeypatch):
+    model, tok = tiny_model
+    used = []
+    for name in ("SGD", "Adam"):
+        cls = getattr(torch.optim, name)
+        real = cls.step
+        monkeypatch.setattr(cls, "step", lambda self, *a, _n=name, _r=real, **k: used.append(_n) or _r(self, *a, **k))
+    mend.train_mend(model, tok, REQS * 4, mend_hparams(model, max_iters=8, accumulate_bs=3, opt="SGD"), progress=False)
+    assert used == ["SGD", "SGD"]
+
+
+def test_validation_leaves_the_statistics_and_averages_the_weighted_losses(tiny_model):
+    model, tok = tiny_model
+    hp = mend_hparams(model, max_iters=6, val_batch_size=1, val_steps=2, cedit=0.3, cloc=2.0)
+    net, _ = mend.train_mend(model, tok, REQS * 4, hp, progress=False)
+    counts = [t.count.clone() for t in net.transforms.values()]
+    values = mend.validation_losses(net, model, tok, REQS * 3, hp)
+    assert [t.count for t in net.transforms.values()] == counts and net.training
+    net.eval()
+    parts = [mend.edit_losses(net, model, tok, [r], hp, grad=False) for r in REQS]  # val_steps 2: two records
+    edit_mean = sum(float(e) for e, _ in parts) / 2
+    loc_mean = sum(float(loc) for _, loc in parts) / 2
+    assert values["loss/edit_val"] == pytest.approx(edit_mean, rel=1e-5)
+    assert values["loss/total_edit_val"] == pytest.approx(0.3 * edit_mean + 2.0 * loc_mean, rel=1e-5)
+
+
 @pytest.mark.parametrize("key,value", [("combine", False), ("x_only", True), ("one_sided", True), ("init", "xavier"),
-                                       ("act", "tanh"), ("train_base", True), ("edit_statistics", "x")])
+                                       ("act", "tanh"), ("train_base", True), ("edit_statistics", "x"),
+                                       ("half", True), ("no_grad_layers", 3), ("opt", "Nope"),
+                                       ("early_stop_key", "edit/acc_val")])
 def test_unimplemented_settings_are_refused(tiny_model, key, value):
     model, tok = tiny_model
     with pytest.raises(HparamsError, match=key):

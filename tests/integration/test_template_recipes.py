@@ -60,3 +60,39 @@ def test_r_rome_samples_as_its_authors_code_and_rome_as_the_fork():
         assert read_hparams("ROME", HPARAMS_DIR / "ROME" / f"{model}.yaml").context_template_recipe == "fork"
     with pytest.raises(Exception, match="context_template_recipe 'other'"):
         templates.context_template_groups(None, None, [[5, 10]], recipe="other")
+
+
+PAPER = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "paper_hparams"
+
+
+@pytest.mark.parametrize("path", sorted(PAPER.glob("ROME/*.yaml")), ids=lambda p: p.stem)
+def test_every_length_of_the_papers_files_samples_count_over_five_per_seed_word(recorded, smol_tokenizer, path):
+    """The fork's rule, n_gen // 5 texts per seed word, for each (length, n_gen) of the paper's
+    ROME files and memit's fixed (10, 5): a group of 5 × (n_gen // 5) texts."""
+    params = read_hparams("ROME", path).context_template_length_params
+    for length, n_gen in [*params, (10, 5)]:
+        recorded.clear()
+        groups = templates.context_template_groups(None, smol_tokenizer, [[length, n_gen]])
+        assert len(groups[1]) == 5 * (n_gen // 5)
+        assert recorded[0][0] == [w for w in templates.SEED_WORDS for _ in range(n_gen // 5)]
+    # a count under 5 samples nothing in the reference: refused, not rounded up
+    with pytest.raises(Exception, match="count of at least 5"):
+        templates.context_template_groups(None, smol_tokenizer, [[5, 3]])
+
+
+def test_a_target_gets_its_leading_space_as_each_reference_gives_it(smol_tokenizer):
+    """The fork's rome_main: a space before every target but " " (one that has one gets a second);
+    the fork's memit_main and kmeng01's rome_main (r-ROME): only where it has none."""
+    from helpers.editing import targets
+
+    assert targets.target_text("Paris", "always") == " Paris"
+    assert targets.target_text(" MAT-49", "always") == "  MAT-49"
+    assert targets.target_text(" MAT-49", "if_missing") == " MAT-49"
+    assert targets.target_text("Paris", "if_missing") == " Paris"
+    assert targets.target_ids(smol_tokenizer, " MAT-49", "always") == smol_tokenizer("  MAT-49").input_ids
+    for model in ("gpt2-xl", "smollm2-135m"):
+        assert read_hparams("ROME", HPARAMS_DIR / "ROME" / f"{model}.yaml").target_space == "always"
+        assert read_hparams("R-ROME", HPARAMS_DIR / "R-ROME" / f"{model}.yaml").target_space == "if_missing"
+        assert read_hparams("MEMIT", HPARAMS_DIR / "MEMIT" / f"{model}.yaml").target_space == "if_missing"
+    with pytest.raises(Exception, match="target_space 'x'"):
+        targets.target_text("Paris", "x")
