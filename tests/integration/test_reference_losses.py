@@ -8,9 +8,9 @@ package function under test) and compared with what the package computes:
   (``kl_div(init, new, log_target=True)``); ``v_weight_decay`` × ‖δ‖ / ‖v_init‖²; δ clamped to
   ``clamp_norm_factor`` × ‖v_init‖ after each step.
 - memit ``memit_main``: per layer i of L, keys K [in, n] at the edited module's input, residual
-  (z − current output of the last edited block) / (L − i), ΔW = R (λC + KKᵀ)⁻¹ K... transposed
-  as ``resid @ solve(λC + KKᵀ, K).T``, λ = ``mom2_update_weight``; each layer's update in place
-  before the next layer's keys are read.
+  R [out, n] = (z − current output of the last edited block) / (L − i), ΔW = R · (solve(λC + KKᵀ,
+  K))ᵀ with λ = ``mom2_update_weight``; each layer's update in place before the next layer's keys
+  are read.
 - EasyEdit ``EditTrainer.edit_step``: ``cedit`` × the edit NLL + ``cloc`` × KL(pre ‖ post) of the
   locality answer's positions (``kl_loc_loss``), gradients accumulated over ``accumulate_bs``.
 """
@@ -25,8 +25,10 @@ from tests.integration.test_mend import REQS as MEND_REQS, mend_hparams
 from tests.integration.test_rome import tiny_hparams
 from tests.numerics import assert_close
 
+# a target of several tokens, so that the NLL's normalisation per target token shows
 REQ = EditRequest(prompt="The mother tongue of Danielle Darrieux is", subject="Danielle Darrieux",
-                  target_new="English", ground_truth="French", rephrase="x", locality_prompt="y", locality_answer="z")
+                  target_new="Old Norse runes", ground_truth="French", rephrase="x", locality_prompt="y",
+                  locality_answer="z")
 TEMPLATES = ["{}", "I think that. {}"]
 
 
@@ -70,13 +72,27 @@ def _output_at(model, module, text_ids, pos):
 
 
 def _rome_hp(model, **over):
-    settings = {"context_templates": TEMPLATES, "v_num_grad_steps": 2, "kl_factor": 0.7, "v_weight_decay": 0.3,
-                "v_lr": 0.2, **over}
+    # a large step and KL weight: the KL term is large enough that its direction shows
+    settings = {"context_templates": TEMPLATES, "v_num_grad_steps": 2, "kl_factor": 5.0, "v_weight_decay": 0.3,
+                "v_lr": 2.0, **over}
     return hparams_for(model, "ROME", tiny_hparams(model, **settings))
+
+
+def _peaked(model):
+    """A copy whose next-token distributions are far from uniform (the final norm's gain × 30), so
+    that the KL term is large and its two directions differ (a random tiny model's are near uniform)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    norm = model.transformer.ln_f if hasattr(model, "transformer") else model.model.norm
+    with torch.no_grad():
+        norm.weight.mul_(30.0)
+    return model
 
 
 def test_the_value_loss_is_the_references(tiny_model):
     model, tok = tiny_model
+    model = _peaked(model)
     hp = _rome_hp(model, early_stop_loss=0.0)
     layer = hp.layers[0]
     module = get_module(model, hp.rewrite_module_tmp.format(layer))
@@ -110,7 +126,10 @@ def test_the_value_loss_is_the_references(tiny_model):
     expected = nll1 + hp.kl_factor * kl + hp.v_weight_decay * delta.norm() / v_init.norm() ** 2
     assert_close(trace[0][0], nll0, what="step 0: δ = 0, the NLL alone")
     assert_close(trace[1][0], expected, what="step 1: NLL + KL + weight decay")
-    assert float(kl) > 0 and float(delta.norm()) > 0  # every term is there to be checked
+    # every term is there to be checked, large enough to tell its alternatives apart
+    reverse = (kl_init.exp() * (kl_init - kl_new)).sum()
+    assert len(target) > 1 and float(delta.norm()) > 0
+    assert hp.kl_factor * abs(float(kl - reverse)) > 1e-3 * abs(float(expected))
 
 
 def test_the_value_is_clamped_to_its_norm_budget(tiny_model):
