@@ -75,9 +75,12 @@ def prepare(model, tok, hp: AlphaEditHyperParams) -> None:
     memit.prepare(model, tok, hp)
 
 
-def apply(model, tok, requests, hp: AlphaEditHyperParams, earlier_keys: EarlierKeys) -> dict[str, torch.Tensor]:
+def apply(model, tok, requests, hp: AlphaEditHyperParams, earlier_keys: EarlierKeys,
+          targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """``{parameter name: ΔW as [out, in]}`` of one AlphaEdit edit of all ``requests``; the
-    requests' keys join the sequence's earlier keys (``earlier_keys``, updated in place)."""
+    requests' keys join the sequence's earlier keys (``earlier_keys``, updated in place).
+    ``targets``: the last edited block's target outputs ``[n, hidden]`` (None: MEMIT's, optimised
+    here; a method built on AlphaEdit, such as NAS, passes its own)."""
     setting = memit.edit_setting(model, tok, hp)
     _, mom2s = setting
     used: dict[str, torch.Tensor] = {}
@@ -92,7 +95,9 @@ def apply(model, tok, requests, hp: AlphaEditHyperParams, earlier_keys: EarlierK
         used[name] = ks.T @ ks
         return x.T.float()
 
-    updates = memit.spread(model, tok, requests, hp, memit.targets(model, tok, requests, hp, setting), setting, solve)
+    if targets is None:
+        targets = memit.targets(model, tok, requests, hp, setting)
+    updates = memit.spread(model, tok, requests, hp, targets, setting, solve)
     for name, gram in used.items():
         earlier_keys[name] = earlier_keys[name] + gram.cpu() if name in earlier_keys else gram.cpu()
     return updates

@@ -23,7 +23,7 @@ def optimize_target(model, tok, request, hp, module, templates, layer: int | Non
 
 def optimize_targets(model, tok, requests, hp, module, templates, layer: int | None = None,
                      reuse_prefix: bool | None = None, loss_layer: int | None = None,
-                     max_tokens: int | None = None, trace: list | None = None) -> torch.Tensor:
+                     max_tokens: int | None = None, trace: list | None = None, stop_rule=None) -> torch.Tensor:
     """The output ``module`` should give at the subject's last token so that the model predicts
     each request's ``target_new`` after its prompt in every context template: its current
     output plus a vector ``δ`` found by Adam (ROME's ``compute_v``, MEMIT's ``compute_z``).
@@ -51,7 +51,13 @@ def optimize_targets(model, tok, requests, hp, module, templates, layer: int | N
     runs only the rest of each text through the layers above ``layer``. ``reuse_prefix=False``
     runs the whole model on the whole texts every step, as ROME's code does (same result up to
     float rounding; kept as the reference the fast path is tested against). None: ``hp.reuse_prefix``.
-    ``trace``: a list that receives, per chunk of requests, each step's losses ``[chunk size]``."""
+    ``trace``: a list that receives, per chunk of requests, each step's losses ``[chunk size]``.
+    ``stop_rule``: a further early stop (ENCORE's most-probable early stopping): a callable made
+    per chunk by ``stop_rule(n_requests)``, then called at every step, after the forward pass and
+    before the backward one, with ``(top1 [n_tgt], owner [n_tgt], template [n_tgt])`` — whether
+    each target token is the most probable next token at its position (teacher-forced), the
+    request and the template (0: the bare prompt) it belongs to — and returning ``[n_requests]``
+    bools: the requests to stop now (they keep the ``δ`` of this pass)."""
     budget = getattr(hp, "value_batch_tokens", None) if max_tokens is None else max_tokens
     if budget is None:
         budget = 256 if next(model.parameters()).device.type == "cpu" else 16384
@@ -61,7 +67,8 @@ def optimize_targets(model, tok, requests, hp, module, templates, layer: int | N
     n_chunks = len(requests) if budget <= 0 else min(len(requests), max(1, math.ceil(need / budget)))
     bounds = [round(i * len(requests) / n_chunks) for i in range(n_chunks + 1)]
     chunks = [requests[a:b] for a, b in zip(bounds, bounds[1:])]
-    return torch.cat([_optimize_chunk(model, tok, c, hp, module, templates, layer, reuse_prefix, loss_layer, trace)
+    return torch.cat([_optimize_chunk(model, tok, c, hp, module, templates, layer, reuse_prefix, loss_layer, trace,
+                                      stop_rule)
                       for c in chunks])
 
 
@@ -103,7 +110,8 @@ def _template_tokens(tok, request, templates, suffix_only: bool, space: str) -> 
     return tokens
 
 
-def _optimize_chunk(model, tok, requests, hp, module, templates, layer, reuse_prefix, loss_layer, trace) -> torch.Tensor:
+def _optimize_chunk(model, tok, requests, hp, module, templates, layer, reuse_prefix, loss_layer, trace,
+                    stop_rule=None) -> torch.Tensor:
     """The value optimisation of one chunk of requests: ``[len(requests), out]``. One function of
     about a hundred lines on purpose: its setup, its loss and its step read together, line against
     line, with the reference's ``compute_v`` loop they reproduce."""
@@ -135,10 +143,11 @@ def _optimize_chunk(model, tok, requests, hp, module, templates, layer, reuse_pr
         rows_fwd = _FullRows(model, module, enc, lookup, pad_with, device, owner_t, first, loss_module)
     # logits at position p predict token p+1: a target's tokens are scored at the last
     # len(target) positions of prompt + target[:-1]
-    tgt_rows, tgt_pos, tgt_ids, tgt_owner, tgt_weight = [], [], [], [], []
+    tgt_rows, tgt_pos, tgt_ids, tgt_owner, tgt_weight, tgt_template = [], [], [], [], [], []
     for r, target in enumerate(targets):
         for i in range(first[r], first[r] + n_rw):
             for j, t in enumerate(target):
+                tgt_template.append(i - first[r])
                 tgt_rows.append(i)
                 tgt_pos.append(rows_fwd.ends[i] - len(target) + j)
                 tgt_ids.append(t)
@@ -149,6 +158,8 @@ def _optimize_chunk(model, tok, requests, hp, module, templates, layer, reuse_pr
                              f"tokenised together ({texts[first[r]]!r}): its tokens cannot be scored separately")
     tgt_rows, tgt_pos, tgt_ids, tgt_owner = (torch.tensor(x, device=device) for x in (tgt_rows, tgt_pos, tgt_ids, tgt_owner))
     tgt_weight = torch.tensor(tgt_weight, device=device)
+    tgt_template = torch.tensor(tgt_template, device=device)
+    rule = stop_rule(len(requests)) if stop_rule is not None else None
     kl_rows = torch.tensor([f + n_rw for f in first], device=device)
     look = rows_fwd.edit_col
     head = model.get_output_embeddings()
@@ -187,6 +198,8 @@ def _optimize_chunk(model, tok, requests, hp, module, templates, layer, reuse_pr
             if trace is not None:
                 trace.append(loss.detach().clone())
             stop = loss.detach() < hp.early_stop_loss
+            if rule is not None:
+                stop |= rule((logp.detach().argmax(-1) == tgt_ids), tgt_owner, tgt_template)
             if step == hp.v_num_grad_steps - 1:
                 stop[:] = True
             active &= ~stop

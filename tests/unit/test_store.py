@@ -16,18 +16,18 @@ def test_key_ignores_order_and_sees_values():
 
 
 def test_an_edit_key_carries_its_own_methods_revision():
-    """The methods that sample templates or read key statistics are at revision 4, KN at 3, MEMIT
-    and MEND one more since a batch is edited as the released editor edits it (a later change of
-    one method recomputes its results only); any spelling of a method gives one key."""
+    """Each method's revision (helpers/editing/builtin.py says what raised each): KN at 3; ROME and
+    AlphaEdit 5, MEMIT and R-ROME 6 since the target is spaced as each reference spaces it; MEND 5
+    since its network is trained on the reference trainer's schedule (a later change of one method
+    recomputes its results only); any spelling of a method gives one key."""
     from helpers.editing import METHODS
     from helpers.editing.keys import edit_key
     from helpers.editing.registry import DEFAULT_REVISION
 
     revisions = {m: edit_key(m, None, "smollm2-135m")["methods_revision"] for m in METHODS}
     assert revisions["KN"] == DEFAULT_REVISION == 3
-    assert all(revisions[m] == 4 for m in ("ROME", "AlphaEdit"))
-    assert revisions["MEMIT"] == 5 and revisions["MEND"] == 4  # batches as the released editor edits them
-    assert revisions["R-ROME"] == 5  # templates as the r-ROME authors' code samples them
+    assert all(revisions[m] == 5 for m in ("ROME", "AlphaEdit", "MEND"))
+    assert revisions["MEMIT"] == 6 and revisions["R-ROME"] == 6
     assert edit_key("alphaedit", None, "smollm2-135m") == edit_key("AlphaEdit", None, "smollm2-135m")
 
 
