@@ -16,17 +16,18 @@ from .evaluation import matmul_peak
 from .memory import sequential_memory
 
 
-def seconds_per_edit(model, tok, method, requests, hparams=None, warm: bool = True) -> float:
+def seconds_per_edit(model, tok, method, requests, hparams=None, warm: bool = True, regularizer=None) -> float:
     """Mean seconds per edit over ``requests`` (after one untimed edit of the first when
     ``warm``: context templates, statistics and MEND's network are then cached)."""
-    from helpers.editing import edit
+    from helpers.editing import begin_sequence, edit
 
+    begin_sequence(model)  # a method that carries state starts a fresh sequence
     if warm:
-        edit(model, tok, requests[0], method, hparams).restore()
+        edit(model, tok, requests[0], method, hparams, regularizer=regularizer).restore()
         requests = requests[1:]
     start = time.perf_counter()
     for r in requests:
-        edit(model, tok, r, method, hparams).restore()
+        edit(model, tok, r, method, hparams, regularizer=regularizer).restore()
     return (time.perf_counter() - start) / len(requests)
 
 
@@ -121,6 +122,31 @@ def stats_rate(model, tok, n_samples: int) -> float:
 
 
 
+# each rescue and the plain method it is compared with
+RESCUES = {"ROME+RECT": "ROME", "R-ROME": "ROME", "AlphaEdit": "MEMIT", "ENCORE": "MEMIT", "NAS": "MEMIT"}
+
+
+def bench_rescues(model, tok, res, reqs) -> None:
+    """Seconds per edit of each rescue and of its plain method, in the same run (``edit.<R>.over_<M>``:
+    the ratio); NAS's anchor, read once per model, timed on its own."""
+    from helpers import Regularizer
+    from helpers.editing import hparams_for, nas
+
+    hp = hparams_for(model, "NAS", None)
+    started = time.perf_counter()
+    nas.anchor(model, tok, hp, hp.layers[-1])
+    res["edit.NAS.anchor_seconds"] = time.perf_counter() - started
+    for plain in ("ROME", "MEMIT"):
+        res[f"edit.{plain}.seconds_per_edit"] = seconds_per_edit(model, tok, plain, reqs)
+    for rescue, plain in RESCUES.items():
+        if rescue == "ROME+RECT":
+            seconds = seconds_per_edit(model, tok, "ROME", reqs, regularizer=Regularizer("rect", 0.4))
+        else:
+            seconds = seconds_per_edit(model, tok, rescue, reqs)
+        res[f"edit.{rescue}.seconds_per_edit"] = seconds
+        res[f"edit.{rescue}.over_{plain}"] = seconds / res[f"edit.{plain}.seconds_per_edit"]
+
+
 def bench_edit(model, tok, res, args):
     from helpers.data import load_zsre
     from helpers.editing.mend import split_zsre
@@ -142,6 +168,7 @@ def bench_edit(model, tok, res, args):
     res["edit.KN.seconds_per_edit_whole_model_every_layer"] = seconds_per_edit(
         model, tok, "KN", reqs[1:2], {"reuse_prefix": False}, warm=False)
     res["edit.MEND.seconds_per_edit"] = seconds_per_edit(model, tok, "MEND", reqs)
+    bench_rescues(model, tok, res, reqs)
     res["stats.tokens_per_s"] = stats_rate(model, tok, 64)
     res["memory.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["regularize.seconds_6400x1600"] = regularize_speed()

@@ -13,7 +13,10 @@ from the same process on the same machine, so ratios between them are meaningful
 ``eval.prefill_shapes``  reading the prompts in different batch shapes (why padding loses)
 ``eval.engine_cached_below_layer_<L>``  the engine at a later point of a sweep whose edits lie
                          at or above layer L: the layers below L are not run for the prompts
-``edit.<M>.seconds_per_edit``  ROME, MEMIT, KN, MEND on ZsRE requests (caches warm)
+``edit.<M>.seconds_per_edit``  ROME, MEMIT, KN, MEND on ZsRE requests (caches warm), and the
+                         rescues (ROME+RECT, R-ROME, AlphaEdit, ENCORE, NAS) with
+                         ``edit.<R>.over_<M>``, each over its plain method timed in the same run
+``edit.NAS.anchor_seconds``  NAS's anchor, read once per model (1000 values solved)
 ``edit.ROME.floor_seconds_at_matmul_peak``  the matrix-product GFLOP of one ROME edit (counted
                          by torch.profiler) over the measured peak: the fastest it could be
 ``stats.tokens_per_s``   key second moments (MEMIT's statistics), corpus sampling included
@@ -37,7 +40,7 @@ import torch
 from helpers import load_model
 from helpers.report.tables import to_markdown
 
-from .editing import bench_edit
+from .editing import bench_edit, bench_rescues
 from .evaluation import bench_eval
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +58,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="alternated timings of the raw forward and the engine")
     ap.add_argument("--cached-layers", type=int, nargs="*", default=[6, 27],
                     help="sweep points with the layers below these cached (ROME edits layer 6, MEND 27-29)")
-    ap.add_argument("--only", choices=["all", "eval", "edit"], default="all")
+    ap.add_argument("--only", choices=["all", "eval", "edit", "rescues"], default="all")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args(argv)
 
@@ -68,6 +71,11 @@ def main(argv=None):
         per_task, full = bench_eval(model, tok, res, args)
     if args.only in ("all", "edit"):
         bench_edit(model, tok, res, args)
+    if args.only == "rescues":
+        from helpers.data import load_zsre
+        from helpers.editing.mend import split_zsre
+
+        bench_rescues(model, tok, res, split_zsre(load_zsre())[1][: args.edits + 1])
     out = Path(args.out)
     out.write_text(json.dumps(res, indent=1, default=float))
     out.with_suffix(".md").write_text(_markdown(res, per_task, full))

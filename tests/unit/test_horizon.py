@@ -1,0 +1,64 @@
+"""The collapse horizon's arithmetic on hand-made traces (helpers/report/horizon.py): where a chain
+collapses, censoring, the paired delay and its verdicts."""
+import math
+
+import pandas as pd
+import pytest
+
+from helpers.report import horizon
+
+
+def _traces(chain, ordering, nlls, collapsed=None, method="ROME"):
+    rows = [{"chain": chain, "method": method, "variant": chain, "ordering": ordering, "edits": i,
+             "heldout_nll": v, "norm_growth": 1.0 + 0.1 * i,
+             "collapsed": bool(collapsed is not None and i >= collapsed)} for i, v in enumerate(nlls)]
+    return pd.DataFrame(rows)
+
+
+def test_log_checkpoints_double_and_end_at_the_length():
+    assert horizon.log_checkpoints(20) == (0, 1, 2, 4, 8, 16, 20)
+    assert horizon.log_checkpoints(16) == (0, 1, 2, 4, 8, 16)
+    assert horizon.log_checkpoints(8, per_doubling=2) == (0, 1, 2, 3, 4, 6, 8)
+    with pytest.raises(ValueError):
+        horizon.log_checkpoints(0)
+
+
+def test_a_chain_collapses_at_the_first_edit_past_the_rise_or_the_nan_flag():
+    t = pd.concat([_traces("A", 0, [3.0, 3.1, 3.5, 4.2, 9.0]),  # 4.2 - 3.0 > 1 at edit 3
+                   _traces("A", 1, [3.0, 3.1, 3.2, 3.3, 3.4]),  # never: censored at 4
+                   _traces("A", 2, [3.0, 3.1, 3.1, 3.1, 3.1], collapsed=2)])  # NaN weights at edit 2
+    p = horizon.collapse_points(t).set_index("ordering")
+    assert p.collapse.tolist() == [3, 4, 2] and p.censored.tolist() == [False, True, False]
+    assert p.loc[0, "max_norm_growth"] == pytest.approx(1.4)
+    # a rise of exactly the threshold is not past it
+    assert horizon.collapse_points(_traces("B", 0, [3.0, 4.0]), rise=1.0).censored.iloc[0]
+
+
+def test_the_delay_is_the_paired_log_ratio_with_a_t_interval():
+    rows = []
+    for o, (plain, rescue) in enumerate([(4, 16), (8, 16), (4, 32)]):
+        rows += [{"chain": "P", "ordering": o, "collapse": plain, "censored": False},
+                 {"chain": "R", "ordering": o, "collapse": rescue, "censored": False}]
+    d = horizon.delay(pd.DataFrame(rows), "R", "P")
+    assert d.per_ordering == [2.0, 1.0, 3.0] and d.estimate == pytest.approx(2.0)
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) × sd 1 / √3
+    assert d.interval == pytest.approx((2.0 - half, 2.0 + half))
+    assert d.verdict == "inconclusive"  # three orderings this spread: the interval reaches below 0
+    tight = pd.DataFrame([{"chain": c, "ordering": o, "collapse": v, "censored": False}
+                          for o, (a, b) in enumerate([(4, 16), (8, 32), (4, 17)]) for c, v in (("P", a), ("R", b))])
+    assert horizon.delay(tight, "R", "P").verdict == "delays"
+    assert horizon.delay(tight, "P", "R").verdict == "hastens"
+
+def test_censoring_bounds_the_delay_and_a_sign_test_decides():
+    def points(n, plain_censored=False):
+        rows = []
+        for o in range(n):
+            rows += [{"chain": "P", "ordering": o, "collapse": 8, "censored": plain_censored},
+                     {"chain": "R", "ordering": o, "collapse": 64, "censored": True}]  # never collapsed
+        return pd.DataFrame(rows)
+
+    three = horizon.delay(points(3), "R", "P")
+    assert three.low == [3.0] * 3 and all(math.isinf(h) for h in three.high)
+    assert three.verdict == "inconclusive"  # 3 of 3 later: sign test p = 1/8
+    assert horizon.delay(points(5), "R", "P").verdict == "delays"  # 5 of 5: p = 1/32
+    assert horizon.delay(points(5, plain_censored=True), "R", "P").verdict == "inconclusive"  # both censored
