@@ -121,9 +121,22 @@ def delay(points: pd.DataFrame, rescue: str, plain: str, level: float = LEVEL, m
     return Delay(rescue, plain, ratios, lows, highs, estimate, interval, verdict)
 
 
-def horizon_table(points: pd.DataFrame, plain_of: dict[str, str]) -> pd.DataFrame:
+def plain_chains(points: pd.DataFrame) -> dict[str, str]:
+    """``{rescue chain: the plain chain of its family}`` among the chains of ``points`` (a rescue's
+    family: :func:`helpers.report.rescues.family`; ROME + RECT and r-ROME -> ROME, AlphaEdit,
+    ENCORE and NAS -> MEMIT)."""
+    from .rescues import family
+
+    by_variant = dict(zip(points.variant, points.chain))
+    return {chain: by_variant[family(variant)] for variant, chain in by_variant.items()
+            if family(variant) != variant and family(variant) in by_variant}
+
+
+def horizon_table(points: pd.DataFrame, plain_of: dict[str, str] | None = None) -> pd.DataFrame:
     """One line per chain: its collapse point over orderings (median, range, how many censored)
-    and, for a rescue (``plain_of``: chain label -> its plain chain's label), its delay."""
+    and, for a rescue (``plain_of``: chain label -> its plain chain's label; default
+    :func:`plain_chains`), its delay."""
+    plain_of = plain_chains(points) if plain_of is None else plain_of
     rows = []
     for chain, part in points.groupby("chain", sort=False):
         shown = [f"≥{c}" if z else str(c) for c, z in zip(part.collapse, part.censored)]
@@ -160,5 +173,5 @@ def bands(frame: pd.DataFrame, measure: str, by: Sequence[str] = ("chain", "edit
     return pd.concat([g.mean().rename("mean"), g.min().rename("low"), g.max().rename("high")], axis=1).reset_index()
 
 
-__all__ = ["COLLAPSE_RISE", "log_checkpoints", "collapse_points", "Delay", "delay", "horizon_table", "retention",
-           "bands"]
+__all__ = ["COLLAPSE_RISE", "log_checkpoints", "collapse_points", "Delay", "delay", "plain_chains", "horizon_table",
+           "retention", "bands"]

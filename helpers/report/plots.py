@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -178,6 +179,40 @@ def _legend_outside(fig, ax) -> None:
         ax.get_legend().remove()
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+
+
+def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "variant",
+                  title: str = "The collapse horizon", log_y: Sequence[str] = ()) -> plt.Figure:
+    """One panel per column of ``measures`` against the number of edits on a log axis (edits ≥ 1;
+    the unedited value, where there is one, a dashed grey line): per ``hue`` the mean over edit
+    orderings, shaded between the orderings' lowest and highest (their range: three orderings give
+    no interval worth the name). ``frame``: the per-edit traces or the retention table."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    names = list(dict.fromkeys(frame[hue]))
+    colours = dict(zip(names, sns.color_palette("deep", len(names))))
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.6 * len(measures) + 1.5, 3.6), constrained_layout=True,
+                             squeeze=False)
+    for ax, measure in zip(axes[0], measures):
+        data = frame.dropna(subset=[measure])
+        base = data[data.edits == 0][measure]
+        if len(base):
+            ax.axhline(float(base.mean()), color="grey", linestyle="--", linewidth=1, label="unedited")
+        for name in names:
+            part = data[(data[hue] == name) & (data.edits > 0)]
+            if part.empty:
+                continue
+            g = part.groupby("edits")[measure]
+            mean, low, high = g.mean(), g.min(), g.max()
+            ax.plot(mean.index, mean.values, color=colours[name], label=str(name), linewidth=1.5)
+            ax.fill_between(mean.index, low.values, high.values, color=colours[name], alpha=0.18, linewidth=0)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        if measure in log_y:
+            ax.set_yscale("log")
+        ax.set(xlabel="edits (log scale)", ylabel="", title=measure.replace("_", " "))
+    _legend_outside(fig, axes[0][0])
+    fig.suptitle(f"{title}\n(lines: mean over edit orderings; shaded: their range)")
+    return fig
 
 
 def edit_traces(flags: pd.DataFrame, title: str = "Held-out NLL after every edit") -> plt.Figure:

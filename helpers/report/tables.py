@@ -40,6 +40,11 @@ RESCUE_SIGNALS = "rescues_collapse_signals"
 RESCUE_RANKING = "rescues_ranking"
 RESCUE_RANK_SUMMARY = "rescues_rank_summary"
 RESCUE_VS_FAMILY = "rescues_against_unregularized"
+HORIZON_TRACES = "horizon_traces"                # 06: every chain's signals after every edit
+HORIZON_COLLAPSE = "horizon_collapse_points"      # 06: each chain's collapse point per ordering
+HORIZON = "horizon"                              # 06: the collapse points and each rescue's delay
+HORIZON_RETENTION = "horizon_retention"           # 06: efficacy, retention, generalisation per checkpoint
+HORIZON_DOWNSTREAM = "horizon_downstream"         # 06: each rescue against its plain chain on the tasks
 
 
 def table_path(out_dir: str | os.PathLike, name: str) -> Path:

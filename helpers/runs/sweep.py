@@ -270,7 +270,9 @@ class ChainUnit:
 
     def __init__(self, chain: Chain, records, model: str, tasks, n, seed, protocol, hparams, files: str | None = None):
         self.chain, self.model, self.tasks, self.n, self.seed = chain, model, tasks, n, seed
-        if chain.batch_edit is not None:  # the chain's reading of a batch, over the method's hparams
+        # the chain's reading of a batch, over the method's hparams; a batch of one fact reads the same either way,
+        # so its rows are shared with the chain of the hparams' own reading (computed once, not once per reading)
+        if chain.batch_edit is not None and chain.batch_size > 1:
             if hparams is not None and not isinstance(hparams, dict):
                 raise SweepError(f"{chain.label}: a chain's batch_edit needs the method's hparams as a dict of "
                                  f"overrides (or none), got {type(hparams).__name__}")

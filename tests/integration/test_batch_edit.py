@@ -76,3 +76,23 @@ def test_an_unknown_reading_is_refused():
 
     with pytest.raises(HparamsError, match="batch_edit 'both'"):
         batch_chunks(SimpleNamespace(batch_edit="both", batch_size=1), 3)
+
+
+@pytest.mark.data
+def test_a_batch_of_one_fact_shares_its_rows_across_the_readings():
+    """One fact is one chunk under either reading: the two chains' rows have one key (computed once),
+    while batches of two keep a key per reading."""
+    from helpers.data import load_zsre
+    from helpers.runs import sweep
+    from helpers.runs.keys import settings_key
+
+    recs = load_zsre()
+
+    def keys(size, reading):
+        unit = sweep.ChainUnit(sweep.Chain("MEMIT", size, (0, 1), setting="batch-single", batch_edit=reading), recs,
+                               "smollm2-135m", ["sentiment"], 4, 0, "paper", None)
+        return [settings_key(unit.row_key(1, "sentiment")), unit.batch_edit]
+
+    (one_joint, label_joint), (one_chunks, label_chunks) = keys(1, "joint"), keys(1, "chunks")
+    assert one_joint == one_chunks and (label_joint, label_chunks) == ("joint", "chunks")
+    assert keys(2, "joint")[0] != keys(2, "chunks")[0]
