@@ -14,7 +14,6 @@ package function under test) and compared with what the package computes:
 - EasyEdit ``EditTrainer.edit_step``: ``cedit`` × the edit NLL + ``cloc`` × KL(pre ‖ post) of the
   locality answer's positions (``kl_loc_loss``), gradients accumulated over ``accumulate_bs``.
 """
-import pytest
 import torch
 
 from helpers import EditRequest
