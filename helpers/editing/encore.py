@@ -110,12 +110,12 @@ def apply(model, tok, requests, hp: ENCOREHyperParams, earlier_keys: EarlierKeys
     return updates
 
 
-SPEC = MethodSpec("ENCORE", ENCOREHyperParams, apply, prepare=memit.prepare, batchable=True, new_state=EarlierKeys,
+METHOD = MethodSpec("ENCORE", ENCOREHyperParams, apply, prepare=memit.prepare, batchable=True, new_state=EarlierKeys,
                   revision=REVISION, base="MEMIT")
 
 
 def register() -> None:
-    register_method(SPEC, replace=True)
+    register_method(METHOD, replace=True)
 
 
-__all__ = ["ENCOREHyperParams", "MostProbableStop", "mpes", "norm_constrained_solve", "apply", "SPEC", "register"]
+__all__ = ["ENCOREHyperParams", "MostProbableStop", "mpes", "norm_constrained_solve", "apply", "METHOD", "register"]

@@ -153,13 +153,13 @@ def apply(model, tok, requests, hp: NASHyperParams, earlier_keys: alphaedit.Earl
     return alphaedit.apply(model, tok, requests, hp, earlier_keys, targets=zs)
 
 
-SPEC = MethodSpec("NAS", NASHyperParams, apply, prepare=prepare, batchable=True, new_state=alphaedit.EarlierKeys,
+METHOD = MethodSpec("NAS", NASHyperParams, apply, prepare=prepare, batchable=True, new_state=alphaedit.EarlierKeys,
                   revision=REVISION, base="MEMIT")
 
 
 def register() -> None:
-    register_method(SPEC, replace=True)
+    register_method(METHOD, replace=True)
 
 
-__all__ = ["NASHyperParams", "rescale", "trimmed_mean", "anchor", "anchored_targets", "apply", "prepare", "SPEC",
+__all__ = ["NASHyperParams", "rescale", "trimmed_mean", "anchor", "anchored_targets", "apply", "prepare", "METHOD",
            "register"]
