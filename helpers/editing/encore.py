@@ -33,10 +33,6 @@ import torch
 from . import memit
 from .alphaedit import EarlierKeys
 from .registry import MethodSpec, register_method
-from .rome import loss_layer_of
-from .targets import optimize_targets
-from .modules import get_module
-from .templates import flatten
 
 REVISION = 1
 
@@ -98,11 +94,8 @@ def apply(model, tok, requests, hp: ENCOREHyperParams, earlier_keys: EarlierKeys
     """``{parameter name: ΔW as [out, in]}`` of one ENCORE edit of ``requests``; their keys join
     the sequence's earlier keys (``earlier_keys``, updated in place)."""
     setting = memit.edit_setting(model, tok, hp)
-    groups, mom2s = setting
-    z_layer = hp.layers[-1]
-    z_module = get_module(model, hp.layer_module_tmp.format(z_layer))
-    zs = optimize_targets(model, tok, requests, hp, z_module, flatten(groups), z_layer,
-                          loss_layer=loss_layer_of(model, hp, z_layer), stop_rule=mpes(hp))
+    zs = memit.targets(model, tok, requests, hp, setting, stop_rule=mpes(hp))
+    mom2s = setting[1]
     used: dict[str, torch.Tensor] = {}
     updates = memit.spread(model, tok, requests, hp, zs, setting, norm_constrained_solve(hp, mom2s, earlier_keys, used))
     for name, gram in used.items():

@@ -99,12 +99,13 @@ def edit_setting(model, tok, hp) -> tuple[list[list[str]], dict[str, torch.Tenso
     return groups, mom2s
 
 
-def targets(model, tok, requests, hp, setting) -> torch.Tensor:
-    """Each request's target output of the last edited block (memit's ``compute_z``): ``[n, hidden]``."""
+def targets(model, tok, requests, hp, setting, stop_rule=None) -> torch.Tensor:
+    """Each request's target output of the last edited block (memit's ``compute_z``): ``[n, hidden]``.
+    ``stop_rule``: a further early stop (:func:`helpers.editing.targets.optimize_targets`; ENCORE's)."""
     z_layer = hp.layers[-1]
     z_module = get_module(model, hp.layer_module_tmp.format(z_layer))
     return optimize_targets(model, tok, requests, hp, z_module, flatten(setting[0]), z_layer,
-                            loss_layer=loss_layer_of(model, hp, z_layer))
+                            loss_layer=loss_layer_of(model, hp, z_layer), stop_rule=stop_rule)
 
 
 def least_squares(hp, mom2s):

@@ -34,7 +34,6 @@ from .registry import MethodSpec, register_method
 from .rome import loss_layer_of, read_at_subject
 from .modules import get_module
 from .targets import optimize_targets
-from .templates import flatten
 
 REVISION = 1
 BASES = ("alphaedit", "memit")
@@ -136,8 +135,7 @@ def anchored_targets(model, tok, requests, hp: NASHyperParams, setting) -> tuple
     z_module = get_module(model, hp.layer_module_tmp.format(layer))
     mlp = get_module(model, hp.mlp_module_tmp.format(layer))
     rho = anchor(model, tok, hp, layer)
-    zs = optimize_targets(model, tok, requests, hp, z_module, flatten(setting[0]), layer,
-                          loss_layer=loss_layer_of(model, hp, layer))
+    zs = memit.targets(model, tok, requests, hp, setting)
     v_star, h0, v0 = _values(model, tok, requests, zs, z_module, mlp)
     values, skipped = rescale(v_star, rho, hp.skip_factor, v0)
     return h0 - v0 + values, skipped
