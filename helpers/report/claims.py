@@ -460,14 +460,15 @@ def claim_c8(ex: pd.DataFrame, protocol: str = "paper", ledger: Ledger | None = 
 
 # ---------------------------------------------------------------------------- beyond RECT (notebook 05)
 def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows: pd.DataFrame | None = None,
-                  protocol: str = "paper", ledger: Ledger | None = None) -> list[dict]:
+                  protocol: str = "paper", ledger: Ledger | None = None, label: str = "rescue") -> list[dict]:
     """Per rescue (a variant whose family — :func:`helpers.report.rescues.family` — also ran):
     does it preserve the tasks better than its family's unregularised chain on the same records,
     at the last checkpoint both reach (paired by example and ordering; a family of one interval
     per task, the same computation as C8: :func:`helpers.report.judge.advantage_by_task`), the
     held-out perplexity likewise (one interval), and what it costs the edits (each editing
     metric's change, paired by record). Verdict on the tasks: *holds* (better on most tasks),
-    *does not hold*, *inconclusive*, with the same rules as the paper's claims."""
+    *does not hold*, *inconclusive*, with the same rules as the paper's claims. ``label`` names the
+    claims in the ledger (``"<label> <variant>"``: notebook 05's and the horizon's stay apart)."""
     out = []
     for variant in dict.fromkeys(ex.variant):
         base = rescues.family(variant)
@@ -487,11 +488,11 @@ def rescue_claims(ex: pd.DataFrame, editing: pd.DataFrame | None = None, windows
                                    judge, variant, protocol)
         judged = judge_family(family)
         if ledger is not None:
-            ledger.family(f"rescue {variant}", family)
+            ledger.family(f"{label} {variant}", family)
         sides = [r.side for r in judged]
         verdict = majority(sides)
         if ledger is not None:
-            ledger.add(f"rescue {variant}", judged, sensitivity.seconds_per_ordering(variant, points[-1], len(points),
+            ledger.add(f"{label} {variant}", judged, sensitivity.seconds_per_ordering(variant, points[-1], len(points),
                                                                                first.example.nunique())
                        + sensitivity.seconds_per_ordering(base, points[-1], len(points), first.example.nunique()), verdict)
         line = {"rescue": variant, "family": base, "facts": points[-1], "orderings": len(orderings),

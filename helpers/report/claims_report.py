@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import disabling
+from . import disabling, horizon
 from .claims import Ledger, evaluate_claims, rescue_claims
 from .judge import FLOOR, MARGIN, by_ordering, comparisons, task_judges
-from .tables import EDIT_TRACES, RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS, SIDE_EFFECTS_EXAMPLES, read_records, read_table
+from .tables import (EDIT_TRACES, HORIZON, HORIZON_COLLAPSE, HORIZON_EDITING, HORIZON_EXAMPLES, HORIZON_WINDOWS,
+                     RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS, SIDE_EFFECTS_EXAMPLES, read_records, read_table)
 
 
 def rescue_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger | None = None) -> list[str]:
@@ -37,6 +38,50 @@ def rescue_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger 
                      f"{r.get('heldout', '')} | {r.get('reliability', '')} | {r.get('generalization', '')} | "
                      f"{r.get('locality', '')} |")
     details = [f"- {r['rescue']}: {r['detail']}" for r in found if r.get("detail")]
+    return lines + ([""] + details if details else [])
+
+
+def horizon_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger | None = None) -> list[str]:
+    """The "Collapse horizon" section of claims.md (empty when notebook 06 did not run): per rescue,
+    "R delays collapse relative to plain editing" (:func:`helpers.report.horizon.delay`) and "R keeps
+    downstream ability at N edits" (the rescues' claim of notebook 05 on the horizon's records)."""
+    table = read_table(out_dir, HORIZON)
+    if table is None or not len(table):
+        return []
+    ex = read_records(out_dir, HORIZON_EXAMPLES)
+    kept = {}
+    if ex is not None and len(ex):
+        kept = {r["rescue"]: r for r in rescue_claims(ex, read_records(out_dir, HORIZON_EDITING),
+                                                      read_records(out_dir, HORIZON_WINDOWS), protocol, ledger,
+                                                      label="horizon")}
+    lines = ["", "## The collapse horizon: how long each rescue keeps the model alive", "",
+             "Notebook 06: long chains of one fact per edit, every rescue on the records its plain method edits, in",
+             "the same orderings. A chain collapses at the first edit after which the held-out text's NLL per token is",
+             f"more than {horizon.COLLAPSE_RISE:g} nat above the unedited model's, or its weights stop being finite",
+             "(docs/statistics.md, \"The collapse horizon\"); a chain that never does is censored at its length (≥).",
+             "*Delays collapse*: log₂ of the rescue's collapse point over its plain chain's, paired by ordering —",
+             "Student's t over orderings where no chain is censored, otherwise a one-sided sign test over the",
+             "orderings each ordering's bounds decide (it needs five orderings all on one side). *Keeps downstream",
+             "ability*: notebook 05's rescue claim at the horizon's fixed number of edits (the tasks' advantage over the",
+             "plain chain, simultaneous 95% intervals; holds = better on most tasks).", "",
+             "| rescue | vs | collapse point per ordering (rescue / plain) | delay, log₂ [95%] | delays collapse | "
+             "edits | keeps downstream ability | tasks | held-out NLL advantage |", "|---|---|---|---|---|---|---|---|---|"]
+    by_chain = table.set_index("chain")
+    variant_of = {}
+    points = read_table(out_dir, HORIZON_COLLAPSE)
+    if points is not None:
+        variant_of = dict(zip(points.chain, points.variant))
+    for r in table.itertuples():
+        if not isinstance(getattr(r, "vs", None), str):
+            continue
+        plain = by_chain.loc[r.vs]
+        interval = ("" if r.delay_low != r.delay_low else
+                    f" [{r.delay_low:+.2f}, {r.delay_high:+.2f}]".replace("inf", "∞"))
+        down = kept.get(variant_of.get(r.chain, r.chain), {})
+        lines.append(f"| {r.chain} | {r.vs} | {r.collapse_per_ordering} / {plain.collapse_per_ordering} | "
+                     f"{r.delay_log2:+.2f}{interval} | **{r.verdict}** | {down.get('facts', '')} | "
+                     f"**{down.get('verdict', 'not measured')}** | {down.get('tasks', '')} | {down.get('heldout', '')} |")
+    details = [f"- {v}: {d['detail']}" for v, d in kept.items() if d.get("detail")]
     return lines + ([""] + details if details else [])
 
 
@@ -118,6 +163,7 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
              "| claim | verdict | the paper | measured here |", "|---|---|---|---|"]
     lines += [f"| {c['claim']} | **{c['verdict']}** | {c['paper']} | {c['measured'].replace('|', '/')} |" for c in claims]
     lines += rescue_lines
+    lines += horizon_section(out_dir, ledger=ledger)
     lines += disabling_section(out_dir)
     lines += ledger.lines()
     lines += ledger.coverage_lines()
@@ -128,4 +174,4 @@ def write_claims(out_dir: str | Path, profile: str = "") -> Path:
     return path
 
 
-__all__ = ["write_claims", "rescue_section", "disabling_section"]
+__all__ = ["write_claims", "rescue_section", "horizon_section", "disabling_section"]

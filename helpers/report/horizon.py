@@ -41,6 +41,25 @@ def log_checkpoints(edits: int, per_doubling: int = 1) -> tuple[int, ...]:
     return tuple(sorted(p for p in points if p <= edits))
 
 
+def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 0, orderings: int = 1) -> list:
+    """The horizon's chains (:func:`helpers.runs.grid.rescue_chains`), each with checkpoints on a
+    log scale up to its length: ``edits`` one length for every variant, or ``{method: length}``
+    (a variant's method, its first entry: ROME's family may run longer than MEMIT's where its
+    edits are dearer or its model collapses sooner; every method named)."""
+    from ..runs.grid import SweepError, rescue_chains
+
+    out = []
+    for entry in variants:
+        if isinstance(edits, dict):
+            if entry[0] not in edits:
+                raise SweepError(f"edits gives no length for {entry[0]}: add {entry[0]!r} to {edits}")
+            length = int(edits[entry[0]])
+        else:
+            length = int(edits)
+        out += rescue_chains([entry], log_checkpoints(length), seed=seed, orderings=orderings)
+    return sorted(out, key=lambda c: c.seed)  # ordering by ordering, as rescue_chains
+
+
 def collapse_points(traces: pd.DataFrame, rise: float = COLLAPSE_RISE) -> pd.DataFrame:
     """One row per (chain, ordering) of ``traces``: ``collapse`` (the first edit past the rule,
     or the chain's length where none is), ``censored`` (no collapse within the chain), the
@@ -50,7 +69,8 @@ def collapse_points(traces: pd.DataFrame, rise: float = COLLAPSE_RISE) -> pd.Dat
         part = part.sort_values("edits")
         base = float(part[part.edits == 0].heldout_nll.iloc[0])
         edited = part[part.edits > 0]
-        flagged = edited[(edited.heldout_nll - base > rise) | edited.get("collapsed", False).astype(bool)]
+        gone = edited["collapsed"].fillna(False).astype(bool) if "collapsed" in edited else False
+        flagged = edited[(edited.heldout_nll - base > rise) | gone]
         censored = flagged.empty
         out.append({"chain": chain, "method": part.method.iloc[0], "variant": part.variant.iloc[0],
                     "ordering": ordering, "collapse": int(edited.edits.max() if censored else flagged.edits.min()),
@@ -173,5 +193,5 @@ def bands(frame: pd.DataFrame, measure: str, by: Sequence[str] = ("chain", "edit
     return pd.concat([g.mean().rename("mean"), g.min().rename("low"), g.max().rename("high")], axis=1).reset_index()
 
 
-__all__ = ["COLLAPSE_RISE", "log_checkpoints", "collapse_points", "Delay", "delay", "plain_chains", "horizon_table",
+__all__ = ["COLLAPSE_RISE", "log_checkpoints", "horizon_chains", "collapse_points", "Delay", "delay", "plain_chains", "horizon_table",
            "retention", "bands"]

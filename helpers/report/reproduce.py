@@ -9,7 +9,10 @@ resumes where a crash stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import yaml
 
 from ..errors import DataNotFoundError
 from ..paths import REPO_ROOT, data_dir
+from ..runs import timing
 
 PROFILES = REPO_ROOT / "profiles"
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -130,6 +134,48 @@ def check_device(profile_name: str, profile: dict) -> None:
                          f"model, about an hour) or PROFILE=smoke (minutes), or run it on a GPU machine.")
 
 
+def timing_log(out_dir: Path) -> Path:
+    """The build's timing log, committed with the results store (:mod:`helpers.runs.timing`)."""
+    return out_dir / "results" / "timing_log.csv"
+
+
+@contextlib.contextmanager
+def timed_notebook(out_dir: Path, name: str):
+    """Run a notebook with its phases logged (the kernel inherits ``EDITHURT_TIMING``), then log
+    what it spent outside them as its ``notebook`` phase (wall; CPU: the kernel's, read when it
+    has exited)."""
+    log = timing_log(out_dir)
+    before = len(timing.read_log(log))
+    saved = {k: os.environ.get(k) for k in (timing.LOG_ENV, timing.NOTEBOOK_ENV)}
+    os.environ[timing.LOG_ENV], os.environ[timing.NOTEBOOK_ENV] = str(log), name
+    wall0, cpu0 = time.perf_counter(), _children_cpu()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        inner = timing.read_log(log).iloc[before:]
+        inner = inner[inner.notebook == name]
+        wall, cpu = time.perf_counter() - wall0, _children_cpu() - cpu0
+        timing.append(log, name, "", "notebook", max(0.0, wall - inner.seconds.astype(float).sum()),
+                      max(0.0, cpu - inner.cpu_seconds.astype(float).sum()))
+
+
+def _children_cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def write_timing(out_dir: Path):
+    """``<out_dir>/timing.csv`` from the log (:func:`helpers.runs.timing.summarize`); returns it."""
+    summary = timing.summarize(timing.read_log(timing_log(out_dir)))
+    summary.to_csv(out_dir / "timing.csv", index=False)
+    return summary
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu")
@@ -159,15 +205,18 @@ def main(argv=None) -> int:
     for name in names:
         params = all_params[name]
         print(f"[{args.profile}] {name}: {params}", flush=True)
-        start = time.perf_counter()
         try:
-            run_notebook(name, out_dir / "notebooks" / f"{name}.ipynb", params)
+            with timed_notebook(out_dir, name):
+                run_notebook(name, out_dir / "notebooks" / f"{name}.ipynb", params)
         except KeyboardInterrupt:
             print(f"\n[{args.profile}] interrupted during {name}. Every finished result is stored under "
                   f"{out_dir / 'results'}; run `make reproduce PROFILE={args.profile}` again to resume "
                   "(finished results are not recomputed).", file=sys.stderr, flush=True)
             return 130
-        print(f"[{args.profile}] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+        finally:
+            summary = write_timing(out_dir)
+        line = next((x for x in timing.summary_lines(summary) if x.startswith(f"{name}:")), name)
+        print(f"[{args.profile}] done; over every build that landed in {out_dir}: {line}", flush=True)
     claims = write_claims(out_dir, args.profile)
     print(f"[{args.profile}] all notebooks in {time.perf_counter() - begin:.0f} s; figures and tables in {out_dir}; "
           f"claims in {claims}")

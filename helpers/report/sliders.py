@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from ..editing.weight_stats import downsample, weight_change_stats
+from . import horizon
 
 
 def edits_frame(cumulative: dict, edits: int, parameter: str | None = None, max_shape=(160, 160),
@@ -141,5 +142,70 @@ def rect_k_view(model, tok, inputs: dict, how: str = "rect", k: float = 0.4):
     return widgets.VBox([widgets.HBox([method, regularizer]), slider, readout, out])
 
 
-__all__ = ["edits_frame", "metrics_at", "weight_change_view", "weight_change_readout", "rect_k_view",
+def horizon_at(traces: pd.DataFrame, edits: int,
+               measures=("heldout_nll", "norm_growth", "top_singular_growth")) -> pd.DataFrame:
+    """Per chain of the collapse horizon's ``traces`` (:func:`helpers.runs.sweep.edit_traces`): each
+    of ``measures`` after ``edits`` edits, its mean over the edit orderings and their range, and how
+    many orderings are collapsed by then (the held-out NLL past the collapse rule, or the weights
+    not finite: :func:`helpers.report.horizon.collapse_points`)."""
+    if edits not in set(traces.edits):
+        raise KeyError(f"no trace after {edits} edits: the chains run 0 to {int(traces.edits.max())}")
+    at = traces[traces.edits == edits]
+    rows = []
+    points = horizon.collapse_points(traces).set_index(["chain", "ordering"])
+    for chain, part in at.groupby("chain", sort=False):
+        row = {"chain": chain, "orderings": len(part),
+               "collapsed": int(sum(not points.loc[(chain, o), "censored"] and points.loc[(chain, o), "collapse"] <= edits
+                                    for o in part.ordering))}
+        for m in measures:
+            row[m], row[f"{m}_low"], row[f"{m}_high"] = part[m].mean(), part[m].min(), part[m].max()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def horizon_readout(edits: int, frame: pd.DataFrame) -> str:
+    """The chains' held-out NLL and norm growth after ``edits`` edits, as text."""
+    parts = [f"{r.chain}: NLL {r.heldout_nll:.2f} · ‖W‖/‖W₀‖ {r.norm_growth:.3f}"
+             + (f" · collapsed in {r.collapsed}/{r.orderings}" if r.collapsed else "") for r in frame.itertuples()]
+    return f"after {edits} edit{'s' if edits != 1 else ''} — " + " | ".join(parts)
+
+
+def horizon_view(traces: pd.DataFrame):
+    """A slider over the number of sequential edits showing, per chain of the collapse horizon, the
+    held-out NLL and the norm growth reached by then (bars: mean over orderings; whiskers: their
+    range), from the stored traces (no new edit)."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    counts = sorted(int(e) for e in set(traces.edits))
+    slider = widgets.SelectionSlider(options=counts, value=counts[-1], description="edits", continuous_update=False)
+    readout = widgets.HTML()
+    readout.add_class("edithurt-readout")
+    out = widgets.Output()
+    base = float(traces[traces.edits == 0].heldout_nll.mean()) if 0 in counts else None
+
+    def draw(_=None):
+        frame = horizon_at(traces, slider.value)
+        readout.value = horizon_readout(slider.value, frame)
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 + 0.45 * len(frame)), constrained_layout=True)
+            for ax, m, label in zip(axes, ("heldout_nll", "norm_growth"), ("held-out NLL (nats/token)", "‖W‖/‖W₀‖")):
+                y = range(len(frame))
+                err = [frame[m] - frame[f"{m}_low"], frame[f"{m}_high"] - frame[m]]
+                ax.barh(y, frame[m], xerr=err, color="#4c72b0", alpha=0.8)
+                ax.set(yticks=list(y), yticklabels=frame.chain if ax is axes[0] else [], xlabel=label)
+                if m == "heldout_nll" and base is not None:
+                    ax.axvline(base, color="k", lw=0.8, ls=":")
+                    ax.axvline(base + horizon.COLLAPSE_RISE, color="red", lw=0.8, ls="--")  # the collapse rule
+                ax.invert_yaxis()
+            fig.suptitle(f"after {slider.value} edits (dotted: unedited; dashed: collapse rule)")
+            plt.show()
+
+    slider.observe(draw, names="value")
+    draw()
+    return widgets.VBox([slider, readout, out])
+
+
+__all__ = ["horizon_at", "horizon_readout", "horizon_view", "edits_frame", "metrics_at", "weight_change_view", "weight_change_readout", "rect_k_view",
            "ablation_readout", "weight_change_stats"]

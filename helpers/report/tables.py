@@ -28,6 +28,9 @@ FIG8_EXAMPLES = "fig8_rect_side_effects_examples"  # 03
 RESCUE_EXAMPLES = "rescues_examples"             # 05: the tasks' records
 RESCUE_WINDOWS = "rescues_heldout_windows"       # 05: held-out perplexity, per window
 RESCUE_EDITING = "rescues_editing_records"       # 05: editing performance, per edited record
+HORIZON_EXAMPLES = "horizon_examples"            # 06: the tasks' records at 0 and downstream_at edits
+HORIZON_WINDOWS = "horizon_heldout_windows"      # 06: held-out perplexity there, per window
+HORIZON_EDITING = "horizon_editing_records"      # 06: editing performance there, per edited record
 # written for people (wide or summarised forms of the above)
 SIDE_EFFECTS = "side_effects"
 EDIT_TRACES = "edit_traces"                      # 01: held-out NLL and norm growth after every edit

@@ -51,6 +51,7 @@ from .experiments import edit_sample
 from .session import Session, model_name
 from .keys import settings_key
 from .store import ResultStore, open_store
+from .timing import phase
 
 ROW_COLUMNS = ["metric", "value", "chance", "valid_rate", "gold_nll", "gold_nll_sd", "label_acc", "n", "prompts", "seconds",
                "collapsed_at"]
@@ -376,7 +377,8 @@ class ChainUnit:
         # the editing metrics' locality compares with the unedited model: read it first
         reference = None
         if any(store.get(self.measure_key(c, "editing")) is None for c in pending if c > 0):
-            reference = editing_metrics(m, tok, [r for batch in self.batches for r in batch])
+            with phase(self.chain.label, "measure:editing"):
+                reference = editing_metrics(m, tok, [r for batch in self.batches for r in batch])
         if pending[0] == 0:  # the unedited model: no edit to replay
             self._evaluate(m, tok, 0, None, store, on_row, {}, reference)
             pending = pending[1:]
@@ -398,7 +400,8 @@ class ChainUnit:
         def traced(count):
             row = store.get(self.trace_key(count))
             if row is None:
-                row = self._trace(m, tok, run.originals, tops)
+                with phase(self.chain.label, "trace"):
+                    row = self._trace(m, tok, run.originals, tops)
                 store.put(self.trace_key(count), row)
                 on_row(f"{self.chain.label}: edit {count}, trace")
             if row.get("collapsed"):
@@ -412,7 +415,8 @@ class ChainUnit:
                     if run.resume(target, stored, points=self.chain.checkpoints) and isinstance(reg, Prune):
                         reg.reset(self._as_out_in(m, run.originals))  # PRUNE's originals: the unedited weights
                     try:
-                        edited = run.advance(target, traced)
+                        with phase(self.chain.label, "edit"):
+                            edited = run.advance(target, traced)
                     except _Collapsed as c:
                         collapsed = c.at
                 if collapsed is not None and target >= collapsed:
@@ -492,8 +496,9 @@ class ChainUnit:
         for task in self.tasks:
             if store.get(self.row_key(count, task)) is not None:
                 continue
-            ev = evaluate_examples(m, tok, task, n=self.n, seed=self.seed, protocol=self.protocol,
-                                   lower_layers=cache, after_edit=count > 0, progress=False)
+            with phase(self.chain.label, "evaluation"):
+                ev = evaluate_examples(m, tok, task, n=self.n, seed=self.seed, protocol=self.protocol,
+                                       lower_layers=cache, after_edit=count > 0, progress=False)
             store.put_examples(self.row_key(count, task), ev.records)  # first: a stored row has its records
             store.put(self.row_key(count, task), ev.row)
             on_row(f"{self.chain.label}: {count} edits, {task}")
@@ -502,10 +507,11 @@ class ChainUnit:
             if store.get(key) is not None:
                 continue
             started = time.perf_counter()
-            if measure == "signals":
-                records, row = self._signals(m, tok, originals)
-            else:
-                records, row = self._editing(m, tok, count, reference)
+            with phase(self.chain.label, f"measure:{measure}"):
+                if measure == "signals":
+                    records, row = self._signals(m, tok, originals)
+                else:
+                    records, row = self._editing(m, tok, count, reference)
             store.put_examples(key, records)
             store.put(key, {**row, "seconds": time.perf_counter() - started})
             on_row(f"{self.chain.label}: {count} edits, {measure}")

@@ -62,3 +62,22 @@ def test_censoring_bounds_the_delay_and_a_sign_test_decides():
     assert three.verdict == "inconclusive"  # 3 of 3 later: sign test p = 1/8
     assert horizon.delay(points(5), "R", "P").verdict == "delays"  # 5 of 5: p = 1/32
     assert horizon.delay(points(5, plain_censored=True), "R", "P").verdict == "inconclusive"  # both censored
+
+
+def test_claims_md_states_each_rescues_delay_and_its_verdict(tmp_path):
+    from helpers.report import tables
+    from helpers.report.claims_report import horizon_section
+
+    t = pd.concat([_traces("ROME", o, [3.0, 3.2, 3.6, 4.3, 5.0]) for o in range(3)]
+                  + [_traces("ROME + RECT", o, [3.0, 3.0, 3.1, 3.1, 3.2]) for o in range(3)])
+    t["variant"] = t.chain.map({"ROME": "ROME", "ROME + RECT": "ROME+rect0.4"})
+    points = horizon.collapse_points(t)
+    tables.write_table(points, tmp_path, tables.HORIZON_COLLAPSE)
+    tables.write_table(horizon.horizon_table(points, {"ROME + RECT": "ROME"}), tmp_path, tables.HORIZON)
+    lines = horizon_section(tmp_path)
+    row = next(x for x in lines if x.startswith("| ROME + RECT |"))
+    # ROME collapses at edit 3 in every ordering, the rescue never (censored at 4): at least log2(4/3)
+    assert "≥4 / ≥4 / ≥4 / 3 / 3 / 3" in row and "+0.42" in row
+    assert "**inconclusive**" in row  # three orderings: the sign test cannot go below 1/8
+    assert "**not measured**" in row  # no downstream records were written
+    assert horizon_section(tmp_path / "empty") == []

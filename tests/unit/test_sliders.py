@@ -46,3 +46,37 @@ def test_the_button_computes_more_edits_and_the_slider_reaches_them():
 def test_a_count_without_a_cached_update_is_named():
     with pytest.raises(KeyError, match=r"after 4 edits: have \[1, 2\]"):
         edits_frame(_cumulative([1, 2]), 4)
+
+
+def _traces():
+    import pandas as pd
+
+    rows = []
+    for chain, slope in (("ROME", 0.3), ("ROME + RECT 40%", 0.05)):
+        for ordering in (0, 1):
+            for e in range(6):
+                rows.append({"chain": chain, "ordering": ordering, "edits": e, "method": "ROME",
+                             "variant": chain, "heldout_nll": 3.0 + slope * e * (1 + ordering),
+                             "norm_growth": 1 + 0.1 * slope * e, "top_singular_growth": 1 + slope * e})
+    return pd.DataFrame(rows)
+
+
+def test_the_horizon_slider_reads_each_chain_at_its_number_of_edits():
+    from helpers.report.sliders import horizon_at, horizon_readout, horizon_view
+
+    traces = _traces()
+    at = horizon_at(traces, 4).set_index("chain")
+    # ROME: 3 + 0.3·4 = 4.2 and 3 + 0.3·4·2 = 5.4 → mean 4.8, range 4.2–5.4; past +1 nat in both orderings by 4
+    assert at.loc["ROME", "heldout_nll"] == pytest.approx(4.8)
+    assert (at.loc["ROME", "heldout_nll_low"], at.loc["ROME", "heldout_nll_high"]) == pytest.approx((4.2, 5.4))
+    assert at.loc["ROME", "collapsed"] == 2 and at.loc["ROME + RECT 40%", "collapsed"] == 0
+    # after 2 edits ROME's first ordering (3.6) is not yet past the rule, its second (4.2) is
+    assert horizon_at(traces, 2).set_index("chain").loc["ROME", "collapsed"] == 1
+    view = horizon_view(traces)
+    slider = view.children[0]
+    for n in (1, 5, 3):
+        slider.value = n
+        assert _readout(view).value == horizon_readout(n, horizon_at(traces, n))
+        assert _readout(view).value.startswith(f"after {n} edit")
+    with pytest.raises(KeyError, match="no trace after 9 edits"):
+        horizon_at(traces, 9)

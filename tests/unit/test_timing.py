@@ -1,0 +1,47 @@
+"""The build's timing log (helpers/runs/timing.py): nested phases add up, nothing is written
+unless a log is named, and timing.csv sums the lines of every piece of a build."""
+import time
+
+import pandas as pd
+import pytest
+
+from helpers.runs import timing
+
+
+def test_a_phase_excludes_the_phases_nested_in_it(tmp_path, monkeypatch):
+    log = tmp_path / "results" / "timing_log.csv"
+    monkeypatch.setenv(timing.LOG_ENV, str(log))
+    monkeypatch.setenv(timing.NOTEBOOK_ENV, "06_collapse_horizon")
+    with timing.phase("ROME", "edit"):
+        time.sleep(0.05)
+        with timing.phase("ROME", "trace"):
+            time.sleep(0.2)
+    rows = timing.read_log(log)
+    assert rows.phase.tolist() == ["trace", "edit"]  # the inner one ends first
+    trace, edit = rows.seconds.astype(float)
+    assert trace >= 0.2 and 0.05 <= edit < 0.2  # the edit's line does not count the trace's 0.2 s
+    assert set(rows.notebook) == {"06_collapse_horizon"}
+
+
+def test_nothing_is_written_without_a_log(tmp_path, monkeypatch):
+    monkeypatch.delenv(timing.LOG_ENV, raising=False)
+    with timing.phase("ROME", "edit"):
+        pass
+    assert not list(tmp_path.iterdir())
+
+
+def test_timing_csv_sums_every_piece_per_phase_and_notebook(tmp_path):
+    log = tmp_path / "log.csv"
+    for seconds in (10.0, 20.0):  # two sessions' pieces of the same chain
+        timing.append(log, "01", "ROME", "edit", seconds, seconds / 2)
+    timing.append(log, "01", "", "notebook", 5.0, 4.0)
+    timing.append(log, "02", "ROME", "evaluation", 7.0, 6.0)
+    table = timing.summarize(timing.read_log(log)).set_index(["notebook", "chain", "phase"])
+    assert table.loc[("01", "ROME", "edit"), "seconds"] == pytest.approx(30.0)
+    assert table.loc[("01", "ROME", "edit"), "count"] == 2
+    assert table.loc[("01", "", "total"), "seconds"] == pytest.approx(35.0)
+    assert table.loc[("01", "", "total"), "cpu_seconds"] == pytest.approx(19.0)
+    assert table.loc[("all", "", "total"), "seconds"] == pytest.approx(42.0)
+    lines = timing.summary_lines(table.reset_index())
+    assert lines[0].startswith("01: 0.6 min wall") and "largest phase edit (86 %)" in lines[0]
+    assert timing.summarize(pd.DataFrame(columns=timing.COLUMNS)).empty
