@@ -48,8 +48,8 @@ reproduce: setup       ## run every notebook for PROFILE (smoke|cpu|paper) into 
 lab: setup             ## JupyterLab on the project's environment, opening notebooks/
 	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
-bench: setup           ## speed benchmarks, written to bench/results/
-	$(PY) -m bench.run
+bench: setup           ## speed benchmarks, written to bench/results.json (ONLY=eval|edit|rescues: bench/results_<ONLY>.json)
+	$(PY) -m bench.run $(if $(ONLY),--only $(ONLY))
 
 data:                  ## put the paper's data in data/ (clones the authors' repository)
 	bash scripts/get-data.sh data

@@ -59,8 +59,11 @@ def main(argv=None):
     ap.add_argument("--cached-layers", type=int, nargs="*", default=[6, 27],
                     help="sweep points with the layers below these cached (ROME edits layer 6, MEND 27-29)")
     ap.add_argument("--only", choices=["all", "eval", "edit", "rescues"], default="all")
-    ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--out", default=None,
+                    help="default bench/results.json; with --only, bench/results_<only>.json (the full run's file is kept)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = str(HERE / ("results.json" if args.only == "all" else f"results_{args.only}.json"))
 
     model, tok = load_model()
     res: dict = {"meta": {"date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
