@@ -64,7 +64,7 @@ def horizon_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger
              "orderings each ordering's bounds decide (it needs five orderings all on one side). *Keeps downstream",
              "ability*: notebook 05's rescue claim at the horizon's fixed number of edits (the tasks' advantage over the",
              "plain chain, simultaneous 95% intervals; holds = better on most tasks).", "",
-             "| rescue | vs | collapse point per ordering (rescue / plain) | delay, log₂ [95%] | delays collapse | "
+             "| rescue | vs | collapse point per ordering [95%] (rescue / plain) | delay, log₂ [95%] | delays collapse | "
              "edits | keeps downstream ability | tasks | held-out NLL advantage |", "|---|---|---|---|---|---|---|---|---|"]
     by_chain = table.set_index("chain")
     variant_of = {}
@@ -78,11 +78,21 @@ def horizon_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger
         interval = ("" if r.delay_low != r.delay_low else
                     f" [{r.delay_low:+.2f}, {r.delay_high:+.2f}]".replace("inf", "∞"))
         down = kept.get(variant_of.get(r.chain, r.chain), {})
-        lines.append(f"| {r.chain} | {r.vs} | {r.collapse_per_ordering} / {plain.collapse_per_ordering} | "
+        lines.append(f"| {r.chain} | {r.vs} | {_points(r)} / {_points(plain)} | "
                      f"{r.delay_log2:+.2f}{interval} | **{r.verdict}** | {down.get('facts', '')} | "
                      f"**{down.get('verdict', 'not measured')}** | {down.get('tasks', '')} | {down.get('heldout', '')} |")
     details = [f"- {v}: {d['detail']}" for v, d in kept.items() if d.get("detail")]
     return lines + ([""] + details if details else [])
+
+
+def _points(row) -> str:
+    """"49 / 57 / 60 [49–62]": a chain's collapse point per ordering and its interval
+    (:func:`helpers.report.horizon.collapse_interval`; "≥N" where censored)."""
+    low, high = getattr(row, "collapse_low", np.nan), getattr(row, "collapse_high", np.nan)
+    if low != low:
+        return row.collapse_per_ordering
+    span = f"≥{low:.0f}" if np.isinf(high) else f"{low:.0f}–{high:.0f}"
+    return f"{row.collapse_per_ordering} [{span}]"
 
 
 # ---------------------------------------------------------------------------- disabling edits

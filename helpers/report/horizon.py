@@ -152,15 +152,33 @@ def plain_chains(points: pd.DataFrame) -> dict[str, str]:
             if family(variant) != variant and family(variant) in by_variant}
 
 
+def collapse_interval(part: pd.DataFrame, level: float = LEVEL) -> tuple[float, float]:
+    """A chain's collapse point over its orderings (the rows of :func:`collapse_points` for one
+    chain): with none censored, the 95 % Student's t interval of the mean of log₂(collapse point),
+    mapped back (an interval of the geometric mean: collapse points are ratios apart, as the delay
+    is); with any censored, no upper bound — ``(smallest point, ∞)``, the horizon lies at least
+    that far; one ordering: ``(NaN, NaN)``."""
+    if part.censored.any():
+        return float(part.collapse.min()), math.inf
+    if len(part) < 2:
+        return math.nan, math.nan
+    logs = np.log2(part.collapse.to_numpy(float))
+    low, high = sps.t.interval(level, len(logs) - 1, loc=logs.mean(), scale=sps.sem(logs)) if logs.std() > 0 else (
+        logs.mean(), logs.mean())
+    return float(2 ** low), float(2 ** high)
+
+
 def horizon_table(points: pd.DataFrame, plain_of: dict[str, str] | None = None) -> pd.DataFrame:
-    """One line per chain: its collapse point over orderings (median, range, how many censored)
-    and, for a rescue (``plain_of``: chain label -> its plain chain's label; default
-    :func:`plain_chains`), its delay."""
+    """One line per chain: its collapse point over orderings (median, each ordering's, how many
+    censored, and the interval of :func:`collapse_interval`) and, for a rescue (``plain_of``: chain
+    label -> its plain chain's label; default :func:`plain_chains`), its delay."""
     plain_of = plain_chains(points) if plain_of is None else plain_of
     rows = []
     for chain, part in points.groupby("chain", sort=False):
         shown = [f"≥{c}" if z else str(c) for c, z in zip(part.collapse, part.censored)]
+        low, high = collapse_interval(part)
         row = {"chain": chain, "orderings": len(part), "collapse_median": float(part.collapse.median()),
+               "collapse_low": low, "collapse_high": high,
                "collapse_per_ordering": " / ".join(shown), "censored": int(part.censored.sum()),
                "max_norm_growth": float(part.max_norm_growth.max())}
         if chain in plain_of:
@@ -193,5 +211,5 @@ def bands(frame: pd.DataFrame, measure: str, by: Sequence[str] = ("chain", "edit
     return pd.concat([g.mean().rename("mean"), g.min().rename("low"), g.max().rename("high")], axis=1).reset_index()
 
 
-__all__ = ["COLLAPSE_RISE", "log_checkpoints", "horizon_chains", "collapse_points", "Delay", "delay", "plain_chains", "horizon_table",
-           "retention", "bands"]
+__all__ = ["COLLAPSE_RISE", "log_checkpoints", "horizon_chains", "collapse_points", "Delay", "delay", "plain_chains",
+           "collapse_interval", "horizon_table", "retention", "bands"]

@@ -77,7 +77,18 @@ def test_claims_md_states_each_rescues_delay_and_its_verdict(tmp_path):
     lines = horizon_section(tmp_path)
     row = next(x for x in lines if x.startswith("| ROME + RECT |"))
     # ROME collapses at edit 3 in every ordering, the rescue never (censored at 4): at least log2(4/3)
-    assert "≥4 / ≥4 / ≥4 / 3 / 3 / 3" in row and "+0.42" in row
+    assert "≥4 / ≥4 / ≥4 [≥4] / 3 / 3 / 3 [3–3]" in row and "+0.42" in row
     assert "**inconclusive**" in row  # three orderings: the sign test cannot go below 1/8
     assert "**not measured**" in row  # no downstream records were written
     assert horizon_section(tmp_path / "empty") == []
+
+
+def test_a_chains_collapse_interval_is_the_t_interval_of_its_log_points_or_a_lower_bound():
+    from scipy import stats as sps
+
+    part = pd.DataFrame({"collapse": [32, 64, 128], "censored": [False] * 3})
+    low, high = horizon.collapse_interval(part)
+    half = sps.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # log2 points 5, 6, 7: mean 6, sd 1
+    assert (low, high) == pytest.approx((2 ** (6 - half), 2 ** (6 + half)))
+    assert horizon.collapse_interval(part.assign(censored=[False, True, False])) == (32.0, math.inf)
+    assert horizon.collapse_interval(pd.DataFrame({"collapse": [40] * 3, "censored": [False] * 3})) == pytest.approx((40, 40))
