@@ -45,3 +45,24 @@ def test_timing_csv_sums_every_piece_per_phase_and_notebook(tmp_path):
     lines = timing.summary_lines(table.reset_index())
     assert lines[0].startswith("01: 0.6 min wall") and "largest phase edit (86 %)" in lines[0]
     assert timing.summarize(pd.DataFrame(columns=timing.COLUMNS)).empty
+
+
+def test_a_notebook_logs_what_it_spent_outside_its_phases(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from helpers.report import reproduce
+
+    monkeypatch.delenv(timing.LOG_ENV, raising=False)
+    with reproduce.timed_notebook(tmp_path, "06_collapse_horizon"):
+        assert os.environ[timing.LOG_ENV] == str(reproduce.timing_log(tmp_path))
+        with timing.phase("ROME", "edit"):  # as the kernel would, in its own process
+            time.sleep(0.1)
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.2)"], check=True)
+    assert timing.LOG_ENV not in os.environ  # restored
+    rows = timing.read_log(reproduce.timing_log(tmp_path)).set_index("phase")
+    assert rows.loc["edit", "notebook"] == "06_collapse_horizon"
+    assert 0.2 <= float(rows.loc["notebook", "seconds"]) < 2  # the child's 0.2 s, not the edit's 0.1 s again
+    summary = reproduce.write_timing(tmp_path)
+    assert (tmp_path / "timing.csv").exists() and set(summary.phase) == {"edit", "notebook", "total"}
