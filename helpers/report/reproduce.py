@@ -61,14 +61,22 @@ def run_notebook(name: str, out_path: Path, parameters: dict, timeout_s: float =
     """Execute ``notebooks/<name>.ipynb`` headlessly with ``parameters`` into ``out_path``.
 
     The kernel talks to papermill over local IPC sockets, not TCP ports: nothing listens on the
-    network, and ipykernel has no reason to warn that its traffic is unencrypted.
+    network, and ipykernel has no reason to warn that its traffic is unencrypted. The sockets live
+    in a folder of their own for each kernel: by default jupyter_client names them
+    ``kernel-ipc-<n>`` in the working directory, where a kernel that was killed leaves its files
+    and two kernels (a notebook and a test's, a crashed run's) can meet on one name — a client then
+    waits on a kernel that never hears it.
     """
+    import tempfile
+
     import papermill
     from traitlets.config import Config
 
-    papermill.execute_notebook(NOTEBOOKS / f"{name}.ipynb", out_path, parameters=parameters, cwd=str(NOTEBOOKS),
-                               progress_bar=False, kernel_name="python3", execution_timeout=timeout_s,
-                               config=Config({"KernelManager": {"transport": "ipc"}}))
+    with tempfile.TemporaryDirectory(prefix="edithurt-kernel-") as sockets:
+        config = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+        papermill.execute_notebook(NOTEBOOKS / f"{name}.ipynb", out_path, parameters=parameters, cwd=str(NOTEBOOKS),
+                                   progress_bar=False, kernel_name="python3", execution_timeout=timeout_s,
+                                   config=config)
 
 
 def notebook_parameters(profile_name: str, profile: dict, notebook: str, out_dir: Path,
