@@ -10,7 +10,7 @@ import pandas as pd
 from . import disabling, horizon
 from .claims import Ledger, evaluate_claims, rescue_claims
 from .judge import FLOOR, MARGIN, by_ordering, comparisons, task_judges
-from .tables import (EDIT_TRACES, HORIZON, HORIZON_COLLAPSE, HORIZON_EDITING, HORIZON_EXAMPLES, HORIZON_WINDOWS,
+from .tables import (EDIT_TRACES, HORIZON, HORIZON_EDITING, HORIZON_EXAMPLES, HORIZON_WINDOWS,
                      RESCUE_EDITING, RESCUE_EXAMPLES, RESCUE_WINDOWS, SIDE_EFFECTS_EXAMPLES, read_records, read_table)
 
 
@@ -67,17 +67,13 @@ def horizon_section(out_dir: str | Path, protocol: str = "paper", ledger: Ledger
              "| rescue | vs | collapse point per ordering [95%] (rescue / plain) | delay, log₂ [95%] | delays collapse | "
              "edits | keeps downstream ability | tasks | held-out NLL advantage |", "|---|---|---|---|---|---|---|---|---|"]
     by_chain = table.set_index("chain")
-    variant_of = {}
-    points = read_table(out_dir, HORIZON_COLLAPSE)
-    if points is not None:
-        variant_of = dict(zip(points.chain, points.variant))
     for r in table.itertuples():
         if not isinstance(getattr(r, "vs", None), str):
             continue
         plain = by_chain.loc[r.vs]
         interval = ("" if r.delay_low != r.delay_low else
                     f" [{r.delay_low:+.2f}, {r.delay_high:+.2f}]".replace("inf", "∞"))
-        down = kept.get(variant_of.get(r.chain, r.chain), {})
+        down = kept.get(getattr(r, "variant", r.chain), {})
         lines.append(f"| {r.chain} | {r.vs} | {_points(r)} / {_points(plain)} | "
                      f"{r.delay_log2:+.2f}{interval} | **{r.verdict}** | {down.get('facts', '')} | "
                      f"**{down.get('verdict', 'not measured')}** | {down.get('tasks', '')} | {down.get('heldout', '')} |")

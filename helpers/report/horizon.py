@@ -177,7 +177,8 @@ def horizon_table(points: pd.DataFrame, plain_of: dict[str, str] | None = None) 
     for chain, part in points.groupby("chain", sort=False):
         shown = [f"≥{c}" if z else str(c) for c, z in zip(part.collapse, part.censored)]
         low, high = collapse_interval(part)
-        row = {"chain": chain, "orderings": len(part), "collapse_median": float(part.collapse.median()),
+        row = {"chain": chain, "variant": part.variant.iloc[0], "orderings": len(part),
+               "collapse_median": float(part.collapse.median()),
                "collapse_low": low, "collapse_high": high,
                "collapse_per_ordering": " / ".join(shown), "censored": int(part.censored.sum()),
                "max_norm_growth": float(part.max_norm_growth.max())}

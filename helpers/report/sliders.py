@@ -142,17 +142,17 @@ def rect_k_view(model, tok, inputs: dict, how: str = "rect", k: float = 0.4):
     return widgets.VBox([widgets.HBox([method, regularizer]), slider, readout, out])
 
 
-def horizon_at(traces: pd.DataFrame, edits: int,
-               measures=("heldout_nll", "norm_growth", "top_singular_growth")) -> pd.DataFrame:
+def horizon_at(traces: pd.DataFrame, edits: int, measures=("heldout_nll", "norm_growth", "top_singular_growth"),
+               points: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per chain of the collapse horizon's ``traces`` (:func:`helpers.runs.sweep.edit_traces`): each
     of ``measures`` after ``edits`` edits, its mean over the edit orderings and their range, and how
     many orderings are collapsed by then (the held-out NLL past the collapse rule, or the weights
-    not finite: :func:`helpers.report.horizon.collapse_points`)."""
+    not finite: :func:`helpers.report.horizon.collapse_points`, read from ``traces`` unless given)."""
     if edits not in set(traces.edits):
         raise KeyError(f"no trace after {edits} edits: the chains run 0 to {int(traces.edits.max())}")
     at = traces[traces.edits == edits]
     rows = []
-    points = horizon.collapse_points(traces).set_index(["chain", "ordering"])
+    points = (horizon.collapse_points(traces) if points is None else points).set_index(["chain", "ordering"])
     for chain, part in at.groupby("chain", sort=False):
         row = {"chain": chain, "orderings": len(part),
                "collapsed": int(sum(not points.loc[(chain, o), "censored"] and points.loc[(chain, o), "collapse"] <= edits
@@ -183,9 +183,10 @@ def horizon_view(traces: pd.DataFrame):
     readout.add_class("edithurt-readout")
     out = widgets.Output()
     base = float(traces[traces.edits == 0].heldout_nll.mean()) if 0 in counts else None
+    points = horizon.collapse_points(traces)  # once, not at every move of the slider
 
     def draw(_=None):
-        frame = horizon_at(traces, slider.value)
+        frame = horizon_at(traces, slider.value, points=points)
         readout.value = horizon_readout(slider.value, frame)
         with out:
             out.clear_output(wait=True)

@@ -55,14 +55,17 @@ def test_a_notebook_logs_what_it_spent_outside_its_phases(tmp_path, monkeypatch)
     from helpers.report import reproduce
 
     monkeypatch.delenv(timing.LOG_ENV, raising=False)
+    started = time.perf_counter()
     with reproduce.timed_notebook(tmp_path, "06_collapse_horizon"):
         assert os.environ[timing.LOG_ENV] == str(reproduce.timing_log(tmp_path))
         with timing.phase("ROME", "edit"):  # as the kernel would, in its own process
             time.sleep(0.1)
         subprocess.run([sys.executable, "-c", "import time; time.sleep(0.2)"], check=True)
+    wall = time.perf_counter() - started
     assert timing.LOG_ENV not in os.environ  # restored
     rows = timing.read_log(reproduce.timing_log(tmp_path)).set_index("phase")
     assert rows.loc["edit", "notebook"] == "06_collapse_horizon"
-    assert 0.2 <= float(rows.loc["notebook", "seconds"]) < 2  # the child's 0.2 s, not the edit's 0.1 s again
+    assert float(rows.loc["notebook", "seconds"]) >= 0.2  # the child's 0.2 s
+    assert rows.seconds.astype(float).sum() <= wall + 0.01  # the edit's 0.1 s is not counted again
     summary = reproduce.write_timing(tmp_path)
     assert (tmp_path / "timing.csv").exists() and set(summary.phase) == {"edit", "notebook", "total"}
