@@ -182,35 +182,48 @@ def _legend_outside(fig, ax) -> None:
 
 
 def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "variant",
-                  title: str = "The collapse horizon", log_y: Sequence[str] = ()) -> plt.Figure:
-    """One panel per column of ``measures`` against the number of edits on a log axis (edits ≥ 1;
-    the unedited value, where there is one, a dashed grey line): per ``hue`` the mean over edit
-    orderings, shaded between the orderings' lowest and highest (their range: three orderings give
-    no interval worth the name). ``frame``: the per-edit traces or the retention table."""
+                  title: str = "The collapse horizon", log_y: Sequence[str] = (), row: str | None = None) -> plt.Figure:
+    """One panel per column of ``measures`` against the number of edits on a log axis (edits ≥ 1,
+    ticks at the powers of two the checkpoints sit on; the unedited value, where there is one, a
+    dashed grey line): per ``hue`` the mean over edit orderings, shaded between the orderings' lowest
+    and highest (their range: three orderings give no interval worth the name). ``row``: a column
+    whose values get a row of panels each, on their own y scale (a family whose norm grows by 0.5 %
+    would be a flat line on the scale of one that grows by 30 %). ``frame``: the per-edit traces or
+    the retention table."""
     sns.set_theme(style="whitegrid", context="notebook")
     names = list(dict.fromkeys(frame[hue]))
     colours = dict(zip(names, sns.color_palette("deep", len(names))))
-    fig, axes = plt.subplots(1, len(measures), figsize=(4.6 * len(measures) + 1.5, 3.6), constrained_layout=True,
-                             squeeze=False)
-    for ax, measure in zip(axes[0], measures):
-        data = frame.dropna(subset=[measure])
-        base = data[data.edits == 0][measure]
-        if len(base):
-            ax.axhline(float(base.mean()), color="grey", linestyle="--", linewidth=1, label="unedited")
-        for name in names:
-            part = data[(data[hue] == name) & (data.edits > 0)]
-            if part.empty:
-                continue
-            g = part.groupby("edits")[measure]
-            mean, low, high = g.mean(), g.min(), g.max()
-            ax.plot(mean.index, mean.values, color=colours[name], label=str(name), linewidth=1.5)
-            ax.fill_between(mean.index, low.values, high.values, color=colours[name], alpha=0.18, linewidth=0)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        if measure in log_y:
-            ax.set_yscale("log")
-        ax.set(xlabel="edits (log scale)", ylabel="", title=measure.replace("_", " "))
-    _legend_outside(fig, axes[0][0])
+    groups = list(dict.fromkeys(frame[row])) if row is not None else [None]
+    fig, axes = plt.subplots(len(groups), len(measures), figsize=(4.6 * len(measures) + 1.5, 3.3 * len(groups) + 0.3),
+                             constrained_layout=True, squeeze=False)
+    for group, panels in zip(groups, axes):
+        rows = frame if group is None else frame[frame[row] == group]
+        for ax, measure in zip(panels, measures):
+            data = rows.dropna(subset=[measure])
+            base = data[data.edits == 0][measure]
+            if len(base):
+                ax.axhline(float(base.mean()), color="grey", linestyle="--", linewidth=1, label="unedited")
+            for name in names:
+                part = data[(data[hue] == name) & (data.edits > 0)]
+                if part.empty:
+                    continue
+                g = part.groupby("edits")[measure]
+                mean, low, high = g.mean(), g.min(), g.max()
+                ax.plot(mean.index, mean.values, color=colours[name], label=str(name), linewidth=1.5)
+                ax.fill_between(mean.index, low.values, high.values, color=colours[name], alpha=0.18, linewidth=0)
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if measure in log_y:
+                ax.set_yscale("log")
+            name = measure.replace("_", " ")
+            ax.set(xlabel="edits (log scale)", ylabel="", title=name if group is None else f"{group}: {name}")
+    seen = {}  # every row's lines in one legend, once each
+    for ax in axes[:, 0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=8)
     fig.suptitle(f"{title}\n(lines: mean over edit orderings; shaded: their range)")
     return fig
 

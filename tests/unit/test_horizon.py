@@ -92,3 +92,23 @@ def test_a_chains_collapse_interval_is_the_t_interval_of_its_log_points_or_a_low
     assert (low, high) == pytest.approx((2 ** (6 - half), 2 ** (6 + half)))
     assert horizon.collapse_interval(part.assign(censored=[False, True, False])) == (32.0, math.inf)
     assert horizon.collapse_interval(pd.DataFrame({"collapse": [40] * 3, "censored": [False] * 3})) == pytest.approx((40, 40))
+
+
+def test_horizon_lines_gives_each_family_a_row_on_its_own_scale():
+    import matplotlib.pyplot as plt
+
+    from helpers.report import plots
+
+    rows = [{"variant": v, "family": f, "ordering": o, "edits": e, "norm_growth": 1 + scale * e}
+            for v, f, scale in (("ROME", "ROME", 0.01), ("ROME + RECT 40%", "ROME", 0.009), ("MEMIT", "MEMIT", 1e-4),
+                                ("NAS", "MEMIT", 2e-4))
+            for o in range(3) for e in (1, 2, 4, 8, 16)]
+    fig = plots.horizon_lines(pd.DataFrame(rows), ["norm_growth"], row="family")
+    top, bottom = fig.axes[0], fig.axes[1]
+    assert top.get_title().startswith("ROME") and bottom.get_title().startswith("MEMIT")
+    assert bottom.get_ylim()[1] < 1.01 < top.get_ylim()[1]  # MEMIT's 0.3 % is not flattened by ROME's 16 %
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ROME", "ROME + RECT 40%", "MEMIT", "NAS"]
+    labels = [t.get_text() for t in top.get_xticklabels() + top.get_xticklabels(minor=True) if t.get_text()]
+    assert {"1", "2", "4", "8", "16"} <= set(labels)  # plain numbers at the checkpoints' powers of two, nothing else
+    assert all(math.log2(float(x)).is_integer() for x in labels)
+    plt.close(fig)
