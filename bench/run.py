@@ -16,7 +16,7 @@ from the same process on the same machine, so ratios between them are meaningful
 ``edit.<M>.seconds_per_edit``  ROME, MEMIT, KN, MEND on ZsRE requests (caches warm), and the
                          rescues (ROME+RECT, R-ROME, AlphaEdit, ENCORE, NAS) with
                          ``edit.<R>.over_<M>``, each over its plain method timed in the same run
-``edit.NAS.anchor_seconds``  NAS's anchor, read once per model (1000 values solved)
+``edit.NAS.anchor_seconds``  NAS's anchor, read once per model (its hparams' anchor_requests solved)
 ``edit.ROME.floor_seconds_at_matmul_peak``  the matrix-product GFLOP of one ROME edit (counted
                          by torch.profiler) over the measured peak: the fastest it could be
 ``stats.tokens_per_s``   key second moments (MEMIT's statistics), corpus sampling included
