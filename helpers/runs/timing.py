@@ -72,12 +72,17 @@ def read_log(path: str | os.PathLike) -> pd.DataFrame:
 def summarize(log: pd.DataFrame) -> pd.DataFrame:
     """``timing.csv``: per (notebook, chain, phase) the count of lines and their wall and CPU
     seconds, then a ``total`` line per notebook (chain ``""``) and one for the whole build
-    (notebook ``"all"``)."""
+    (notebook ``"all"``). Of a notebook's ``notebook`` lines only the last counts: the time
+    of the run whose figures landed, not of every piece's or reread's."""
     cols = ["notebook", "chain", "phase", "count", "seconds", "cpu_seconds"]
     if not len(log):
         return pd.DataFrame(columns=cols)
     log = log.assign(chain=log.chain.fillna("").astype(str), seconds=log.seconds.astype(float),
                      cpu_seconds=log.cpu_seconds.astype(float))
+    # each piece of a build, and each rerun that only rereads the store, redraws the notebook's figures: the
+    # figures that landed are the last run's, so only its notebook line counts (a rerun does not grow the total)
+    outside = log[log.phase == "notebook"]
+    log = log.drop(outside.index.difference(outside.groupby("notebook").tail(1).index))
     g = log.groupby(["notebook", "chain", "phase"], sort=False)
     parts = g.agg(count=("seconds", "size"), seconds=("seconds", "sum"), cpu_seconds=("cpu_seconds", "sum")).reset_index()
     totals = log.groupby("notebook", sort=False).agg(count=("seconds", "size"), seconds=("seconds", "sum"),

@@ -34,11 +34,13 @@ def test_timing_csv_sums_every_piece_per_phase_and_notebook(tmp_path):
     log = tmp_path / "log.csv"
     for seconds in (10.0, 20.0):  # two sessions' pieces of the same chain
         timing.append(log, "01", "ROME", "edit", seconds, seconds / 2)
-    timing.append(log, "01", "", "notebook", 5.0, 4.0)
+    timing.append(log, "01", "", "notebook", 9.0, 8.0)  # a piece's figures, redrawn by the last run
+    timing.append(log, "01", "", "notebook", 5.0, 4.0)  # the run whose figures landed
     timing.append(log, "02", "ROME", "evaluation", 7.0, 6.0)
     table = timing.summarize(timing.read_log(log)).set_index(["notebook", "chain", "phase"])
     assert table.loc[("01", "ROME", "edit"), "seconds"] == pytest.approx(30.0)
     assert table.loc[("01", "ROME", "edit"), "count"] == 2
+    assert table.loc[("01", "", "notebook"), "seconds"] == pytest.approx(5.0)  # only the last notebook line
     assert table.loc[("01", "", "total"), "seconds"] == pytest.approx(35.0)
     assert table.loc[("01", "", "total"), "cpu_seconds"] == pytest.approx(19.0)
     assert table.loc[("all", "", "total"), "seconds"] == pytest.approx(42.0)
