@@ -110,9 +110,11 @@ def mean_sd(df: pd.DataFrame, by, columns) -> pd.DataFrame:
 
 
 def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:
-    """``fig`` as ``<out_dir>/<name>.png`` and ``.pdf``; returns the PNG's path."""
+    """``fig`` as ``<out_dir>/<name>.png`` and ``.pdf``; returns the PNG's path. The PDF carries no
+    creation date, so a rebuild from the same numbers writes the same bytes (committed figures do
+    not change when nothing did)."""
     path = Path(out_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path.with_suffix(".png"), dpi=130)
-    fig.savefig(path.with_suffix(".pdf"))
+    fig.savefig(path.with_suffix(".pdf"), metadata={"CreationDate": None})
     return path.with_suffix(".png")
