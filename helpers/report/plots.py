@@ -172,9 +172,16 @@ def k_sweep_lines(df: pd.DataFrame, metrics=("reliability", "generalization", "l
     return fig
 
 
-def _legend_outside(fig, ax) -> None:
-    """Move ``ax``'s legend (drawn on the first panel only) to the figure's right edge."""
+def _legend_outside(fig, ax, *more) -> None:
+    """Move ``ax``'s legend (drawn on the first panel only) to the figure's right edge; with ``more``
+    axes, their lines join it, each label once (panels that show different lines)."""
     handles, labels = ax.get_legend_handles_labels()
+    if more:
+        seen = {}
+        for a in (ax, *more):
+            for handle, label in zip(*a.get_legend_handles_labels()):
+                seen.setdefault(label, handle)
+        handles, labels = list(seen.values()), list(seen)
     if ax.get_legend() is not None:
         ax.get_legend().remove()
     if handles:
@@ -217,13 +224,9 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             if measure in log_y:
                 ax.set_yscale("log")
-            name = measure.replace("_", " ")
-            ax.set(xlabel="edits (log scale)", ylabel="", title=name if group is None else f"{group}: {name}")
-    seen = {}  # every row's lines in one legend, once each
-    for ax in axes[:, 0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(label, handle)
-    fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=8)
+            shown = measure.replace("_", " ")
+            ax.set(xlabel="edits (log scale)", ylabel="", title=shown if group is None else f"{group}: {shown}")
+    _legend_outside(fig, *axes[:, 0])  # every row's lines in one legend
     fig.suptitle(f"{title}\n(lines: mean over edit orderings; shaded: their range)")
     return fig
 
