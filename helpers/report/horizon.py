@@ -8,7 +8,9 @@ disabling-edit rule's single-edit collapse, :data:`helpers.report.disabling.COLL
 SmolLM2-135M, whose unedited held-out NLL is about 2.9, far outside the 0.05-nat margin of no
 practical effect), or whose weights stopped being finite (the chain's ``collapsed`` flag). A
 chain that never collapses is *censored* at its length: its collapse point is only known to lie
-beyond it.
+beyond it. A horizon chain ends at its collapse (:func:`horizon_chains`, ``until_collapse``): past it
+the model is broken and further edits would only measure a broken model; its traces end at the
+collapse edit and its checkpoints before it.
 
 **Delay.** A rescue and its plain method edit the same records in the same orderings, so they
 compare ordering by ordering: the delay is ``log2`` of the ratio of their collapse points (1: the
@@ -41,11 +43,18 @@ def log_checkpoints(edits: int, per_doubling: int = 1) -> tuple[int, ...]:
     return tuple(sorted(p for p in points if p <= edits))
 
 
-def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 0, orderings: int = 1) -> list:
+def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 0, orderings: int = 1,
+                   tasks_at: Sequence[int] | None = None, until_collapse: float | None = COLLAPSE_RISE) -> list:
     """The horizon's chains (:func:`helpers.runs.grid.rescue_chains`), each with checkpoints on a
     log scale up to its length: ``edits`` one length for every variant, or ``{method: length}``
     (a variant's method, its first entry: ROME's family may run longer than MEMIT's where its
-    edits are dearer or its model collapses sooner; every method named)."""
+    edits are dearer or its model collapses sooner; every method named). ``tasks_at``: the
+    checkpoints where the chains read the downstream tasks (default: none; a point that is no
+    chain's checkpoint is read by none). ``until_collapse``: each chain ends at its collapse by
+    this rise (default the collapse rule's, :data:`COLLAPSE_RISE`; None: every chain runs to its
+    length)."""
+    import dataclasses
+
     from ..runs.grid import SweepError, rescue_chains
 
     out = []
@@ -56,7 +65,8 @@ def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 
             length = int(edits[entry[0]])
         else:
             length = int(edits)
-        out += rescue_chains([entry], log_checkpoints(length), seed=seed, orderings=orderings)
+        out += [dataclasses.replace(c, tasks_at=tuple(tasks_at or ()), until_collapse=until_collapse)
+                for c in rescue_chains([entry], log_checkpoints(length), seed=seed, orderings=orderings)]
     return sorted(out, key=lambda c: c.seed)  # ordering by ordering, as rescue_chains
 
 

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -196,7 +197,8 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
     and highest (their range: three orderings give no interval worth the name). ``row``: a column
     whose values get a row of panels each, on their own y scale (a family whose norm grows by 0.5 %
     would be a flat line on the scale of one that grows by 30 %). ``frame``: the per-edit traces or
-    the retention table."""
+    the retention table. Where some orderings' chains have ended (at their collapse), the line
+    goes on dotted, over the orderings still running."""
     sns.set_theme(style="whitegrid", context="notebook")
     names = list(dict.fromkeys(frame[hue]))
     colours = dict(zip(names, sns.color_palette("deep", len(names))))
@@ -215,8 +217,14 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
                 if part.empty:
                     continue
                 g = part.groupby("edits")[measure]
-                mean, low, high = g.mean(), g.min(), g.max()
-                ax.plot(mean.index, mean.values, color=colours[name], label=str(name), linewidth=1.5)
+                mean, low, high, count = g.mean(), g.min(), g.max(), g.count()
+                every = count.to_numpy() == count.max()
+                # solid while every ordering runs; dotted from the last such point on
+                cut = int(np.argmin(every)) if not every.all() else len(every)
+                ax.plot(mean.index[:cut], mean.values[:cut], color=colours[name], label=str(name), linewidth=1.5)
+                if cut < len(every):
+                    ax.plot(mean.index[max(cut - 1, 0):], mean.values[max(cut - 1, 0):], color=colours[name],
+                            linewidth=1.5, linestyle=":")
                 ax.fill_between(mean.index, low.values, high.values, color=colours[name], alpha=0.18, linewidth=0)
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2))
@@ -227,7 +235,9 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
             shown = measure.replace("_", " ")
             ax.set(xlabel="edits (log scale)", ylabel="", title=shown if group is None else f"{group}: {shown}")
     _legend_outside(fig, *axes[:, 0])  # every row's lines in one legend
-    fig.suptitle(f"{title}\n(lines: mean over edit orderings; shaded: their range)")
+    ended = any(g.groupby("edits").size().nunique() > 1 for _, g in frame[frame.edits > 0].groupby(hue))
+    fig.suptitle(f"{title}\n(lines: mean over edit orderings; shaded: their range"
+                 + ("; dotted: some orderings' chains have collapsed and ended)" if ended else ")"))
     return fig
 
 

@@ -23,7 +23,13 @@ class Chain:
     as its reference does: the edits accumulate unrestrained and each checkpoint is evaluated
     with the restrained weights). ``batch_edit``: how each batch is edited — ``"chunks"`` as the
     released editor (chunks of the hparams' ``batch_size`` in sequence), ``"joint"`` in one edit;
-    None: as the method's hparams say (docs/protocol.md, "Batch editing: two readings")."""
+    None: as the method's hparams say (docs/protocol.md, "Batch editing: two readings").
+    ``tasks_at``: the checkpoints where the tasks are read (None: every one; the checkpoint
+    measures and per-edit traces are read at all of them). ``until_collapse``: end the chain at
+    its collapse — the first edit after which the held-out NLL exceeds the unedited model's by
+    more than this many nats per token, or its weights are no longer finite — instead of
+    editing a broken model to its length (None: run to the length; a model with non-finite
+    weights is then scored at the floor)."""
 
     method: str
     batch_size: int = 1
@@ -32,6 +38,8 @@ class Chain:
     setting: str = "instance-sequential"
     seed: int = 0
     batch_edit: str | None = None
+    tasks_at: tuple[int, ...] | None = None
+    until_collapse: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "method", canonical_method(self.method))
@@ -45,6 +53,16 @@ class Chain:
         if not points or points[0] < 0:
             raise SweepError(f"checkpoints must be numbers of edits >= 0, got {self.checkpoints}")
         object.__setattr__(self, "checkpoints", points)
+        if self.tasks_at is not None:
+            object.__setattr__(self, "tasks_at", tuple(sorted(set(int(c) for c in self.tasks_at))))
+        if self.until_collapse is not None and 0 not in points:
+            raise SweepError("a chain that ends at its collapse compares with the unedited model: its checkpoints "
+                             f"must include 0, got {points}")
+
+    @property
+    def task_points(self) -> tuple[int, ...]:
+        """The checkpoints where the tasks are read."""
+        return self.checkpoints if self.tasks_at is None else tuple(c for c in self.checkpoints if c in self.tasks_at)
 
     @property
     def edits(self) -> int:

@@ -205,7 +205,7 @@ def _measures(units: list[ChainUnit], store: ResultStore, measure: str, records:
     columns = SIGNAL_COLUMNS if measure == "signals" else EDITING_COLUMNS
     out = []
     for u in units:
-        for count in u.chain.checkpoints:
+        for count in u.checkpoints_in(store):
             if measure not in u.measures_at(count):
                 continue
             key = u.measure_key(count, measure)
@@ -240,7 +240,7 @@ def _traces(units: list[ChainUnit], store: ResultStore) -> pd.DataFrame:
                              "side_effects with the same arguments first")
         rows = [{**u.columns_at(0), "heldout_nll": math.log(base["perplexity"]), "norm_growth": 1.0,
                  "top_singular_growth": 1.0, "finite": True, "collapsed": False}]
-        for i in range(1, u.chain.edits + 1):
+        for i in range(1, u.last_edit(store) + 1):
             row = store.get(u.trace_key(i))
             if row is None:
                 raise SweepError(f"{u.label}, edit {i}: no trace in {store.path or 'this in-memory store'} (a store "
@@ -304,10 +304,10 @@ class ChainUnit:
     def unedited(self) -> ChainUnit:
         """A unit computing only this chain's unedited point."""
         import copy
+        import dataclasses
 
         unit = copy.copy(self)
-        c = self.chain
-        unit.chain = Chain(c.method, c.batch_size, (0,), c.regularizer, c.setting, c.seed, c.batch_edit)
+        unit.chain = dataclasses.replace(self.chain, checkpoints=(0,))
         return unit
 
     def _edited(self, count: int) -> list[list[int]]:
@@ -338,7 +338,7 @@ class ChainUnit:
         return {"experiment": "side_effects_state", **self.state_edit_key, "edits": self._edited(count)}
 
     def settings(self) -> tuple[list[dict], list[dict]]:
-        return ([self.row_key(c, t) for c in self.chain.checkpoints for t in self.tasks]
+        return ([self.row_key(c, t) for c in self.chain.task_points for t in self.tasks]
                 + [self.measure_key(c, m) for c in self.chain.checkpoints for m in self.measures_at(c)]
                 + [self.trace_key(i) for c in self.chain.checkpoints for i in self.traced_at(c)],
                 [self.state_key(c) for c in self.chain.checkpoints if c > 0])
@@ -348,15 +348,27 @@ class ChainUnit:
         return CHECKPOINT_MEASURES if count > 0 else ("signals",)
 
     def _keys_at(self, count: int) -> list[dict]:
-        return ([self.row_key(count, t) for t in self.tasks] + [self.measure_key(count, m) for m in self.measures_at(count)]
+        tasks = self.tasks if count in self.chain.task_points else []
+        return ([self.row_key(count, t) for t in tasks] + [self.measure_key(count, m) for m in self.measures_at(count)]
                 + [self.trace_key(i) for i in self.traced_at(count)])
+
+    def checkpoints_in(self, store) -> tuple[int, ...]:
+        """The checkpoints the chain reaches: all of them, but for a chain that ends at its collapse
+        (``Chain.until_collapse``) and has, those before it."""
+        end = self.collapsed_at(store) if self.chain.until_collapse is not None else None
+        return self.chain.checkpoints if end is None else tuple(c for c in self.chain.checkpoints if c < end)
+
+    def last_edit(self, store) -> int:
+        """The chain's last edit: its length, or the edit it collapsed at where it ends there."""
+        end = self.collapsed_at(store) if self.chain.until_collapse is not None else None
+        return self.chain.edits if end is None else end
 
     def missing(self, store) -> set[str]:
         """The keys of the rows still to compute."""
-        return {settings_key(k) for c in self.chain.checkpoints for k in self._keys_at(c) if store.get(k) is None}
+        return {settings_key(k) for c in self.checkpoints_in(store) for k in self._keys_at(c) if store.get(k) is None}
 
     def missing_at(self, count: int, store) -> bool:
-        return count in self.chain.checkpoints and any(store.get(k) is None for k in self._keys_at(count))
+        return count in self.checkpoints_in(store) and any(store.get(k) is None for k in self._keys_at(count))
 
     def columns_at(self, count: int) -> dict:
         c = self.chain
@@ -367,10 +379,10 @@ class ChainUnit:
     def table(self, store, columns: Sequence[str] = ROW_COLUMNS) -> list[dict]:
         return [{**self.columns_at(count), "task": task,
                  **{k: store.get(self.row_key(count, task)).get(k) for k in columns}}
-                for count in self.chain.checkpoints for task in self.tasks]
+                for count in self.checkpoints_in(store) if count in self.chain.task_points for task in self.tasks]
 
     def run(self, session: Session, store, on_row) -> None:
-        pending = [c for c in self.chain.checkpoints if self.missing_at(c, store)]
+        pending = [c for c in self.checkpoints_in(store) if self.missing_at(c, store)]
         if not pending:
             return
         m, tok = session.load()
@@ -396,6 +408,7 @@ class ChainUnit:
             return store.get_tensors(self.state_key(count))
 
         tops: dict[str, float] = {}  # each edited matrix's unedited top singular value, read once
+        past = self._past_collapse(store)
 
         def traced(count):
             row = store.get(self.trace_key(count))
@@ -404,7 +417,7 @@ class ChainUnit:
                     row = self._trace(m, tok, run.originals, tops)
                 store.put(self.trace_key(count), row)
                 on_row(f"{self.chain.label}: edit {count}, trace")
-            if row.get("collapsed"):
+            if row.get("collapsed") or past(row):
                 raise _Collapsed(count)
 
         collapsed = self.collapsed_at(store)
@@ -420,9 +433,10 @@ class ChainUnit:
                     except _Collapsed as c:
                         collapsed = c.at
                 if collapsed is not None and target >= collapsed:
-                    # a model with non-finite weights produces nothing: the rest of the chain is recorded at the floor
-                    self._record_collapse(m, tok, collapsed, pending[i:], store, on_row)
-                    return
+                    if self.chain.until_collapse is None:
+                        # a model with non-finite weights produces nothing: the rest of the chain is recorded at the floor
+                        self._record_collapse(m, tok, collapsed, pending[i:], store, on_row)
+                    return  # (a chain that ends at its collapse: its traces end there, its later checkpoints are none)
                 originals = run.originals
                 if edited:
                     # before evaluating: a crash during the evaluation resumes here, not edits earlier
@@ -438,14 +452,30 @@ class ChainUnit:
 
     def collapsed_at(self, store) -> int | None:
         """The edit after which the chain's model was collapsed (its weights, or its held-out NLL,
-        no longer finite), as the stored traces say; None while it is not."""
+        no longer finite; for a chain that ends at its collapse, also its held-out NLL past
+        ``Chain.until_collapse``), as the stored traces say; None while it is not."""
+        past = self._past_collapse(store)
         for i in range(1, self.chain.edits + 1):
             row = store.get(self.trace_key(i))
             if row is None:
                 return None
             if row.get("collapsed"):
                 return int(row.get("collapsed_at", i))
+            if past(row):
+                return i
         return None
+
+    def _past_collapse(self, store):
+        """``past(trace row)``: whether the chain ends at that edit by its held-out NLL — more than
+        ``Chain.until_collapse`` nats per token above the unedited model's, the rule
+        :func:`helpers.report.horizon.collapse_points` reads the traces with. Never for a chain that
+        runs to its length (or before the unedited model is read)."""
+        rise = self.chain.until_collapse
+        base = store.get(self.measure_key(0, "signals")) if rise is not None else None
+        if base is None:
+            return lambda row: False
+        unedited = math.log(base["perplexity"])
+        return lambda row: row["heldout_nll"] - unedited > rise
 
     def _record_collapse(self, m, tok, at: int, checkpoints: Sequence[int], store, on_row) -> None:
         """Store the rows of a chain that collapsed at edit ``at``: each later edit's trace and each

@@ -131,3 +131,63 @@ def test_a_model_that_produces_nothing_scores_every_task_at_its_floor(smol_token
         assert ev.records.collapsed.all() and (ev.records.output == "").all()
         if ev.records.has_labels.any():
             assert ev.row["label_acc"] == 0.0
+
+
+def test_a_chain_that_ends_at_its_collapse_stops_there_without_floor_rows(tiny_model, tmp_path, monkeypatch):
+    module, run = _setup(tiny_model, tmp_path, factors=[1.01] * 6, nan_at=2)  # the third edit writes NaN
+    chain = [Chain("SCALE", 1, (0, 2, 4, 6), until_collapse=1.0)]
+    found = sweep.run(chain, progress=False, **run)
+    assert found.rows.edits.tolist() == [0, 2]  # no checkpoint past the collapse, no floor
+    traces = found.traces()
+    assert traces.edits.tolist() == [0, 1, 2, 3] and traces.collapsed.tolist() == [False, False, False, True]
+    assert found.measures("signals").edits.tolist() == [0, 2]
+    unit = found.units[0]
+    assert unit.collapsed_at(found.store) == 3 and unit.last_edit(found.store) == 3 and not unit.missing(found.store)
+    assert found.store.get(unit.trace_key(4)) is None
+
+    def no_edit(*a, **k):
+        raise AssertionError("an ended chain was edited again")
+
+    monkeypatch.setattr(helpers.runs.chain, "edit", no_edit)
+    assert sweep.run(chain, progress=False, **run).rows.edits.tolist() == [0, 2]
+
+
+def test_a_chain_ends_at_the_first_edit_past_the_rise_the_horizon_reads(tiny_model, tmp_path, monkeypatch):
+    from helpers.report import horizon
+
+    module, run = _setup(tiny_model, tmp_path, factors=[1.01] * 6)
+    # the held-out NLL after each edit, raised by a script (a tiny random model barely moves): past
+    # the 1-nat rule at edit 3, back under it at 4
+    script = iter([0.1, 0.5, 1.5, 0.2, 3.0, 3.0])
+    real = sweep.ChainUnit._trace
+
+    def scripted(m, tok, originals, tops):
+        row = real(m, tok, originals, tops)
+        return {**row, "heldout_nll": row["heldout_nll"] + next(script)}
+
+    monkeypatch.setattr(sweep.ChainUnit, "_trace", staticmethod(scripted))
+    ended = sweep.run([Chain("SCALE", 1, (0, 2, 4, 6), until_collapse=1.0)], progress=False, **run)
+    traces = ended.traces()
+    assert traces.edits.tolist() == [0, 1, 2, 3] and ended.rows.edits.tolist() == [0, 2]
+    assert int(horizon.collapse_points(traces).collapse.iloc[0]) == 3  # the horizon's rule, read independently
+    assert not traces.collapsed.any()  # ended by the rule, its weights finite
+    # the same script with the rule 2 nats: past it first at edit 5
+    script = iter([0.1, 0.5, 1.5, 0.2, 3.0, 3.0])
+    run["store"] = tmp_path / "two.jsonl"
+    two = sweep.run([Chain("SCALE", 1, (0, 2, 4, 6), until_collapse=2.0)], progress=False, **run)
+    assert two.traces().edits.max() == 5 and two.rows.edits.tolist() == [0, 2, 4]
+
+
+def test_a_chain_reads_the_tasks_only_at_its_tasks_at_and_a_fixed_chain_shares_them(tiny_model, tmp_path, monkeypatch):
+    module, run = _setup(tiny_model, tmp_path, factors=[1.01] * 4)
+    found = sweep.run([Chain("SCALE", 1, (0, 1, 2, 4), tasks_at=(0, 2))], progress=False, **run)
+    assert found.rows.edits.tolist() == [0, 2]
+    assert found.measures("signals").edits.tolist() == [0, 1, 2, 4]  # the measures at every checkpoint
+
+    def no_edit(*a, **k):
+        raise AssertionError("a row the longer chain read was computed again")
+
+    monkeypatch.setattr(helpers.runs.chain, "edit", no_edit)
+    fixed = sweep.run([Chain("SCALE", 1, (0, 2))], progress=False, **run)
+    assert fixed.rows.edits.tolist() == [0, 2]
+    assert fixed.rows.value.tolist() == found.rows.value.tolist()

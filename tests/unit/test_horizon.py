@@ -112,3 +112,24 @@ def test_horizon_lines_gives_each_family_a_row_on_its_own_scale():
     assert {"1", "2", "4", "8", "16"} <= set(labels)  # plain numbers at the checkpoints' powers of two, nothing else
     assert all(math.log2(float(x)).is_integer() for x in labels)
     plt.close(fig)
+
+
+def test_horizon_lines_go_on_dotted_where_some_orderings_have_ended():
+    import matplotlib.pyplot as plt
+
+    from helpers.report import plots
+
+    ends = {0: 16, 1: 8, 2: 16}  # ordering 1's chain collapsed and ended at 8 edits
+    rows = [{"variant": "ROME", "ordering": o, "edits": e, "norm_growth": 1 + 0.01 * e}
+            for o, end in ends.items() for e in (1, 2, 4, 8, 16) if e <= end]
+    fig = plots.horizon_lines(pd.DataFrame(rows), ["norm_growth"])
+    solid, dotted = [line for line in fig.axes[0].get_lines() if line.get_label() != "unedited"]
+    assert list(solid.get_xdata()) == [1, 2, 4, 8] and solid.get_linestyle() == "-"
+    assert list(dotted.get_xdata()) == [8, 16] and dotted.get_linestyle() == ":"  # joined at the last full point
+    assert "dotted" in fig._suptitle.get_text()
+    plt.close(fig)
+
+    full = plots.horizon_lines(pd.DataFrame([r for r in rows if r["ordering"] != 1]), ["norm_growth"])
+    assert [line.get_linestyle() for line in full.axes[0].get_lines()] == ["-"]
+    assert "dotted" not in full._suptitle.get_text()
+    plt.close(full)
