@@ -151,9 +151,11 @@ def timing_log(out_dir: Path) -> Path:
 def timed_notebook(out_dir: Path, name: str):
     """Run a notebook with its phases logged (the kernel inherits ``EDITHURT_TIMING``), then log
     what it spent outside them as its ``notebook`` phase (wall; CPU: the kernel's, read when it
-    has exited)."""
+    has exited). A rerun that computed nothing (every row stored) logs nothing where the log
+    already holds the notebook's build: the committed log is left as the build wrote it."""
     log = timing_log(out_dir)
-    before = len(timing.read_log(log))
+    earlier = timing.read_log(log)
+    before, built = len(earlier), bool(((earlier.notebook == name) & (earlier.phase == "notebook")).any())
     saved = {k: os.environ.get(k) for k in (timing.LOG_ENV, timing.NOTEBOOK_ENV)}
     os.environ[timing.LOG_ENV], os.environ[timing.NOTEBOOK_ENV] = str(log), name
     wall0, cpu0 = time.perf_counter(), _children_cpu()
@@ -168,6 +170,8 @@ def timed_notebook(out_dir: Path, name: str):
         inner = timing.read_log(log).iloc[before:]
         inner = inner[inner.notebook == name]
         wall, cpu = time.perf_counter() - wall0, _children_cpu() - cpu0
+        if built and inner.empty:
+            return
         timing.append(log, name, "", "notebook", max(0.0, wall - inner.seconds.astype(float).sum()),
                       max(0.0, cpu - inner.cpu_seconds.astype(float).sum()))
 

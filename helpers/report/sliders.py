@@ -147,16 +147,20 @@ def horizon_at(traces: pd.DataFrame, edits: int, measures=("heldout_nll", "norm_
     """Per chain of the collapse horizon's ``traces`` (:func:`helpers.runs.sweep.edit_traces`): each
     of ``measures`` after ``edits`` edits, its mean over the edit orderings and their range, and how
     many orderings are collapsed by then (the held-out NLL past the collapse rule, or the weights
-    not finite: :func:`helpers.report.horizon.collapse_points`, read from ``traces`` unless given)."""
+    not finite: :func:`helpers.report.horizon.collapse_points`, read from ``traces`` unless given).
+    A chain that ended at its collapse counts as collapsed from there on; the measures are over
+    the orderings still running (``running``; NaN where none is)."""
     if edits not in set(traces.edits):
         raise KeyError(f"no trace after {edits} edits: the chains run 0 to {int(traces.edits.max())}")
     at = traces[traces.edits == edits]
     rows = []
-    points = (horizon.collapse_points(traces) if points is None else points).set_index(["chain", "ordering"])
-    for chain, part in at.groupby("chain", sort=False):
-        row = {"chain": chain, "orderings": len(part),
-               "collapsed": int(sum(not points.loc[(chain, o), "censored"] and points.loc[(chain, o), "collapse"] <= edits
-                                    for o in part.ordering))}
+    points = horizon.collapse_points(traces) if points is None else points
+    for chain, every in points.groupby("chain", sort=False):
+        part = at[at.chain == chain]
+        row = {"chain": chain, "orderings": len(every), "running": len(part),
+               "collapsed": int(((~every.censored.astype(bool)) & (every.collapse <= edits)).sum())}
+        if part.empty and not row["collapsed"]:
+            continue  # a chain shorter than ``edits``: not part of this point
         for m in measures:
             row[m], row[f"{m}_low"], row[f"{m}_high"] = part[m].mean(), part[m].min(), part[m].max()
         rows.append(row)
@@ -165,7 +169,8 @@ def horizon_at(traces: pd.DataFrame, edits: int, measures=("heldout_nll", "norm_
 
 def horizon_readout(edits: int, frame: pd.DataFrame) -> str:
     """The chains' held-out NLL and norm growth after ``edits`` edits, as text."""
-    parts = [f"{r.chain}: NLL {r.heldout_nll:.2f} · ‖W‖/‖W₀‖ {r.norm_growth:.3f}"
+    parts = [f"{r.chain}: ended, collapsed in {r.collapsed}/{r.orderings}" if getattr(r, "running", 1) == 0 else
+             f"{r.chain}: NLL {r.heldout_nll:.2f} · ‖W‖/‖W₀‖ {r.norm_growth:.3f}"
              + (f" · collapsed in {r.collapsed}/{r.orderings}" if r.collapsed else "") for r in frame.itertuples()]
     return f"after {edits} edit{'s' if edits != 1 else ''} — " + " | ".join(parts)
 

@@ -80,3 +80,11 @@ def test_the_horizon_slider_reads_each_chain_at_its_number_of_edits():
         assert _readout(view).value.startswith(f"after {n} edit")
     with pytest.raises(KeyError, match="no trace after 9 edits"):
         horizon_at(traces, 9)
+    # ROME's second ordering ended at its collapse (edit 2): it counts as collapsed, the means are the first's
+    ended = traces[~((traces.chain == "ROME") & (traces.ordering == 1) & (traces.edits > 2))]
+    at = horizon_at(ended, 4).set_index("chain")
+    assert at.loc["ROME", "collapsed"] == 2 and at.loc["ROME", "orderings"] == 2 and at.loc["ROME", "running"] == 1
+    assert at.loc["ROME", "heldout_nll"] == pytest.approx(4.2)
+    both = ended[~((ended.chain == "ROME") & (ended.edits > 4))]  # and the first at its collapse, edit 4
+    at = horizon_at(both, 5).set_index("chain")
+    assert at.loc["ROME", "running"] == 0 and "ROME: ended, collapsed in 2/2" in horizon_readout(5, at.reset_index())

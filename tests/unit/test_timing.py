@@ -71,3 +71,24 @@ def test_a_notebook_logs_what_it_spent_outside_its_phases(tmp_path, monkeypatch)
     assert rows.seconds.astype(float).sum() <= wall + 0.01  # the edit's 0.1 s is not counted again
     summary = reproduce.write_timing(tmp_path)
     assert (tmp_path / "timing.csv").exists() and set(summary.phase) == {"edit", "notebook", "total"}
+
+
+def test_a_rerun_that_computes_nothing_leaves_the_log_as_the_build_wrote_it(tmp_path, monkeypatch):
+    from helpers.report import reproduce
+
+    monkeypatch.delenv(timing.LOG_ENV, raising=False)
+    log = reproduce.timing_log(tmp_path)
+    with reproduce.timed_notebook(tmp_path, "06_collapse_horizon"):
+        with timing.phase("ROME", "edit"):
+            time.sleep(0.01)
+    built = log.read_text()
+    with reproduce.timed_notebook(tmp_path, "06_collapse_horizon"):  # every row stored: only figures
+        pass
+    assert log.read_text() == built
+    with reproduce.timed_notebook(tmp_path, "01_side_effects"):  # a notebook not built yet logs its line
+        pass
+    assert timing.read_log(log).notebook.tolist()[-1] == "01_side_effects"
+    with reproduce.timed_notebook(tmp_path, "06_collapse_horizon"):  # a piece that computes logs again
+        with timing.phase("ROME", "edit"):
+            time.sleep(0.01)
+    assert timing.read_log(log).phase.tolist()[-2:] == ["edit", "notebook"]
