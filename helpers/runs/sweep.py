@@ -490,7 +490,7 @@ class ChainUnit:
                                               "collapsed_at": at, "seconds": 0.0})
                 on_row(f"{self.chain.label}: edit {i}, collapsed at {at}")
         for count in checkpoints:
-            for task in self.tasks:
+            for task in self.tasks if count in self.chain.task_points else ():
                 if store.get(self.row_key(count, task)) is not None:
                     continue
                 ev = collapsed_examples(tok, task, n=self.n, seed=self.seed, protocol=self.protocol,
@@ -523,7 +523,7 @@ class ChainUnit:
         return {n: from_param_layout(w, get_module(model, n.rsplit(".", 1)[0])) for n, w in values.items()}
 
     def _evaluate(self, m, tok, count: int, cache, store, on_row, originals: dict, reference) -> None:
-        for task in self.tasks:
+        for task in self.tasks if count in self.chain.task_points else ():
             if store.get(self.row_key(count, task)) is not None:
                 continue
             with phase(self.chain.label, "evaluation"):

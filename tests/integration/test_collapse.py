@@ -182,6 +182,8 @@ def test_a_chain_reads_the_tasks_only_at_its_tasks_at_and_a_fixed_chain_shares_t
     module, run = _setup(tiny_model, tmp_path, factors=[1.01] * 4)
     found = sweep.run([Chain("SCALE", 1, (0, 1, 2, 4), tasks_at=(0, 2))], progress=False, **run)
     assert found.rows.edits.tolist() == [0, 2]
+    unit = found.units[0]
+    assert [c for c in (1, 4) if found.store.get(unit.row_key(c, "capitals")) is not None] == []  # none computed
     assert found.measures("signals").edits.tolist() == [0, 1, 2, 4]  # the measures at every checkpoint
 
     def no_edit(*a, **k):
