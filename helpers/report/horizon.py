@@ -49,14 +49,20 @@ def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 
     log scale up to its length: ``edits`` one length for every variant, or ``{method: length}``
     (a variant's method, its first entry: ROME's family may run longer than MEMIT's where its
     edits are dearer or its model collapses sooner; every method named). ``tasks_at``: the
-    checkpoints where the chains read the downstream tasks (default: none; a point that is no
-    chain's checkpoint is read by none). ``until_collapse``: each chain ends at its collapse by
-    this rise (default the collapse rule's, :data:`COLLAPSE_RISE`; None: every chain runs to its
-    length)."""
+    numbers of edits where the chains read the downstream tasks (each a checkpoint of every chain
+    that long; default: none). ``until_collapse``: each chain ends at its collapse by this rise
+    (default the collapse rule's, :data:`COLLAPSE_RISE`, and no lower: the tables read the rule;
+    None: every chain runs to its length). A PRUNE chain runs to its length: its traces read the
+    unrestrained edits, its plain method's (PRUNE restrains them when a checkpoint is read)."""
     import dataclasses
 
+    from ..editing import Prune
     from ..runs.grid import SweepError, rescue_chains
 
+    if until_collapse is not None and until_collapse < COLLAPSE_RISE:
+        raise SweepError(f"until_collapse={until_collapse}: a chain ending below the collapse rule "
+                         f"({COLLAPSE_RISE} nat) would read as censored; use at least {COLLAPSE_RISE}, or None")
+    points = sorted(set(int(t) for t in (tasks_at or ())))
     out = []
     for entry in variants:
         if isinstance(edits, dict):
@@ -65,15 +71,32 @@ def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 
             length = int(edits[entry[0]])
         else:
             length = int(edits)
-        out += [dataclasses.replace(c, tasks_at=tuple(tasks_at or ()), until_collapse=until_collapse)
-                for c in rescue_chains([entry], log_checkpoints(length), seed=seed, orderings=orderings)]
+        mine = [t for t in points if t <= length]
+        for c in rescue_chains([entry], sorted(set(log_checkpoints(length)) | set(mine)), seed=seed,
+                               orderings=orderings):
+            ends = None if isinstance(c.regularizer, Prune) else until_collapse
+            out.append(dataclasses.replace(c, tasks_at=tuple(mine), until_collapse=ends,
+                                           draw=c.batch_size * c.edits))
     return sorted(out, key=lambda c: c.seed)  # ordering by ordering, as rescue_chains
+
+
+def downstream_chains(chains: Sequence, at: int) -> list:
+    """The chains that read the tasks after ``at`` edits on the records of each of ``chains`` (the
+    horizon's): each the same method, regulariser and ordering, at 0 and ``at`` edits, drawing its
+    records as its horizon chain does (so the rows the horizon chain read at ``at`` are these; a
+    chain that collapsed before ``at`` is edited on to it here). Chains shorter than ``at``: none."""
+    import dataclasses
+
+    return [dataclasses.replace(c, checkpoints=(0, at), tasks_at=None, until_collapse=None,
+                                draw=c.draw or c.batch_size * c.edits)
+            for c in chains if c.edits >= at]
 
 
 def collapse_points(traces: pd.DataFrame, rise: float = COLLAPSE_RISE) -> pd.DataFrame:
     """One row per (chain, ordering) of ``traces``: ``collapse`` (the first edit past the rule,
     or the chain's length where none is), ``censored`` (no collapse within the chain), the
-    unedited and final held-out NLL, and the largest norm growth reached."""
+    unedited and final held-out NLL, and the largest norm growth reached (for a chain that ended
+    at its collapse: at its collapse edit)."""
     out = []
     for (chain, ordering), part in traces.groupby(["chain", "ordering"], sort=False):
         part = part.sort_values("edits")
@@ -222,5 +245,5 @@ def bands(frame: pd.DataFrame, measure: str, by: Sequence[str] = ("chain", "edit
     return pd.concat([g.mean().rename("mean"), g.min().rename("low"), g.max().rename("high")], axis=1).reset_index()
 
 
-__all__ = ["COLLAPSE_RISE", "log_checkpoints", "horizon_chains", "collapse_points", "Delay", "delay", "plain_chains",
+__all__ = ["COLLAPSE_RISE", "log_checkpoints", "horizon_chains", "downstream_chains", "collapse_points", "Delay", "delay", "plain_chains",
            "collapse_interval", "horizon_table", "retention", "bands"]

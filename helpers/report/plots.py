@@ -217,7 +217,7 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
                 if part.empty:
                     continue
                 g = part.groupby("edits")[measure]
-                mean, low, high, count = g.mean(), g.min(), g.max(), g.count()
+                mean, low, high, count = g.mean(), g.min(), g.max(), g.size()  # size: ended chains, not NaN
                 every = count.to_numpy() == count.max()
                 # solid while every ordering runs; dotted from the last such point on
                 cut = int(np.argmin(every)) if not every.all() else len(every)

@@ -170,10 +170,9 @@ def timed_notebook(out_dir: Path, name: str):
         inner = timing.read_log(log).iloc[before:]
         inner = inner[inner.notebook == name]
         wall, cpu = time.perf_counter() - wall0, _children_cpu() - cpu0
-        if built and inner.empty:
-            return
-        timing.append(log, name, "", "notebook", max(0.0, wall - inner.seconds.astype(float).sum()),
-                      max(0.0, cpu - inner.cpu_seconds.astype(float).sum()))
+        if not (built and inner.empty):  # (no return here: it would swallow the notebook's error)
+            timing.append(log, name, "", "notebook", max(0.0, wall - inner.seconds.astype(float).sum()),
+                          max(0.0, cpu - inner.cpu_seconds.astype(float).sum()))
 
 
 def _children_cpu() -> float:

@@ -159,8 +159,8 @@ def horizon_at(traces: pd.DataFrame, edits: int, measures=("heldout_nll", "norm_
         part = at[at.chain == chain]
         row = {"chain": chain, "orderings": len(every), "running": len(part),
                "collapsed": int(((~every.censored.astype(bool)) & (every.collapse <= edits)).sum())}
-        if part.empty and not row["collapsed"]:
-            continue  # a chain shorter than ``edits``: not part of this point
+        if part.empty and row["collapsed"] < len(every):
+            continue  # past the chain's length (a chain all of whose orderings ended at their collapse stays)
         for m in measures:
             row[m], row[f"{m}_low"], row[f"{m}_high"] = part[m].mean(), part[m].min(), part[m].max()
         rows.append(row)

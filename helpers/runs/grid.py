@@ -29,7 +29,10 @@ class Chain:
     its collapse — the first edit after which the held-out NLL exceeds the unedited model's by
     more than this many nats per token, or its weights are no longer finite — instead of
     editing a broken model to its length (None: run to the length; a model with non-finite
-    weights is then scored at the floor)."""
+    weights is then scored at the floor). ``draw``: how many records the chain draws (default
+    ``batch_size × edits``; it edits the first of them): a chain that shares a longer chain's
+    records draws as many as that one does (a seeded sample of n records is not always a prefix of
+    one of more)."""
 
     method: str
     batch_size: int = 1
@@ -40,6 +43,7 @@ class Chain:
     batch_edit: str | None = None
     tasks_at: tuple[int, ...] | None = None
     until_collapse: float | None = None
+    draw: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "method", canonical_method(self.method))
@@ -55,6 +59,10 @@ class Chain:
         object.__setattr__(self, "checkpoints", points)
         if self.tasks_at is not None:
             object.__setattr__(self, "tasks_at", tuple(sorted(set(int(c) for c in self.tasks_at))))
+            if not set(self.tasks_at) <= set(points):
+                raise SweepError(f"tasks_at {self.tasks_at} must be checkpoints of the chain {points}")
+        if self.draw is not None and self.draw < self.batch_size * points[-1]:
+            raise SweepError(f"draw={self.draw} records is fewer than the chain edits ({self.batch_size} × {points[-1]})")
         if self.until_collapse is not None and 0 not in points:
             raise SweepError("a chain that ends at its collapse compares with the unedited model: its checkpoints "
                              f"must include 0, got {points}")

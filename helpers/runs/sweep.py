@@ -4,8 +4,10 @@ A :class:`Chain` is the unit of work: one method (and regulariser) editing ``bat
 records at a time, ``max(checkpoints)`` times in sequence on the same weights, with the 8
 tasks evaluated after each number of edits in ``checkpoints`` (paper Fig. 2's settings:
 instance-sequential is ``batch_size=1``; batch-single at size b is ``Chain(m, b, (0, 1))``;
-batch-sequential is both). Points that share a prefix of edits share its computation: edits
-1..20 evaluated at 0, 5, 10, 20 is one run, not four.
+batch-sequential is both; ``Chain.tasks_at`` limits the tasks to some checkpoints, and
+``Chain.until_collapse`` ends a chain at its collapse: the collapse horizon's chains). Points
+that share a prefix of edits share its computation: edits 1..20 evaluated at 0, 5, 10, 20 is
+one run, not four.
 
 Every (point, task) row is stored the moment it is computed, keyed by a hash of everything
 that determines it — the model, the task sample, and the exact records edited so far with
@@ -283,7 +285,7 @@ class ChainUnit:
         files = files or files_name(model)
         self.batch_edit = chain.batch_edit or _batch_reading(chain.method, hparams, files)
         need = chain.batch_size * chain.edits
-        sample = edit_sample(records, need, chain.seed, chain.method, hparams)
+        sample = edit_sample(records, chain.draw or need, chain.seed, chain.method, hparams)[:need]
         if len(sample) < need:
             raise SweepError(f"{chain.label} needs {need} distinct records; only {len(sample)} can be edited "
                              f"with {chain.method}")
@@ -307,7 +309,9 @@ class ChainUnit:
         import dataclasses
 
         unit = copy.copy(self)
-        unit.chain = dataclasses.replace(self.chain, checkpoints=(0,))
+        tasks_at = self.chain.tasks_at
+        unit.chain = dataclasses.replace(self.chain, checkpoints=(0,),
+                                         tasks_at=None if tasks_at is None else tuple(c for c in tasks_at if c == 0))
         return unit
 
     def _edited(self, count: int) -> list[list[int]]:
@@ -355,13 +359,25 @@ class ChainUnit:
     def checkpoints_in(self, store) -> tuple[int, ...]:
         """The checkpoints the chain reaches: all of them, but for a chain that ends at its collapse
         (``Chain.until_collapse``) and has, those before it."""
-        end = self.collapsed_at(store) if self.chain.until_collapse is not None else None
+        end = self._end(store)
         return self.chain.checkpoints if end is None else tuple(c for c in self.chain.checkpoints if c < end)
 
     def last_edit(self, store) -> int:
         """The chain's last edit: its length, or the edit it collapsed at where it ends there."""
-        end = self.collapsed_at(store) if self.chain.until_collapse is not None else None
+        end = self._end(store)
         return self.chain.edits if end is None else end
+
+    def _end(self, store) -> int | None:
+        """Where a chain that ends at its collapse has ended (None: not, or not such a chain), read
+        once per state of the store (each read hashes every trace key: long chains ask often)."""
+        if self.chain.until_collapse is None:
+            return None
+        stamp = (id(store), len(store)) if hasattr(store, "__len__") else None
+        cached = getattr(self, "_end_cache", None)
+        if stamp is None or cached is None or cached[0] != stamp:
+            cached = (stamp, self.collapsed_at(store))
+            self._end_cache = cached
+        return cached[1]
 
     def missing(self, store) -> set[str]:
         """The keys of the rows still to compute."""

@@ -177,6 +177,18 @@ def test_a_chain_ends_at_the_first_edit_past_the_rise_the_horizon_reads(tiny_mod
     two = sweep.run([Chain("SCALE", 1, (0, 2, 4, 6), until_collapse=2.0)], progress=False, **run)
     assert two.traces().edits.max() == 5 and two.rows.edits.tolist() == [0, 2, 4]
 
+    # a store where a chain run to its length left traces past the rule: the ending chain reads them, edits nothing
+    script = iter([0.1, 0.5, 1.5, 0.2, 3.0, 3.0])
+    run["store"] = tmp_path / "full.jsonl"
+    assert sweep.run([Chain("SCALE", 1, (0, 2, 4, 6))], progress=False, **run).traces().edits.max() == 6
+
+    def no_edit(*a, **k):
+        raise AssertionError("edited again")
+
+    monkeypatch.setattr(helpers.runs.chain, "edit", no_edit)
+    again = sweep.run([Chain("SCALE", 1, (0, 2, 4, 6), until_collapse=1.0)], progress=False, **run)
+    assert again.traces().edits.max() == 3 and again.rows.edits.tolist() == [0, 2]
+
 
 def test_a_chain_reads_the_tasks_only_at_its_tasks_at_and_a_fixed_chain_shares_them(tiny_model, tmp_path, monkeypatch):
     module, run = _setup(tiny_model, tmp_path, factors=[1.01] * 4)

@@ -101,6 +101,32 @@ def test_rescue_chains_edit_the_same_records_counted_in_facts():
         Chain("R-ROME", 2)
 
 
+def test_the_horizons_chains_and_their_downstream_chains_edit_the_same_records():
+    from helpers.data import load_zsre
+    from helpers.report import horizon
+    from helpers.runs.sweep import ChainUnit, SweepError
+
+    # 110 edits: past the length where a seeded sample of n records stops being a prefix of a longer one
+    grid = horizon.horizon_chains([["ROME", 1, "none"], ["ROME", 1, "rect", 0.4], ["ROME", 1, "prune"]],
+                                  {"ROME": 110}, seed=0, orderings=1, tasks_at=[0, 20])
+    assert [c.checkpoints for c in grid] == [(0, 1, 2, 4, 8, 16, 20, 32, 64, 110)] * 3  # 20 added
+    assert [c.tasks_at for c in grid] == [(0, 20)] * 3 and [c.draw for c in grid] == [110] * 3
+    assert [c.until_collapse for c in grid] == [horizon.COLLAPSE_RISE, horizon.COLLAPSE_RISE, None]  # PRUNE runs on
+    fixed = horizon.downstream_chains(grid, 20)
+    assert [c.checkpoints for c in fixed] == [(0, 20)] * 3 and all(c.until_collapse is None for c in fixed)
+    records = load_zsre()
+    for long, short in zip(grid, fixed):
+        args = (records, "smollm2-135m", ["sentiment"], 2, 0, "paper", None)
+        a, b = ChainUnit(long, *args), ChainUnit(short, *args)
+        assert b.batches == a.batches[:20] and b.row_key(20, "sentiment") == a.row_key(20, "sentiment")
+    undrawn = ChainUnit(Chain("ROME", 1, (0, 20)), records, "smollm2-135m", ["sentiment"], 2, 0, "paper", None)
+    assert undrawn.batches != ChainUnit(grid[0], records, "smollm2-135m", ["sentiment"], 2, 0, "paper", None).batches[:20]
+    with pytest.raises(SweepError, match="until_collapse"):
+        horizon.horizon_chains([["ROME", 1, "none"]], 8, until_collapse=0.5)
+    with pytest.raises(SweepError, match="tasks_at"):
+        Chain("ROME", 1, (0, 4), tasks_at=(0, 3))
+
+
 @pytest.mark.parametrize("method", ["MEMIT", "ROME"])
 def test_a_chain_resumed_in_a_fresh_process_edits_as_the_uninterrupted_one(tiny_deep_model, tmp_path, monkeypatch,
                                                                              method):

@@ -92,3 +92,15 @@ def test_a_rerun_that_computes_nothing_leaves_the_log_as_the_build_wrote_it(tmp_
         with timing.phase("ROME", "edit"):
             time.sleep(0.01)
     assert timing.read_log(log).phase.tolist()[-2:] == ["edit", "notebook"]
+
+
+def test_a_notebook_that_fails_on_a_rerun_still_raises(tmp_path, monkeypatch):
+    from helpers.report import reproduce
+
+    monkeypatch.delenv(timing.LOG_ENV, raising=False)
+    with reproduce.timed_notebook(tmp_path, "06_collapse_horizon"):
+        with timing.phase("ROME", "edit"):
+            pass
+    with pytest.raises(RuntimeError, match="a figure failed"):  # nothing computed, the log already built
+        with reproduce.timed_notebook(tmp_path, "06_collapse_horizon"):
+            raise RuntimeError("a figure failed")
