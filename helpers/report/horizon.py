@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -54,8 +54,6 @@ def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 
     (default the collapse rule's, :data:`COLLAPSE_RISE`, and no lower: the tables read the rule;
     None: every chain runs to its length). A PRUNE chain runs to its length: its traces read the
     unrestrained edits, its plain method's (PRUNE restrains them when a checkpoint is read)."""
-    import dataclasses
-
     from ..editing import Prune
     from ..runs.grid import SweepError, rescue_chains
 
@@ -75,7 +73,7 @@ def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 
         for c in rescue_chains([entry], sorted(set(log_checkpoints(length)) | set(mine)), seed=seed,
                                orderings=orderings):
             ends = None if isinstance(c.regularizer, Prune) else until_collapse
-            out.append(dataclasses.replace(c, tasks_at=tuple(mine), until_collapse=ends,
+            out.append(replace(c, tasks_at=tuple(mine), until_collapse=ends,
                                            draw=c.batch_size * c.edits))
     return sorted(out, key=lambda c: c.seed)  # ordering by ordering, as rescue_chains
 
@@ -85,9 +83,7 @@ def downstream_chains(chains: Sequence, at: int) -> list:
     horizon's): each the same method, regulariser and ordering, at 0 and ``at`` edits, drawing its
     records as its horizon chain does (so the rows the horizon chain read at ``at`` are these; a
     chain that collapsed before ``at`` is edited on to it here). Chains shorter than ``at``: none."""
-    import dataclasses
-
-    return [dataclasses.replace(c, checkpoints=(0, at), tasks_at=None, until_collapse=None,
+    return [replace(c, checkpoints=(0, at), tasks_at=None, until_collapse=None,
                                 draw=c.draw or c.batch_size * c.edits)
             for c in chains if c.edits >= at]
 

@@ -203,6 +203,7 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
     names = list(dict.fromkeys(frame[hue]))
     colours = dict(zip(names, sns.color_palette("deep", len(names))))
     groups = list(dict.fromkeys(frame[row])) if row is not None else [None]
+    ended = False  # some orderings' chains ended before others (at their collapse)
     fig, axes = plt.subplots(len(groups), len(measures), figsize=(4.6 * len(measures) + 1.5, 3.3 * len(groups) + 0.3),
                              constrained_layout=True, squeeze=False)
     for group, panels in zip(groups, axes):
@@ -221,6 +222,7 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
                 every = count.to_numpy() == count.max()
                 # solid while every ordering runs; dotted from the last such point on
                 cut = int(np.argmin(every)) if not every.all() else len(every)
+                ended |= cut < len(every)
                 ax.plot(mean.index[:cut], mean.values[:cut], color=colours[name], label=str(name), linewidth=1.5)
                 if cut < len(every):
                     ax.plot(mean.index[max(cut - 1, 0):], mean.values[max(cut - 1, 0):], color=colours[name],
@@ -235,7 +237,6 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
             shown = measure.replace("_", " ")
             ax.set(xlabel="edits (log scale)", ylabel="", title=shown if group is None else f"{group}: {shown}")
     _legend_outside(fig, *axes[:, 0])  # every row's lines in one legend
-    ended = any(g.groupby("edits").size().nunique() > 1 for _, g in frame[frame.edits > 0].groupby(hue))
     fig.suptitle(f"{title}\n(lines: mean over edit orderings; shaded: their range"
                  + ("; dotted: some orderings' chains have collapsed and ended)" if ended else ")"))
     return fig

@@ -169,7 +169,7 @@ def horizon_at(traces: pd.DataFrame, edits: int, measures=("heldout_nll", "norm_
 
 def horizon_readout(edits: int, frame: pd.DataFrame) -> str:
     """The chains' held-out NLL and norm growth after ``edits`` edits, as text."""
-    parts = [f"{r.chain}: ended, collapsed in {r.collapsed}/{r.orderings}" if getattr(r, "running", 1) == 0 else
+    parts = [f"{r.chain}: ended, collapsed in {r.collapsed}/{r.orderings}" if r.running == 0 else
              f"{r.chain}: NLL {r.heldout_nll:.2f} · ‖W‖/‖W₀‖ {r.norm_growth:.3f}"
              + (f" · collapsed in {r.collapsed}/{r.orderings}" if r.collapsed else "") for r in frame.itertuples()]
     return f"after {edits} edit{'s' if edits != 1 else ''} — " + " | ".join(parts)

@@ -70,7 +70,7 @@ class Chain:
     @property
     def task_points(self) -> tuple[int, ...]:
         """The checkpoints where the tasks are read."""
-        return self.checkpoints if self.tasks_at is None else tuple(c for c in self.checkpoints if c in self.tasks_at)
+        return self.checkpoints if self.tasks_at is None else self.tasks_at  # checked: a subset of them
 
     @property
     def edits(self) -> int:

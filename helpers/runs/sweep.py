@@ -26,6 +26,7 @@ a queue to the driver's store on Ray.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -306,8 +307,6 @@ class ChainUnit:
     def unedited(self) -> ChainUnit:
         """A unit computing only this chain's unedited point."""
         import copy
-        import dataclasses
-
         unit = copy.copy(self)
         tasks_at = self.chain.tasks_at
         unit.chain = dataclasses.replace(self.chain, checkpoints=(0,),
