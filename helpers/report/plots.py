@@ -66,41 +66,72 @@ def regularizer_bars(df: pd.DataFrame, metrics=("reliability", "generalization",
     return fig
 
 
+def _value_name(value) -> str:
+    """How a column's value reads in a legend: a batch reading by its name (``"chunks"``: as released)."""
+    from ..editing import BATCH_EDIT_NAMES
+
+    return "one fact at a time" if value is None or value != value else BATCH_EDIT_NAMES.get(value, str(value))
+
+
+def _same(column: pd.Series, value) -> pd.Series:
+    """``column == value``, where a missing value matches a missing one."""
+    return column.isna() if value is None or value != value else column == value
+
+
 MEASURE_LABELS = {"value": "task metric (paper)", "gold_nll": "gold answer NLL per token (↓ better)",
                   "label_acc": "label accuracy (most likely label)"}
 
 
 def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value", hue: str = "chain",
                       title: str = "Downstream performance as edits accumulate",
-                      bands: pd.DataFrame | None = None) -> plt.Figure:
+                      bands: pd.DataFrame | None = None, style: str | None = None) -> plt.Figure:
     """Paper Fig. 3/4/8: one panel per task, ``measure`` (a column of
     :func:`helpers.runs.sweep.side_effects` rows; the mean over a chain's orderings) against
     ``x`` (``edits``, ``edited_facts`` or ``batch_size``), one line per ``hue``; the unedited
-    model as a dashed grey line. ``bands`` (:func:`helpers.report.stats.bands` of the rows'
-    records, by ``hue``, ``x`` and ``task``): each line's 95% interval, shaded. With
-    ``x="batch_size"`` only the edited points are drawn (each batch size is its own edit)."""
+    model as a dashed grey line. ``style``: a second column that splits each ``hue`` into lines
+    of their own, told apart by their dash (e.g. ``"batch_edit"``: a batch edited jointly or as
+    released; without it those rows would be averaged into one line). ``bands``
+    (:func:`helpers.report.stats.bands` of the rows' records, by ``hue``, ``style``, ``x`` and
+    ``task``): each line's 95% interval, shaded. With ``x="batch_size"`` only the edited points
+    are drawn (each batch size is its own edit); numbers of edits get whole-number ticks."""
     sns.set_theme(style="whitegrid", context="notebook")
     tasks = list(dict.fromkeys(df.task))
     base = df[df.edits == 0].groupby("task", sort=False)[measure].mean()
     data = df[df.edits > 0] if x == "batch_size" else df
-    lines = data.groupby([hue, x, "task"], sort=False)[measure].mean().reset_index().dropna(subset=[measure])
+    split = [hue] if style is None else [hue, style]
+    lines = data.groupby([*split, x, "task"], sort=False, dropna=False)[measure].mean().reset_index()
+    lines = lines.dropna(subset=[measure])
     names = list(dict.fromkeys(data[hue]))
     colours = dict(zip(names, sns.color_palette("deep", len(names))))
     marks = dict(zip(names, "osD^vP*Xph" * (len(names) // 10 + 1)))
+    kinds = list(dict.fromkeys(data[style])) if style is not None else [None]
+    dashes = dict(zip(kinds, ["-", "--", ":", "-."] * (len(kinds) // 4 + 1)))
     cols = min(4, len(tasks))
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.5, 3.0 * rows), constrained_layout=True,
                              squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         for name in names:
-            line = lines[(lines.task == task) & (lines[hue] == name)].sort_values(x)
-            ax.plot(line[x], line[measure], marker=marks[name], color=colours[name], label=str(name), markersize=5)
-            if bands is not None:
-                band = bands[(bands.task == task) & (bands[hue] == name)].dropna(subset=["low", "high"])
-                if x == "batch_size" and "edits" in band:
-                    band = band[band.edits > 0]
-                band = band[band[x].isin(line[x])].sort_values(x)
-                ax.fill_between(band[x], band.low, band.high, color=colours[name], alpha=0.18, linewidth=0)
+            for kind in kinds:
+                line = lines[(lines.task == task) & (lines[hue] == name)]
+                if style is not None:
+                    line = line[_same(line[style], kind)]
+                line = line.sort_values(x)
+                if line.empty:
+                    continue
+                label = str(name) if style is None else f"{name} ({_value_name(kind)})"
+                ax.plot(line[x], line[measure], marker=marks[name], color=colours[name], linestyle=dashes[kind],
+                        label=label, markersize=5)
+                if bands is not None:
+                    band = bands[(bands.task == task) & (bands[hue] == name)]
+                    if style is not None:
+                        band = band[_same(band[style], kind)]
+                    band = band.dropna(subset=["low", "high"])
+                    if x == "batch_size" and "edits" in band:
+                        band = band[band.edits > 0]
+                    band = band[band[x].isin(line[x])].sort_values(x)
+                    ax.fill_between(band[x], band.low, band.high, color=colours[name], alpha=0.18 / len(kinds) ** 0.5,
+                                    linewidth=0)
         if task in base.index and base[task] == base[task]:
             ax.axhline(base[task], color="grey", linestyle="--", linewidth=1, label="unedited")
         part = data[data.task == task]
@@ -108,6 +139,8 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
         ax.set(title=f"{task} ({metric})", xlabel=x.replace("_", " "), ylabel="")
         if x == "batch_size" and (lines[lines.task == task][x] > 0).any():
             ax.set_xscale("log")
+        elif x in ("edits", "edited_facts"):
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     _legend_outside(fig, axes.flat[0])
@@ -265,6 +298,7 @@ def edit_traces(flags: pd.DataFrame, title: str = "Held-out NLL after every edit
                 ax.annotate(f"collapsed ({ordering})", (at, ax.get_ylim()[1]), fontsize=7, rotation=90,
                             va="top", ha="right")
         ax.set(title=chain, xlabel="edits", ylabel="held-out NLL per token")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{title} (red ×: a flagged jump; dotted: the model collapsed, NaN weights, scored ln V from there)")
     return fig
