@@ -140,7 +140,7 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
         if x == "batch_size" and (lines[lines.task == task][x] > 0).any():
             ax.set_xscale("log")
         elif x in ("edits", "edited_facts"):
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     _legend_outside(fig, axes.flat[0])
@@ -298,7 +298,7 @@ def edit_traces(flags: pd.DataFrame, title: str = "Held-out NLL after every edit
                 ax.annotate(f"collapsed ({ordering})", (at, ax.get_ylim()[1]), fontsize=7, rotation=90,
                             va="top", ha="right")
         ax.set(title=chain, xlabel="edits", ylabel="held-out NLL per token")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{title} (red ×: a flagged jump; dotted: the model collapsed, NaN weights, scored ln V from there)")
     return fig

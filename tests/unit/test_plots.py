@@ -42,3 +42,11 @@ def test_numbers_of_edits_get_whole_number_ticks():
     fig = side_effect_lines(df)
     ticks = [t for t in fig.axes[0].get_xticks() if -0.5 <= t <= 1.5]
     assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_edit_ticks_fall_on_round_numbers():
+    # the checkpoints 0, 10, 25, 50: ticks every 10 (not 6, 12, 18, ...)
+    df = pd.DataFrame([{"chain": "ROME", "edits": e, "task": "nli", "metric": "accuracy", "value": 0.5}
+                       for e in (0, 10, 25, 50)])
+    ticks = [t for t in side_effect_lines(df).axes[0].get_xticks() if 0 <= t <= 50]
+    assert len(ticks) >= 3 and all(t % 10 == 0 for t in ticks), ticks
