@@ -73,8 +73,7 @@ def horizon_chains(variants: Sequence[Sequence], edits: int | dict, seed: int = 
         for c in rescue_chains([entry], sorted(set(log_checkpoints(length)) | set(mine)), seed=seed,
                                orderings=orderings):
             ends = None if isinstance(c.regularizer, Prune) else until_collapse
-            out.append(replace(c, tasks_at=tuple(mine), until_collapse=ends,
-                                           draw=c.batch_size * c.edits))
+            out.append(replace(c, tasks_at=tuple(mine), until_collapse=ends, draw=c.batch_size * c.edits))
     return sorted(out, key=lambda c: c.seed)  # ordering by ordering, as rescue_chains
 
 
@@ -84,7 +83,7 @@ def downstream_chains(chains: Sequence, at: int) -> list:
     records as its horizon chain does (so the rows the horizon chain read at ``at`` are these; a
     chain that collapsed before ``at`` is edited on to it here). Chains shorter than ``at``: none."""
     return [replace(c, checkpoints=(0, at), tasks_at=None, until_collapse=None,
-                                draw=c.draw or c.batch_size * c.edits)
+                    draw=c.draw or c.batch_size * c.edits)
             for c in chains if c.edits >= at]
 
 

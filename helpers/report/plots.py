@@ -78,6 +78,11 @@ def _same(column: pd.Series, value) -> pd.Series:
     return column.isna() if value is None or value != value else column == value
 
 
+def _edit_ticks(ax) -> None:
+    """Whole numbers of edits on round values (0, 10, 20, ...; not 0.2 or 6, 12, 18)."""
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+
+
 MEASURE_LABELS = {"value": "task metric (paper)", "gold_nll": "gold answer NLL per token (↓ better)",
                   "label_acc": "label accuracy (most likely label)"}
 
@@ -130,6 +135,7 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
                     if x == "batch_size" and "edits" in band:
                         band = band[band.edits > 0]
                     band = band[band[x].isin(line[x])].sort_values(x)
+                    # lighter where a method's readings overlap, so the bands under each other stay readable
                     ax.fill_between(band[x], band.low, band.high, color=colours[name], alpha=0.18 / len(kinds) ** 0.5,
                                     linewidth=0)
         if task in base.index and base[task] == base[task]:
@@ -140,7 +146,7 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
         if x == "batch_size" and (lines[lines.task == task][x] > 0).any():
             ax.set_xscale("log")
         elif x in ("edits", "edited_facts"):
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+            _edit_ticks(ax)
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     _legend_outside(fig, axes.flat[0])
@@ -298,7 +304,7 @@ def edit_traces(flags: pd.DataFrame, title: str = "Held-out NLL after every edit
                 ax.annotate(f"collapsed ({ordering})", (at, ax.get_ylim()[1]), fontsize=7, rotation=90,
                             va="top", ha="right")
         ax.set(title=chain, xlabel="edits", ylabel="held-out NLL per token")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+        _edit_ticks(ax)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{title} (red ×: a flagged jump; dotted: the model collapsed, NaN weights, scored ln V from there)")
     return fig
