@@ -83,13 +83,26 @@ def _edit_ticks(ax) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
+def _log_y(ax) -> None:
+    """A log y axis labelled in plain numbers: 0.8, 1, 1.2 where it spans less than a decade (the
+    collapse signals; matplotlib's default there is a lone 9 × 10⁻¹), 1, 10, 100 where it spans more.
+    Call it once the data are drawn."""
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    if high < 10 * low:
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 MEASURE_LABELS = {"value": "task metric (paper)", "gold_nll": "gold answer NLL per token (↓ better)",
                   "label_acc": "label accuracy (most likely label)"}
 
 
 def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value", hue: str = "chain",
                       title: str = "Downstream performance as edits accumulate",
-                      bands: pd.DataFrame | None = None, style: str | None = None) -> plt.Figure:
+                      bands: pd.DataFrame | None = None, style: str | None = None,
+                      own_scale: bool = False) -> plt.Figure:
     """Paper Fig. 3/4/8: one panel per task, ``measure`` (a column of
     :func:`helpers.runs.sweep.side_effects` rows; the mean over a chain's orderings) against
     ``x`` (``edits``, ``edited_facts`` or ``batch_size``), one line per ``hue``; the unedited
@@ -98,7 +111,9 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
     released; without it those rows would be averaged into one line). ``bands``
     (:func:`helpers.report.stats.bands` of the rows' records, by ``hue``, ``style``, ``x`` and
     ``task``): each line's 95% interval, shaded. With ``x="batch_size"`` only the edited points
-    are drawn (each batch size is its own edit); numbers of edits get whole-number ticks."""
+    are drawn (each batch size is its own edit), at ticks on the batch sizes; numbers of edits get
+    whole-number ticks. ``own_scale``: each ``hue`` gets its own row(s) of panels, on its own
+    y scale (MEND's damage is a hundred times MEMIT's, which on a shared scale reads as flat)."""
     sns.set_theme(style="whitegrid", context="notebook")
     tasks = list(dict.fromkeys(df.task))
     base = df[df.edits == 0].groupby("task", sort=False)[measure].mean()
@@ -112,11 +127,17 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
     kinds = list(dict.fromkeys(data[style])) if style is not None else [None]
     dashes = dict(zip(kinds, ["-", "--", ":", "-."] * (len(kinds) // 4 + 1)))
     cols = min(4, len(tasks))
-    rows = -(-len(tasks) // cols)
+    block = -(-len(tasks) // cols) * cols  # the panels of one group, padded to whole rows
+    groups = names if own_scale else [None]
+    slots = [(group, task) for group in groups for task in [*tasks, *[None] * (block - len(tasks))]]
+    rows = len(slots) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.5, 3.0 * rows), constrained_layout=True,
                              squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
-        for name in names:
+    for ax, (group, task) in zip(axes.flat, slots):
+        if task is None:
+            ax.set_visible(False)
+            continue
+        for name in names if group is None else [group]:
             for kind in kinds:
                 line = lines[(lines.task == task) & (lines[hue] == name)]
                 if style is not None:
@@ -142,14 +163,17 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
             ax.axhline(base[task], color="grey", linestyle="--", linewidth=1, label="unedited")
         part = data[data.task == task]
         metric = part.metric.iloc[0] if measure == "value" and "metric" in part and len(part) else measure
-        ax.set(title=f"{task} ({metric})", xlabel=x.replace("_", " "), ylabel="")
-        if x == "batch_size" and (lines[lines.task == task][x] > 0).any():
+        ax.set(title=f"{task} ({metric})" if group is None else f"{group}\n{task} ({metric})",
+               xlabel=x.replace("_", " "), ylabel="")
+        sizes = sorted(v for v in lines[lines.task == task][x].unique() if v > 0) if x == "batch_size" else []
+        if sizes:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sizes))  # 1, 10, 50: not 10⁰, 10¹
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         elif x in ("edits", "edited_facts"):
             _edit_ticks(ax)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.set_visible(False)
-    _legend_outside(fig, axes.flat[0])
+    _legend_outside(fig, *[ax for ax, (_, task) in zip(axes.flat, slots) if task is not None][::len(tasks)])
     shaded = ", shaded: 95% interval over examples" if bands is not None else ""
     fig.suptitle(f"{title}\n{MEASURE_LABELS.get(measure, measure)}{shaded}")
     return fig
@@ -182,7 +206,7 @@ def measure_lines(df: pd.DataFrame, measures: Sequence[str], x: str = "edited_fa
                 band = intervals[(intervals[hue] == name) & (intervals.measure == measure)].sort_values(x)
                 ax.fill_between(band[x], band.low, band.high, color=colours[name], alpha=0.18, linewidth=0)
         if measure in log_scale:
-            ax.set_yscale("log")
+            _log_y(ax)
         ax.set(title=measure.replace("_", " "), xlabel=x.replace("_", " "), ylabel="")
     _legend_outside(fig, axes[0][0])
     fig.suptitle(title)
@@ -272,7 +296,7 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             if measure in log_y:
-                ax.set_yscale("log")
+                _log_y(ax)
             shown = measure.replace("_", " ")
             ax.set(xlabel="edits (log scale)", ylabel="", title=shown if group is None else f"{group}: {shown}")
     _legend_outside(fig, *axes[:, 0])  # every row's lines in one legend
