@@ -5,9 +5,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from helpers.report.plots import measure_lines, side_effect_lines  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")  # pyplot keeps every figure open until closed: the suite would hold dozens
 
 
 def _rows():
