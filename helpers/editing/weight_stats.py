@@ -102,28 +102,3 @@ def table1(rows, counts=(1, 5, 10, 15), thresholds=PAPER_THRESHOLDS):
                 rec[f"paper_share_above_{t:g}"] = v * 100
         out.append(rec)
     return pd.DataFrame(out)
-
-
-def low_rank_factors(delta: dict, max_rank: int = 64, rtol: float = 1e-6) -> dict | None:
-    """``{parameter: ΔW}`` as its singular factors ``u/<p>`` [out, r], ``s/<p>`` [r], ``v/<p>`` [in, r],
-    keeping the singular values above ``rtol`` × the largest (what lies below is float32 rounding
-    of W₁ − W₀). A chain of ROME edits adds one rank per edit, so 15 edits of a 576 × 1536 matrix
-    fit in 127 KB instead of 3.5 MB. ``None`` when some ΔW needs more than ``max_rank`` (a
-    sparsified update, e.g. under RECT, is full rank: keep it whole)."""
-    out = {}
-    for name, d in delta.items():
-        u, s, vh = torch.linalg.svd(d.double(), full_matrices=False)
-        rank = int((s > rtol * s[0]).sum()) if len(s) and s[0] > 0 else 0
-        if rank > max_rank:
-            return None
-        out[f"u/{name}"] = u[:, :rank].float().contiguous()
-        out[f"s/{name}"] = s[:rank].float().contiguous()
-        out[f"v/{name}"] = vh[:rank].T.float().contiguous()
-    return out
-
-
-def from_low_rank_factors(factors: dict) -> dict:
-    """``{parameter: ΔW}`` back from :func:`low_rank_factors` (equal at float32's scale)."""
-    names = [k[len("s/"):] for k in factors if k.startswith("s/")]
-    return {n: ((factors[f"u/{n}"].double() * factors[f"s/{n}"].double()) @ factors[f"v/{n}"].double().T).float()
-            for n in names}

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_zsre
 from ..editing import EditSequence, Regularizer, apply_update, edit, editing_metrics, method_spec, single_updates
-from ..editing.weight_stats import accumulated_change, from_low_rank_factors, low_rank_factors
+from ..editing.weight_stats import accumulated_change
 from ..evaluation import TASKS, evaluate_examples, get_task
 from ..evaluation.tasks import check_protocol, scoring_key
 from ..editing.keys import edit_key
@@ -190,9 +190,6 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
     def point(count):  # keyed by the records edited so far: a longer chain extends a shorter one
         return {**chain_key, "chain": [r.case_id for r in chain[:count]], "edits": count}
 
-    def factors(count):  # ΔW since the unedited model as its low-rank factors, committed with the rows
-        return {**point(count), "form": "low_rank"}
-
     cumulative, stats = {}, {}
     done, values = 0, {}  # the points stored in full (row and tensors), from the first on; the last one's weights
     while done < max_edits:
@@ -203,13 +200,6 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
         cumulative[done] = {n[len("delta/"):]: t for n, t in tensors.items() if n.startswith("delta/")}
         stats[done] = row["stats"]
         values = {n[len("value/"):]: t for n, t in tensors.items() if n.startswith("value/")}
-    kept = {c: (store.get(point(c)), store.get_tensors(factors(c), kept=True)) for c in range(done + 1, max_edits + 1)}
-    if done < max_edits and all(row is not None and f is not None for row, f in kept.values()):
-        # a fresh clone: the edited weights stayed on the machine that computed them, but every
-        # row and the factors of every ΔW are committed, which is all the table and figures read
-        for count, (row, _) in kept.items():
-            stats[count] = row["stats"]
-        done = max_edits
     if done < max_edits:
         m, tok = shared_model(model)
 
@@ -230,13 +220,6 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
             run.advance(done)  # a method that carries state replays the stored edits, unrecorded
             run.advance(max_edits, record)
     for count in range(1, max_edits + 1):
-        found = store.get_tensors(factors(count), kept=True)
-        if found is None:
-            found = low_rank_factors(cumulative[count])
-            if found is not None:
-                store.put_tensors(factors(count), found, kept=True)
-        if found is not None:  # drawn from the factors on every machine, so every clone draws the same figure
-            cumulative[count] = from_low_rank_factors(found)
         rows += [{"setting": "sequential", "edits": count, "case_id": chain[count - 1].case_id, "parameter": n, **st}
                  for n, st in stats[count].items()]
     return pd.DataFrame(rows), cumulative
@@ -298,23 +281,12 @@ def regularizer_ablation(model: str | LoadedModel = "smollm2-135m", methods: Seq
 def ablation_inputs(model: str | LoadedModel, method: str = "ROME", n: int = 20, seed: int = 0, *, hparams=None,
                     store: Store = None):
     """``(requests, updates, references)`` for a slider over k: the same records as
-    :func:`regularizer_ablation`, their raw updates (from the store when there; on a clone
-    without the store's tensors, from the low-rank factors committed with its rows, equal at
-    float32's scale) and their pre-edit editing metrics (one single-row frame each)."""
+    :func:`regularizer_ablation`, their raw updates (from the store when there) and their
+    pre-edit editing metrics (one single-row frame each)."""
     store = open_store(store)
     requests = edit_sample(load_zsre(), n, seed, method, hparams)
-    keys = [_raw_update_key(model, r, method, hparams) for r in requests]
-    kept = [store.get_tensors(k, kept=True) for k in keys]
-    if all(f is not None for f in kept) and any(store.get_tensors(k) is None for k in keys):
-        # a fresh clone: the updates' low-rank factors are committed with the rows, the updates are not
-        updates = [from_low_rank_factors(f) for f in kept]
-    else:
-        prefetch_raw_updates(model, requests, method, hparams, store)
-        updates = [raw_updates(model, r, method, hparams, store) for r in requests]
-        for key, found, update in zip(keys, kept, updates):
-            factors = low_rank_factors(update) if found is None else None
-            if factors is not None:
-                store.put_tensors(key, factors, kept=True)
+    prefetch_raw_updates(model, requests, method, hparams, store)
+    updates = [raw_updates(model, r, method, hparams, store) for r in requests]
     unedited = editing_metrics(*shared_model(model), requests)  # all requests in one pass, one row each
     references = [unedited.iloc[[i]].reset_index(drop=True) for i in range(len(requests))]
     return requests, updates, references

@@ -11,10 +11,7 @@ complete line. Anything else that cannot be read — a bad line before the end, 
 format — is an error naming the file and line.
 
 Beside the rows: tensors (safetensors, ``<store>_tensors/<key>.safetensors``) and per-example
-records (Parquet, ``<store>_examples/<key>.parquet``), each named by its row's key. Tensors are
-large (edited weights) and stay on the machine that computed them; small ones that a figure
-needs and a fresh clone could not have otherwise are kept with the rows
-(``kept=True``: ``<store>_kept/<key>.safetensors``, committed with the rows and records).
+records (Parquet, ``<store>_examples/<key>.parquet``), each named by its row's key.
 
 One writer at a time: a run that computes rows holds the store's lock (:meth:`ResultStore.writing`,
 a lock file ``<store>.lock`` beside it); a second process that wants to write waits for it,
@@ -256,23 +253,19 @@ class ResultStore:
         return len(self._rows)
 
     # tensors (edit updates) beside the rows: safetensors files named by the settings' key
-    def _tensor_path(self, settings: dict, kept: bool = False) -> Path:
-        folder = f"{self.path.stem}_kept" if kept else f"{self.path.stem}_tensors"
-        return self.path.parent / folder / f"{settings_key(settings)}.safetensors"
+    def _tensor_path(self, settings: dict) -> Path:
+        return self.path.parent / f"{self.path.stem}_tensors" / f"{settings_key(settings)}.safetensors"
 
-    def put_tensors(self, settings: dict, tensors: dict, kept: bool = False) -> None:
-        """Store ``tensors`` for ``settings``; ``kept``: in the folder committed with the rows
-        (keep those small: a fresh clone gets them, and they cost every clone its size)."""
+    def put_tensors(self, settings: dict, tensors: dict) -> None:
         if self.path is None:
-            self._tensors[f"{settings_key(settings)}{'/kept' if kept else ''}"] = {
-                k: v.detach().cpu().clone() for k, v in tensors.items()}
+            self._tensors[settings_key(settings)] = {k: v.detach().cpu().clone() for k, v in tensors.items()}
             return
-        _save_beside(save_safetensors, tensors, self._tensor_path(settings, kept))
+        _save_beside(save_safetensors, tensors, self._tensor_path(settings))
 
-    def get_tensors(self, settings: dict, kept: bool = False) -> dict | None:
+    def get_tensors(self, settings: dict) -> dict | None:
         if self.path is None:
-            return self._tensors.get(f"{settings_key(settings)}{'/kept' if kept else ''}")
-        path = self._tensor_path(settings, kept)
+            return self._tensors.get(settings_key(settings))
+        path = self._tensor_path(settings)
         if not path.exists() and not (self._missed() and path.exists()):
             return None
         return load_safetensors(path, "delete it and it is recomputed")
