@@ -211,7 +211,11 @@ def weight_change(model: str | LoadedModel = "smollm2-135m", method: str = "ROME
             params = dict(m.named_parameters())
             store.put_tensors(point(count), {**{f"delta/{n}": d for n, d in cumulative[count].items()},
                                              **{f"value/{n}": params[n].detach() for n in cumulative[count]}})
-            store.put(point(count), {"stats": stats[count]})
+            found = store.get(point(count))
+            if found is None:
+                store.put(point(count), {"stats": stats[count]})
+            else:  # a clone without the weights edits again for the figure; the committed row stands
+                stats[count] = found["stats"]
             bar.update()
 
         with ChainRun(m, tok, method, hparams, [[r] for r in chain]) as run, \

@@ -28,3 +28,21 @@ def test_a_longer_chain_resumes_from_the_stored_one_and_equals_one_run(tiny_mode
     assert resumed[keys].values.tolist() == whole[keys].values.tolist()
     # the same weights reached by the same edits: equal up to float32 rounding
     assert resumed.manhattan.tolist() == pytest.approx(whole.manhattan.tolist(), rel=1e-5)
+
+
+def test_a_clone_without_the_weights_edits_again_and_keeps_the_committed_rows(tiny_model, tmp_path):
+    # weights are not committed: a fresh clone replays the chain for Fig. 5, but must not append its rows
+    # again (that would change the committed store on every clone)
+    import shutil
+
+    model, tok = tiny_model
+    loaded = LoadedModel(f"tiny-{type(model).__name__}", model, tok)
+    run = dict(method="ROME", n_single=0, seed=0, hparams=tiny_hparams(model), progress=False)
+    store = tmp_path / "edits.jsonl"
+    first, _ = experiments.weight_change(loaded, max_edits=2, store=store, **run)
+    committed = store.read_bytes()
+    shutil.rmtree(tmp_path / "edits_tensors")
+    again, cumulative = experiments.weight_change(loaded, max_edits=2, store=store, **run)
+    assert store.read_bytes() == committed
+    assert again.equals(first)
+    assert sorted(cumulative) == [1, 2]
