@@ -83,6 +83,13 @@ def _edit_ticks(ax) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
+def _plain_labels(axis) -> None:
+    """Label a log ``axis`` (``ax.xaxis`` or ``ax.yaxis``) in plain numbers at its major ticks only
+    (1, 10, 50; not 10⁰, 10¹, nor a crowd of minor labels)."""
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _log_y(ax) -> None:
     """A log y axis labelled in plain numbers: 0.8, 1, 1.2 where it spans less than a decade (the
     collapse signals; matplotlib's default there is a lone 9 × 10⁻¹), 1, 10, 100 where it spans more.
@@ -91,8 +98,7 @@ def _log_y(ax) -> None:
     low, high = ax.get_ylim()
     if high < 10 * low:
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _plain_labels(ax.yaxis)
 
 
 MEASURE_LABELS = {"value": "task metric (paper)", "gold_nll": "gold answer NLL per token (↓ better)",
@@ -169,11 +175,10 @@ def side_effect_lines(df: pd.DataFrame, x: str = "edits", measure: str = "value"
         if sizes:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sizes))  # 1, 10, 50: not 10⁰, 10¹
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            _plain_labels(ax.xaxis)
         elif x in ("edits", "edited_facts"):
             _edit_ticks(ax)
-    _legend_outside(fig, *[ax for ax, (_, task) in zip(axes.flat, slots) if task is not None][::len(tasks)])
+    _legend_outside(fig, *axes.flat[::block])  # each group's first panel: every group's lines in one legend
     shaded = ", shaded: 95% interval over examples" if bands is not None else ""
     fig.suptitle(f"{title}\n{MEASURE_LABELS.get(measure, measure)}{shaded}")
     return fig
@@ -293,8 +298,7 @@ def horizon_lines(frame: pd.DataFrame, measures: Sequence[str], hue: str = "vari
                 ax.fill_between(mean.index, low.values, high.values, color=colours[name], alpha=0.18, linewidth=0)
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2))
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            _plain_labels(ax.xaxis)
             if measure in log_y:
                 _log_y(ax)
             shown = measure.replace("_", " ")
